@@ -1,0 +1,166 @@
+"""Compressed tar streams: one writer and one reader, each hashing as bytes pass."""
+
+import gzip
+import hashlib
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO, Iterable, Iterator
+
+import zstandard
+
+from ops.archive import tarformat
+from ops.archive.tarformat import BLOCK, TarFormatError
+from ops.hashio import HashingReader, HashingWriter
+
+EXTENSIONS = {"zstd": ".tar.zst", "gzip": ".tar.gz", "none": ".tar"}
+ZSTD_LEVEL = 3
+GZIP_LEVEL = 6
+CHUNK = 1 << 20
+_MAX_LONGNAME = 1 << 16
+
+
+class ArchiveError(Exception):
+    """An archive that cannot be read as one of ours: corrupt, truncated or foreign."""
+
+
+class ArchiveWriter:
+    """Writes members into ``raw`` as a (compressed) GNU tar stream.
+
+    ``raw`` is only written to; the caller owns it (fsync, rename, close).
+    """
+
+    def __init__(self, raw: BinaryIO, compression: str):
+        self._sink = HashingWriter(raw)
+        if compression == "zstd":
+            self._out = zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(self._sink, closefd=False)
+        elif compression == "gzip":
+            self._out = gzip.GzipFile(fileobj=self._sink, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
+        else:
+            self._out = self._sink
+        self._compressed = compression != "none"
+
+    def add(self, name: bytes, size: int, mtime: int, mode: int, uid: int, gid: int,
+            chunks: Iterable[bytes]) -> tuple[str, int]:
+        """Add one regular file of declared ``size``; return (sha256 of content, bytes read).
+
+        A source that yields fewer bytes than ``size`` (it shrank while being read) is
+        padded with zeros so the archive stays well-formed; the caller sees the short count.
+        The digest is of exactly the bytes stored in the member.
+        """
+        out = self._out
+        out.write(tarformat.member_header(name, size, mtime, mode, uid, gid))
+        sha = hashlib.sha256()
+        got = 0
+        for chunk in chunks:
+            chunk = chunk[: size - got]
+            sha.update(chunk)
+            out.write(chunk)
+            got += len(chunk)
+            if got >= size:
+                break
+        if got < size:
+            filler = b"\x00" * (size - got)
+            sha.update(filler)
+            out.write(filler)
+        out.write(tarformat.padding(size))
+        return sha.hexdigest(), got
+
+    def close(self) -> tuple[str, int]:
+        """End the archive; return (sha256, size) of the bytes written to ``raw``."""
+        self._out.write(tarformat.END_OF_ARCHIVE)
+        if self._compressed:
+            self._out.close()
+        self._sink.flush()
+        return self._sink.sha256, self._sink.size
+
+
+@dataclass
+class Member:
+    name: bytes
+    size: int
+    mtime: int
+    mode: int
+    typeflag: bytes
+    sha256: str = ""  # filled in once the content was read through ``chunks()``
+
+    @property
+    def is_regular(self) -> bool:
+        return self.typeflag in (tarformat.REGULAR, b"\x00")
+
+
+class ArchiveReader:
+    """Streams members out of a (compressed) tar; constant memory whatever the size."""
+
+    def __init__(self, raw: BinaryIO, compression: str):
+        self._src = HashingReader(raw)
+        if compression == "zstd":
+            self._in = zstandard.ZstdDecompressor().stream_reader(self._src, read_across_frames=True, closefd=False)
+        elif compression == "gzip":
+            self._in = gzip.GzipFile(fileobj=self._src, mode="rb")
+        else:
+            self._in = self._src
+
+    def _read(self, n: int) -> bytes:
+        try:
+            return self._in.read(n)
+        except (zstandard.ZstdError, OSError, EOFError, zlib.error) as exc:
+            raise ArchiveError(f"archive stream is corrupt: {exc}") from None
+
+    def _read_exact(self, n: int) -> bytes:
+        parts, left = [], n
+        while left:
+            data = self._read(min(left, CHUNK))
+            if not data:
+                raise ArchiveError("archive is truncated")
+            parts.append(data)
+            left -= len(data)
+        return b"".join(parts)
+
+    def _skip(self, n: int) -> None:
+        while n:
+            n -= len(self._read_exact(min(n, CHUNK)))
+
+    def members(self) -> Iterator[Member]:
+        """Yield each member; read its content with ``chunks(member)`` before the next."""
+        longname = None
+        while True:
+            block = self._read_exact(BLOCK)
+            if block == b"\x00" * BLOCK:
+                return
+            try:
+                name, size, mtime, mode, typeflag = tarformat.parse_header(block)
+            except TarFormatError as exc:
+                raise ArchiveError(f"bad tar header: {exc}") from None
+            if size < 0:
+                raise ArchiveError("negative member size")
+            if typeflag == tarformat.LONGNAME:
+                if size > _MAX_LONGNAME:
+                    raise ArchiveError("long name record is too long")
+                longname = self._read_exact(size).split(b"\x00", 1)[0]
+                self._skip(-size % BLOCK)
+                continue
+            member = Member(longname if longname is not None else name, size, mtime, mode, typeflag)
+            longname = None
+            self._pending = member.size
+            yield member
+            if self._pending:
+                self._skip(self._pending)
+            self._skip(-member.size % BLOCK)
+
+    def chunks(self, member: Member) -> Iterator[bytes]:
+        """The content of the member just yielded, hashed into ``member.sha256``."""
+        sha = hashlib.sha256()
+        while self._pending:
+            data = self._read_exact(min(self._pending, CHUNK))
+            self._pending -= len(data)
+            sha.update(data)
+            yield data
+        member.sha256 = sha.hexdigest()
+
+    def finish(self) -> tuple[str, int]:
+        """Read to the end of the stream; return (sha256, size) of the raw archive bytes."""
+        while self._read(CHUNK):
+            pass
+        while self._src.read(CHUNK):
+            pass
+        return self._src.sha256, self._src.size

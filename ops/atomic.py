@@ -1,0 +1,66 @@
+"""The one atomic-write mechanism: temporary name starting with '.', fsync, rename, fsync dir.
+
+A reader (an operator, the next step, a crash-recovering rerun) sees either the old file
+or the whole new one, never a prefix.
+"""
+
+import contextlib
+import errno
+import os
+import secrets
+from pathlib import Path
+
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # Some filesystems cannot fsync a directory (EINVAL); the rename is then as durable
+        # as that filesystem allows. Any other error is real and must surface.
+        if exc.errno != errno.EINVAL:
+            raise
+    finally:
+        os.close(fd)
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) if missing; the leaf is ours, so it is made 0700."""
+    path = Path(path)
+    path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    if (path.stat().st_mode & 0o777) != PRIVATE_DIR:
+        path.chmod(PRIVATE_DIR)
+    return path
+
+
+def temp_name(final_name: str) -> str:
+    return f".{final_name}.tmp-{secrets.token_hex(4)}"
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: int = PRIVATE_FILE):
+    """Yield a binary file; on clean exit it replaces ``path`` durably, else it vanishes."""
+    path = Path(path)
+    tmp = path.with_name(temp_name(path.name))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        with os.fdopen(fd, "wb", buffering=1 << 20) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        if mode != PRIVATE_FILE:
+            os.chmod(tmp, mode)  # the umask may have narrowed a deliberately wider mode
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = PRIVATE_FILE) -> None:
+    with atomic_file(path, mode) as f:
+        f.write(data)

@@ -1,0 +1,65 @@
+"""The scripts' shared shell: arguments, exit codes, privacy and priority, set once.
+
+A script is ``main(argv)``: it builds its parser here, names one function of ``ops`` to
+call, and returns that function's exit code. Any OpsError becomes its own exit code and
+one clear paragraph on stderr; argparse's own usage errors exit 64, not 2, because 2
+means "refused" in this toolkit.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from ops.config import Config, load_config
+from ops.console import Console
+from ops.errors import EXIT_STATUS_HELP, FAILED, OpsError, UsageError
+from ops.manifest import check_run_id
+from ops.priority import lower_priority
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO / "retention.yaml"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message}", hint=f"see {self.prog} --help")
+
+
+def parser(name: str, description: str, run: bool = True) -> argparse.ArgumentParser:
+    p = _Parser(prog=f"scripts/{name}.py", description=description, epilog=EXIT_STATUS_HELP,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), metavar="PATH",
+                   help="retention.yaml to use (default: %(default)s)")
+    if run:
+        p.add_argument("--run", metavar="ID", type=_run_id, help="run id (default: the newest run)")
+    p.add_argument("-v", "--verbose", action="store_true", help="print a summary even when not on a terminal")
+    return p
+
+
+def _run_id(text: str) -> str:
+    try:
+        return check_run_id(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def main(name: str, p: argparse.ArgumentParser, argv, action: Callable[[argparse.Namespace, Config, Console], int]) -> int:
+    os.umask(0o077)  # everything the toolkit creates is private to its user
+    ui = Console()
+    try:
+        args = p.parse_args(argv)
+        ui = Console(verbose=args.verbose)
+        lower_priority()
+        return action(args, load_config(args.config), ui)
+    except OpsError as exc:
+        ui.error(exc, name)
+        return exc.code
+    except KeyboardInterrupt:
+        ui.error(OpsError("interrupted"), name)
+        return FAILED
+
+
+def run(argv=None, **kw) -> None:
+    sys.exit(main(argv=argv, **kw))

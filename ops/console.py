@@ -1,0 +1,88 @@
+"""Human output, in one place: rich on a terminal, plain and quiet otherwise.
+
+Steps never print; they call this. Under cron (no TTY) a successful step says nothing
+unless asked (--verbose / VERBOSE=1); errors always get one clear paragraph on stderr.
+Machine-readable output (--json) goes to stdout and never passes through here.
+"""
+
+import contextlib
+import os
+import sys
+
+from ops.errors import OpsError
+
+
+class Console:
+    def __init__(self, verbose: bool = False):
+        self.tty = sys.stderr.isatty()
+        self.verbose = verbose or os.environ.get("VERBOSE", "") not in ("", "0")
+        self._rich = None
+        self.log_path = None  # set once the step knows its log file; named in error paragraphs
+        if self.tty:
+            from rich.console import Console as RichConsole
+
+            self._rich = RichConsole(stderr=True, highlight=False)
+            self._out = RichConsole(highlight=False)
+
+    @property
+    def chatty(self) -> bool:
+        return self.tty or self.verbose
+
+    def info(self, msg: str) -> None:
+        if not self.chatty:
+            return
+        if self._rich:
+            self._rich.print(msg, markup=False)
+        else:
+            print(msg, file=sys.stderr)
+
+    def warn(self, msg: str) -> None:
+        if self._rich:
+            self._rich.print("warning: " + msg, style="yellow", markup=False)
+        elif self.verbose:
+            print("warning: " + msg, file=sys.stderr)
+
+    def error(self, exc: OpsError, step: str) -> None:
+        lines = [f"qts-ops {step}: {exc.message}"]
+        if exc.hint:
+            lines.append(exc.hint)
+        if exc.code == 1:
+            lines.append("Nothing unverified was deleted.")
+        if self.log_path:
+            lines.append(f"Log: {self.log_path}")
+        text = "\n".join(lines)
+        if self._rich:
+            self._rich.print(text, style="bold red", markup=False)
+        else:
+            print(text, file=sys.stderr)
+
+    def table(self, title: str, columns: list[str], rows: list[list], footer: list | None = None) -> None:
+        """A report the operator asked for (plan, status): printed with or without a TTY."""
+        if self._rich:
+            from rich.table import Table
+
+            t = Table(title=title, show_footer=footer is not None)
+            for i, c in enumerate(columns):
+                t.add_column(c, footer=str(footer[i]) if footer else "", justify="right" if rows and all(isinstance(r[i], int) for r in rows) else "left")
+            for row in rows:
+                t.add_row(*(str(x) for x in row))
+            self._out.print(t)
+            return
+        print(f"== {title}")
+        print("\t".join(columns))
+        for row in rows + ([footer] if footer else []):
+            print("\t".join(str(x) for x in row))
+
+    @contextlib.contextmanager
+    def progress(self, description: str, total: int):
+        """Yield ``advance(n_bytes)``; a rich bar on a terminal, nothing otherwise."""
+        if not self._rich:
+            yield lambda n: None
+            return
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      console=self._rich, transient=True) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda n: bar.advance(task, n)
+

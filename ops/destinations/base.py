@@ -1,0 +1,57 @@
+"""The destination interface: write a run privately, publish it whole, read it back.
+
+A destination never shows a half-written run: files go into a staging area first and
+``publish`` makes the whole run visible at once. A published run is never overwritten.
+"""
+
+from abc import ABC, abstractmethod
+from typing import BinaryIO
+
+RUN_FILES = ("MANIFEST.json", "SHA256SUMS")
+
+
+class DestinationError(Exception):
+    """The destination could not do what was asked (I/O error, missing run, refusal)."""
+
+
+class Staging(ABC):
+    """A run being written; invisible to readers until ``publish``."""
+
+    @abstractmethod
+    def create(self, name: str) -> BinaryIO:
+        """A new file of the run, open for binary writing."""
+
+    @abstractmethod
+    def publish(self) -> None:
+        """Make every file durable, then make the run visible at once."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Throw away what was staged."""
+
+
+class Destination(ABC):
+    def __init__(self, name: str):
+        self.name = name
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where this destination is, for messages."""
+
+    @abstractmethod
+    def has_run(self, run_id: str) -> bool: ...
+
+    @abstractmethod
+    def list_runs(self) -> list[str]: ...
+
+    @abstractmethod
+    def begin_run(self, run_id: str) -> Staging:
+        """Start writing ``run_id``; leftovers of an interrupted attempt are discarded."""
+
+    @abstractmethod
+    def open_read(self, run_id: str, name: str) -> BinaryIO:
+        """A published file of a run, open for streaming binary reads."""
+
+    def read_bytes(self, run_id: str, name: str) -> bytes:
+        with self.open_read(run_id, name) as f:
+            return f.read()

@@ -1,0 +1,55 @@
+"""JSON lines that stay valid UTF-8 yet keep any file name losslessly.
+
+File names on Linux are bytes; Python decodes undecodable bytes to lone surrogates
+(surrogateescape). Such a name cannot be written as UTF-8 text, so its line falls back to
+``\\udcXX`` escapes, which json reads back to the same surrogates: greppable text for
+ordinary names, exact round-trips for every name.
+"""
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+from ops.hashio import HashingWriter
+
+
+def dumps(obj) -> bytes:
+    try:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(obj, separators=(",", ":")).encode("ascii")
+
+
+def dumps_line(obj) -> bytes:
+    return dumps(obj) + b"\n"
+
+
+def dumps_document(obj) -> bytes:
+    """A manifest: indented and key-sorted so an operator can read and diff it."""
+    try:
+        text = json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True)
+        return text.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        return json.dumps(obj, indent=2, sort_keys=True).encode("ascii") + b"\n"
+
+
+class HashingLineWriter:
+    """Writes JSON lines to a binary file and hashes the exact bytes written."""
+
+    def __init__(self, f):
+        self.out = HashingWriter(f)
+        self.count = 0
+
+    def write(self, obj) -> None:
+        self.out.write(dumps_line(obj))
+        self.count += 1
+
+    @property
+    def sha256(self) -> str:
+        return self.out.sha256
+
+
+def iter_lines(path: Path) -> Iterator[dict]:
+    with open(path, "rb") as f:
+        for line in f:
+            yield json.loads(line)

@@ -1,0 +1,88 @@
+"""The one lock: ``fcntl.flock`` on ``<state_dir>/lock``, held by the whole chain.
+
+flock belongs to the open file description, so the kernel drops it when the holder dies
+(no stale locks), and a child that inherits the descriptor (the chain's steps) holds it
+too. A child learns of the inherited descriptor through QTS_OPS_LOCK_FD.
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+
+from ops.atomic import PRIVATE_FILE, ensure_private_dir
+from ops.errors import LockBusy
+
+LOCK_FD_ENV = "QTS_OPS_LOCK_FD"
+
+
+def lock_path(state_dir: Path) -> Path:
+    return Path(state_dir) / "lock"
+
+
+def read_holder(state_dir: Path) -> dict | None:
+    """Who holds the lock now, or None when nobody does."""
+    path = lock_path(state_dir)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return json.loads(os.pread(fd, 4096, 0) or b"{}")
+            except ValueError:
+                return {}
+        return None
+    finally:
+        os.close(fd)
+
+
+def _inherited(path: Path) -> int | None:
+    value = os.environ.get(LOCK_FD_ENV)
+    if not value:
+        return None
+    try:
+        fd = int(value)
+        st, want = os.fstat(fd), os.stat(path)
+    except (ValueError, OSError):
+        return None
+    return fd if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino) else None
+
+
+@contextlib.contextmanager
+def hold_lock(state_dir: Path, who: dict):
+    """Hold the lock for the block, or raise LockBusy at once (exit 75)."""
+    ensure_private_dir(state_dir)
+    path = lock_path(state_dir)
+    fd = _inherited(path)
+    if fd is not None:
+        # Re-locking through the same open file description succeeds only if that
+        # description still holds it: proof the parent chain is alive and owns it.
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockBusy(f"inherited lock descriptor does not hold {path}") from None
+        yield fd
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = read_holder(state_dir) or {}
+            raise LockBusy(
+                f"another run holds the lock {path} (pid {holder.get('pid', '?')}, "
+                f"run {holder.get('run', '?')}, step {holder.get('step', '?')}); nothing was changed",
+                hint="cron will retry on its next tick",
+            ) from None
+        info = dict(who, pid=os.getpid(), since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        yield fd
+    finally:
+        os.close(fd)

@@ -1,0 +1,193 @@
+"""Run state on disk and the one precondition: "the predecessor's intact success manifest".
+
+``<state_dir>/runs/<run_id>/<step>.ok.json`` is written atomically as the last act of a
+successful step. It carries a seal (SHA-256 of its own canonical bytes), the SHA-256 of
+its predecessor's file bytes, and the SHA-256 of every entry file it depends on. Every
+step re-checks the whole chain back to scan, so a manifest or entry file changed by one
+byte, truncated, or swapped in from another run is refused (exit 2).
+"""
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+
+from ops.atomic import atomic_write, ensure_private_dir
+from ops.errors import Refused, UsageError
+from ops.jsonl import dumps_document
+from ops.paths import check_manifest_path
+
+STEPS = ("scan", "backup", "verify", "clean")
+SCHEMA = 1
+RUN_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{4}$")
+
+
+def new_run_id(now: float | None = None) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + "-" + secrets.token_hex(2)
+
+
+def check_run_id(run_id: str) -> str:
+    if not RUN_ID_RE.match(run_id or ""):
+        raise UsageError(f"{run_id!r} is not a run id (expected like 20261126T031700Z-4f2a)")
+    return run_id
+
+
+def list_runs(state_dir: Path) -> list[str]:
+    try:
+        names = os.listdir(Path(state_dir) / "runs")
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if RUN_ID_RE.match(n))
+
+
+def sha256_file(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _seal(body: dict) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def seal_document(body: dict) -> bytes:
+    return dumps_document(dict(body, seal=_seal(body)))
+
+
+def open_sealed(data: bytes, where: str) -> dict:
+    """Parse a sealed document; any byte that differs from what was written is refused."""
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise Refused(f"{where} is not valid JSON ({exc}); it was truncated or edited") from None
+    if not isinstance(doc, dict) or "seal" not in doc:
+        raise Refused(f"{where} has no seal; it was not written by this toolkit")
+    body = {k: v for k, v in doc.items() if k != "seal"}
+    if doc["seal"] != _seal(body) or seal_document(body) != data:
+        raise Refused(f"{where} does not match its seal; it was changed after it was written")
+    return body
+
+
+class Run:
+    """One run's directory of manifests and entry files."""
+
+    def __init__(self, state_dir: Path, run_id: str):
+        self.id = check_run_id(run_id)
+        self.dir = Path(state_dir) / "runs" / run_id
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def ok_path(self, step: str) -> Path:
+        return self.dir / f"{step}.ok.json"
+
+    def failed_path(self, step: str) -> Path:
+        return self.dir / f"{step}.failed.json"
+
+    def exists(self) -> bool:
+        return self.dir.is_dir()
+
+    def create(self) -> None:
+        ensure_private_dir(self.dir.parent.parent)
+        ensure_private_dir(self.dir.parent)
+        ensure_private_dir(self.dir)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def write_ok(self, step: str, body: dict, files: dict[str, str] | None = None) -> dict:
+        """Seal and publish ``<step>.ok.json``: the last act of a successful step."""
+        doc = {
+            "schema": SCHEMA,
+            "step": step,
+            "run_id": self.id,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "files": dict(files or {}),
+        }
+        index = STEPS.index(step)
+        if index:
+            prev = self.ok_path(STEPS[index - 1])
+            doc["predecessor"] = {"file": prev.name, "sha256": sha256_file(prev)}
+        doc.update(body)
+        atomic_write(self.ok_path(step), seal_document(doc))
+        try:
+            os.unlink(self.failed_path(step))
+        except FileNotFoundError:
+            pass
+        return doc
+
+    def write_failed(self, step: str, message: str, code: int) -> None:
+        self.create()
+        doc = {
+            "schema": SCHEMA,
+            "step": step,
+            "run_id": self.id,
+            "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "exit_code": code,
+            "error": message,
+        }
+        atomic_write(self.failed_path(step), dumps_document(doc))
+
+    # -- checking ------------------------------------------------------------------------
+
+    def _load(self, step: str) -> dict:
+        path = self.ok_path(step)
+        where = f"run {self.id}: {path.name}"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise Refused(
+                f"run {self.id}: {path.name} is missing",
+                hint=f"run the {step} step first: make {step} RUN={self.id}",
+            ) from None
+        doc = open_sealed(data, where)
+        if doc.get("schema") != SCHEMA or doc.get("step") != step or doc.get("run_id") != self.id:
+            raise Refused(f"{where} belongs to step {doc.get('step')!r} of run {doc.get('run_id')!r}; it was swapped in")
+        index = STEPS.index(step)
+        if index:
+            prev = self.ok_path(STEPS[index - 1])
+            recorded = (doc.get("predecessor") or {}).get("sha256")
+            if not prev.exists() or recorded != sha256_file(prev):
+                raise Refused(f"{where} does not match {prev.name} (changed, truncated or replaced since)")
+        for name, sha in doc.get("files", {}).items():
+            self._check_entry_file(name, sha, where)
+        return doc
+
+    def _check_entry_file(self, name: str, expected: str, where: str) -> None:
+        """Hash the entry file and check every path in it, before anything acts on it."""
+        check_manifest_path(name, where)
+        if "/" in name:
+            raise Refused(f"{where}: entry file {name!r} is outside the run directory")
+        path = self.path(name)
+        sha = hashlib.sha256()
+        try:
+            with open(path, "rb") as f:
+                for n, line in enumerate(f, 1):
+                    sha.update(line)
+                    try:
+                        entry = json.loads(line)
+                        check_manifest_path(entry["path"], f"{path.name} line {n}")
+                    except (ValueError, KeyError, TypeError):
+                        raise Refused(f"run {self.id}: {path.name} line {n} is not a valid entry") from None
+        except FileNotFoundError:
+            raise Refused(f"run {self.id}: entry file {name} named by {where} is missing") from None
+        if sha.hexdigest() != expected:
+            raise Refused(f"run {self.id}: {name} does not match the SHA-256 recorded in {where}; it was changed")
+
+    def require(self, step: str) -> dict[str, dict]:
+        """The intact success manifests of every step before ``step``, or Refused (exit 2)."""
+        if not self.exists():
+            raise Refused(f"run {self.id} does not exist in {self.dir.parent}", hint="start one with: make scan")
+        return {s: self._load(s) for s in STEPS[: STEPS.index(step)]}
+
+    def completed(self, step: str) -> dict | None:
+        """This step's own manifest if it already succeeded (chain intact), else None."""
+        if not self.ok_path(step).exists():
+            return None
+        self.require(step)
+        return self._load(step)

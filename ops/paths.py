@@ -1,0 +1,136 @@
+"""Root-relative paths from manifests, and opening them without ever following a symlink.
+
+Manifests are trusted only as far as they are checked: a path must be relative, without
+'.', '..' or empty components. Files are then reached one component at a time from a
+directory descriptor of the root with O_NOFOLLOW, so a directory swapped for a symlink
+mid-run leads nowhere outside the root.
+"""
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+from ops.errors import Refused
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a file swapped for a FIFO must not hang the open.
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def unsafe_reason(path) -> str | None:
+    """Why ``path`` (str or bytes) may not name a file beneath a root, or None if it may."""
+    if isinstance(path, str):
+        path = os.fsencode(path)
+    if not path:
+        return "empty path"
+    if path.startswith(b"/"):
+        return "absolute path"
+    if b"\x00" in path:
+        return "NUL byte in path"
+    for part in path.split(b"/"):
+        if part in (b"", b".", b".."):
+            return f"path component {part.decode() or '(empty)'!r}"
+    return None
+
+
+def check_manifest_path(path, where: str) -> str:
+    reason = unsafe_reason(path)
+    if reason:
+        raise Refused(f"{where}: refusing path {path!r}: {reason}")
+    return path
+
+
+def stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """The identity clean compares before every unlink: (device, inode, size, mtime, ctime)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def entry_key(entry: dict) -> tuple[int, int, int, int, int]:
+    return (entry["dev"], entry["ino"], entry["size"], entry["mtime_ns"], entry["ctime_ns"])
+
+
+class RootChanged(Exception):
+    pass
+
+
+class Beneath:
+    """A policy root held open by descriptor; files are reached beneath it only.
+
+    The parent directory of the last path is cached, so consecutive files of one directory
+    cost one openat each.
+    """
+
+    def __init__(self, root: Path, expect_dev_ino: tuple[int, int] | None = None):
+        self.root = root
+        self.fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        st = os.fstat(self.fd)
+        if expect_dev_ino is not None and (st.st_dev, st.st_ino) != tuple(expect_dev_ino):
+            os.close(self.fd)
+            raise RootChanged(f"{root} is not the directory that was scanned (device/inode differ)")
+        self._dir_rel: bytes | None = None
+        self._dir_fd: int | None = None
+
+    def close(self) -> None:
+        self._drop_cache()
+        os.close(self.fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _drop_cache(self) -> None:
+        if self._dir_fd is not None and self._dir_fd != self.fd:
+            os.close(self._dir_fd)
+        self._dir_rel, self._dir_fd = None, None
+
+    def parent(self, relpath: str) -> tuple[int, bytes]:
+        """(descriptor of the parent directory, final name) for a checked relative path.
+
+        Raises OSError (ELOOP, ENOTDIR, ENOENT) when a component is missing or is a symlink.
+        """
+        raw = os.fsencode(relpath)
+        dir_rel, _, name = raw.rpartition(b"/")
+        if dir_rel != self._dir_rel:
+            self._drop_cache()
+            fd = self.fd
+            try:
+                for part in dir_rel.split(b"/") if dir_rel else ():
+                    nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                    if fd != self.fd:
+                        os.close(fd)
+                    fd = nxt
+            except OSError:
+                if fd != self.fd:
+                    os.close(fd)
+                raise
+            self._dir_rel, self._dir_fd = dir_rel, fd
+        return self._dir_fd, name
+
+    def open_regular(self, relpath: str) -> tuple[int, os.stat_result]:
+        """Open a regular file for reading; a symlink, FIFO or device raises OSError."""
+        dir_fd, name = self.parent(relpath)
+        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise OSError(errno.EINVAL, "not a regular file")
+        return fd, st
+
+    def lstat(self, relpath: str) -> os.stat_result:
+        dir_fd, name = self.parent(relpath)
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+
+    def unlink(self, relpath: str) -> None:
+        dir_fd, name = self.parent(relpath)
+        os.unlink(name, dir_fd=dir_fd)
+
+
+def describe_oserror(exc: OSError) -> str:
+    if exc.errno == errno.ENOENT:
+        return "vanished"
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+        return "a path component is now a symlink or not a directory"
+    return exc.strerror or str(exc)

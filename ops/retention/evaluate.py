@@ -1,0 +1,42 @@
+"""Applying one policy to its root on disk: the walk fed through the pure decision."""
+
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+from ops.config import Policy
+from ops.errors import StepFailed
+from ops.retention.policy import Decision, decide, matcher
+from ops.retention.walk import walk_files
+
+
+class RootMissing(Exception):
+    pass
+
+
+def root_identity(policy: Policy) -> tuple[int, int]:
+    """(device, inode) of the policy root; RootMissing when it is absent and allowed to be."""
+    try:
+        st = os.stat(policy.root)
+    except FileNotFoundError:
+        if policy.missing_ok:
+            raise RootMissing(f"policy {policy.name}: root {policy.root} does not exist (missing_ok)") from None
+        raise StepFailed(
+            f"policy {policy.name}: root {policy.root} does not exist",
+            hint="fix the root in the config, or set missing_ok: true for a root that may be absent",
+        ) from None
+    if not os.path.isdir(policy.root) or os.path.islink(policy.root):
+        raise StepFailed(f"policy {policy.name}: root {policy.root} is not a directory")
+    return st.st_dev, st.st_ino
+
+
+def evaluate(policy: Policy, now_ns: int, on_skip: Callable[[str, str], None]) -> Iterator[Decision]:
+    """Every file under the root that the policy governs, decided (keep or expire, and why)."""
+    matches = matcher(policy)
+
+    def skipped(path: str, why: str) -> None:
+        if matches(path) or path == ".":
+            on_skip(path, why)
+
+    files = (f for f in walk_files(Path(policy.root), skipped) if matches(f.path))
+    return decide(files, policy, now_ns)

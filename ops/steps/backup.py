@@ -1,0 +1,198 @@
+"""backup: stream every expired file into one archive per policy on every destination.
+
+Each source file is read once: hashed while it is archived. A file whose stat no longer
+matches the scan is not archived; one that changes while being read is archived but
+marked "changed" so clean keeps it. The run appears on a destination only whole.
+"""
+
+import os
+import socket
+import time
+
+from ops import crashpoints
+from ops.archive import EXTENSIONS, ArchiveWriter
+from ops.archive.codec import CHUNK
+from ops.atomic import atomic_file, atomic_write
+from ops.checksums import sum_line
+from ops.config import NAME_RE
+from ops.destinations import DestinationError, open_destination
+from ops.errors import Refused, StepFailed
+from ops.hashio import HashingWriter, sha256_bytes
+from ops.jsonl import HashingLineWriter, dumps_document, iter_lines
+from ops.manifest import open_sealed, seal_document
+from ops.paths import Beneath, RootChanged, describe_oserror, entry_key, stat_key
+from ops.steps.runner import StepContext
+
+PENDING = "backup.pending.json"
+# What MANIFEST.json tells a restore that has no local state.
+RESTORE_KEYS = ("root", "archive", "archive_sha256", "archive_bytes", "sums", "sums_sha256", "members", "member_bytes")
+
+
+def records_name(policy: str) -> str:
+    return f"backup.{policy}.jsonl"
+
+
+class Tee:
+    """One stream of bytes to every destination's file."""
+
+    def __init__(self, files):
+        self.files = files
+
+    def write(self, data) -> int:
+        for f in self.files:
+            f.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        for f in self.files:
+            f.flush()
+
+
+def _read_chunks(fd: int, size: int):
+    left = size
+    while left > 0:
+        data = os.read(fd, min(CHUNK, left))
+        if not data:
+            return
+        left -= len(data)
+        yield data
+
+
+def _archive_one(beneath: Beneath, writer: ArchiveWriter, entry: dict) -> dict:
+    path = entry["path"]
+    try:
+        fd, st = beneath.open_regular(path)
+    except OSError as exc:
+        return {"path": path, "status": "skipped", "reason": describe_oserror(exc)}
+    try:
+        if stat_key(st) != entry_key(entry):
+            return {"path": path, "status": "skipped", "reason": "changed since scan"}
+        sha, got = writer.add(os.fsencode(path), st.st_size, st.st_mtime_ns // 1_000_000_000,
+                              st.st_mode & 0o7777, st.st_uid, st.st_gid, _read_chunks(fd, st.st_size))
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    record = {"path": path, "status": "archived", "sha256": sha, "size": st.st_size}
+    if got != st.st_size or stat_key(after) != stat_key(st):
+        record.update(status="changed", reason="changed while being archived; kept, the copy may be torn")
+    return record
+
+
+def _write_policy(ctx: StepContext, name: str, scanned: dict, stagings, compression: str) -> tuple[dict, str]:
+    archive = name + EXTENSIONS[compression]
+    sums_name = f"{name}.sha256"
+    writer = ArchiveWriter(Tee([s.create(archive) for s in stagings]), compression)
+    sums = HashingWriter(Tee([s.create(sums_name) for s in stagings]))
+    counts = {"archived": 0, "changed": 0, "skipped": 0}
+    archived_bytes = 0
+    try:
+        beneath = Beneath(scanned["root"], (scanned["root_dev"], scanned["root_ino"]))
+    except (RootChanged, OSError) as exc:
+        raise StepFailed(f"policy {name}: cannot open root {scanned['root']}: {exc}") from None
+    with beneath, atomic_file(ctx.run.path(records_name(name))) as rf, \
+            ctx.ui.progress(f"backup {name}", scanned["expired_bytes"]) as advance:
+        records = HashingLineWriter(rf)
+        for entry in iter_lines(ctx.run.path(scanned["entries"])):
+            record = _archive_one(beneath, writer, entry)
+            records.write(record)
+            counts[record["status"]] += 1
+            if record["status"] == "skipped":
+                ctx.log.event("not_archived", f"{record['path']}: {record['reason']}", level="warning",
+                              policy=name, path=record["path"], reason=record["reason"])
+                continue
+            if record["status"] == "changed":
+                ctx.log.event("changed", f"{record['path']}: {record['reason']}", level="warning",
+                              policy=name, path=record["path"])
+            sums.write(sum_line(record["sha256"], os.fsencode(record["path"])))
+            archived_bytes += record["size"]
+            advance(record["size"])
+            crashpoints.reach("backup.after_member")
+        archive_sha, archive_bytes = writer.close()
+    info = {
+        "root": scanned["root"], "archive": archive, "archive_sha256": archive_sha, "archive_bytes": archive_bytes,
+        "sums": sums_name, "sums_sha256": sums.sha256, "members": counts["archived"] + counts["changed"], "member_bytes": archived_bytes, **counts,
+    }
+    return info, records.sha256
+
+
+def _sha256sums(files: dict[str, str]) -> bytes:
+    return b"".join(sum_line(sha, name.encode()) for name, sha in sorted(files.items()))
+
+
+def _adopt(ctx: StepContext, dests, published) -> tuple[dict, dict]:
+    """A crash after publishing, before backup.ok.json: finish from what was published."""
+    try:
+        pending = open_sealed(ctx.run.path(PENDING).read_bytes(), f"run {ctx.run.id}: {PENDING}")
+    except (FileNotFoundError, Refused):
+        pending = None
+    for dest in published:
+        try:
+            same = pending and sha256_bytes(dest.read_bytes(ctx.run.id, "MANIFEST.json")) == pending["body"]["manifest_sha256"]
+        except (DestinationError, OSError):
+            same = False
+        if not same:
+            raise StepFailed(
+                f"destination {dest.describe()} already holds run {ctx.run.id}, but not the one this state describes; "
+                "refusing to overwrite it",
+                hint=f"inspect that run directory and move it aside, then rerun: make backup RUN={ctx.run.id}",
+            )
+    body = dict(pending["body"], destinations=[d.name for d in published])
+    ctx.log.event("adopted", f"run {ctx.run.id} was already published on {', '.join(body['destinations'])}")
+    return body, pending["files"]
+
+
+def backup_work(ctx: StepContext):
+    run_id = ctx.run.id
+    compression = ctx.config.compression
+    scanned = {n: p for n, p in ctx.chain["scan"]["policies"].items() if p["expired"] > 0}
+    for name in scanned:
+        if not NAME_RE.match(name):
+            raise Refused(f"run {run_id}: scan.ok.json names a policy {name!r} that is not a valid name")
+    dests = [open_destination(d) for d in ctx.config.destinations]
+    published = [d for d in dests if d.has_run(run_id)]
+    if published:
+        return _adopt(ctx, dests, published)
+    if not scanned:
+        ctx.summary.update(archived=0)
+        return {"compression": compression, "destinations": [], "policies": {}}, {}
+
+    try:
+        stagings = [d.begin_run(run_id) for d in dests]
+    except (DestinationError, OSError) as exc:
+        raise StepFailed(f"cannot start run {run_id} on a destination: {exc}") from None
+    try:
+        policies, files = {}, {}
+        for name, info in scanned.items():
+            policies[name], files[records_name(name)] = _write_policy(ctx, name, info, stagings, compression)
+            crashpoints.reach("backup.after_archive")
+        manifest = dumps_document({
+            "format": "qts-ops-run", "schema": 1, "run_id": run_id, "host": socket.gethostname(),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "compression": compression,
+            "policies": {n: {k: p[k] for k in RESTORE_KEYS} for n, p in policies.items()},
+        })
+        listed = {"MANIFEST.json": sha256_bytes(manifest)}
+        for p in policies.values():
+            listed[p["archive"]] = p["archive_sha256"]
+            listed[p["sums"]] = p["sums_sha256"]
+        sums = _sha256sums(listed)
+        for s in stagings:
+            s.create("MANIFEST.json").write(manifest)
+            s.create("SHA256SUMS").write(sums)
+        body = {
+            "compression": compression, "destinations": [d.name for d in dests], "policies": policies,
+            "manifest_sha256": listed["MANIFEST.json"], "sha256sums_sha256": sha256_bytes(sums),
+        }
+        # Written before publishing: a crash between publish and backup.ok.json leaves
+        # proof of what was published, so the rerun adopts it instead of writing it twice.
+        atomic_write(ctx.run.path(PENDING), seal_document({"body": body, "files": files}))
+        crashpoints.reach("backup.before_publish")
+        for s in stagings:
+            s.publish()
+        crashpoints.reach("backup.after_publish")
+    except BaseException:
+        for s in stagings:
+            s.abort()
+        raise
+    ctx.summary.update(archived=sum(p["archived"] for p in policies.values()),
+                       bytes=sum(p["member_bytes"] for p in policies.values()))
+    return body, files

@@ -1,0 +1,69 @@
+"""The four steps by name, which run each acts on, and the chain that runs them in order."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ops.config import Config
+from ops.console import Console
+from ops.errors import Refused
+from ops.lock import LOCK_FD_ENV, hold_lock
+from ops.logs import StepLog
+from ops.manifest import STEPS, Run, list_runs, new_run_id
+from ops.steps.backup import backup_work
+from ops.steps.clean import clean_work
+from ops.steps.runner import run_step
+from ops.steps.scan import scan_work
+from ops.steps.verify import verify_work
+
+WORK = {"scan": scan_work, "backup": backup_work, "verify": verify_work, "clean": clean_work}
+SCRIPTS = Path(__file__).resolve().parent.parent.parent / "scripts"
+
+
+def newest_run(config: Config) -> str:
+    runs = list_runs(config.state_dir)
+    if not runs:
+        raise Refused(f"no run exists in {config.state_dir}", hint="start one with: make scan (or make maintenance)")
+    return runs[-1]
+
+
+def step_main(step: str, run_id: str | None, config: Config, ui: Console) -> int:
+    """One step alone: scan starts a new run unless given one; the others take the newest."""
+    if run_id is None:
+        run_id = new_run_id() if step == "scan" else newest_run(config)
+    return run_step(step, config, run_id, ui, WORK[step])
+
+
+def run_to_continue(config: Config) -> str:
+    """The newest run if it never finished (resume it: no second archive), else a new one."""
+    runs = list_runs(config.state_dir)
+    if runs and not Run(config.state_dir, runs[-1]).ok_path("clean").exists():
+        return runs[-1]
+    return new_run_id()
+
+
+def maintenance(config: Config, ui: Console, new_run: bool = False) -> int:
+    """scan, backup, verify, clean on one run id under one lock; stop at the first failure.
+
+    Each step is its own process (as cron or an operator would run it) and inherits the
+    lock descriptor, so no other chain can slip in between two steps.
+    """
+    with hold_lock(config.state_dir, {"step": "maintenance"}) as fd:
+        run_id = new_run_id() if new_run else run_to_continue(config)
+        log = StepLog(config.log_dir, "maintenance", run_id)
+        log.event("start", f"maintenance of run {run_id}")
+        env = dict(os.environ, **{LOCK_FD_ENV: str(fd)})
+        try:
+            for step in STEPS:
+                cmd = [sys.executable, str(SCRIPTS / f"{step}.py"), "--config", str(config.path), "--run", run_id]
+                if ui.verbose:
+                    cmd.append("--verbose")
+                code = subprocess.run(cmd, env=env, pass_fds=(fd,)).returncode
+                if code:
+                    log.event("stopped", f"{step} exited {code}; later steps not run", level="error", exit_code=code)
+                    return code
+            log.event("done", f"maintenance of run {run_id} complete")
+            return 0
+        finally:
+            log.close()

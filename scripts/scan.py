@@ -1,0 +1,11 @@
+#!/usr/bin/env python3
+"""Find the files whose retention expired under each policy and record them as a new run
+(or as run --run ID). Nothing is deleted or archived by this step."""
+
+import _bootstrap  # the repository root on sys.path, before ops is imported
+from ops import cli
+from ops.steps.pipeline import step_main
+
+if __name__ == "__main__":
+    cli.run(name="scan", p=cli.parser("scan", __doc__),
+            action=lambda args, config, ui: step_main("scan", args.run, config, ui))
