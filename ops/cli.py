@@ -56,6 +56,9 @@ def main(name: str, p: argparse.ArgumentParser, argv, action: Callable[[argparse
     except OpsError as exc:
         ui.error(exc, name)
         return exc.code
+    except BrokenPipeError:  # `... | head` closed our stdout: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         ui.error(OpsError("interrupted"), name)
         return FAILED

@@ -46,7 +46,7 @@ class Console:
         lines = [f"qts-ops {step}: {exc.message}"]
         if exc.hint:
             lines.append(exc.hint)
-        if exc.code == 1:
+        if exc.code == 1 and step in ("scan", "backup", "verify", "clean", "maintenance"):
             lines.append("Nothing unverified was deleted.")
         if self.log_path:
             lines.append(f"Log: {self.log_path}")

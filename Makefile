@@ -1,0 +1,74 @@
+# QTS Ops: backup-first retention. `make help` lists the targets.
+#
+# The first make of any target creates .venv from the pinned requirements; it is rebuilt
+# only when a requirements file changes. Steps run through scripts/, which exit with the
+# codes of the README's table; make reports any failing recipe as its own status 2 and
+# prints the script's code ("make: *** [...] Error 75").
+
+SHELL := /bin/bash
+# Debian's python3.11 is built with PGO/LTO and runs our loops faster than most others.
+PYTHON ?= $(shell test -x /usr/bin/python3.11 && echo /usr/bin/python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+CONFIG ?= retention.yaml
+RUN ?=
+POLICY ?=
+TO ?=
+DEST ?=
+run_arg = $(if $(RUN),--run $(RUN))
+
+.DEFAULT_GOAL := help
+
+$(STAMP): requirements.txt requirements-test.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-test.txt
+	touch $@
+
+.PHONY: help ## list the targets
+help:
+	@awk 'match($$0, /^\.PHONY: [a-z-]+ ## /) { printf "  make %-12s %s\n", $$2, substr($$0, RLENGTH + 1) }' $(MAKEFILE_LIST)
+
+.PHONY: venv ## create .venv from the pinned requirements (every target does this first)
+venv: $(STAMP)
+
+.PHONY: maintenance ## scan, backup, verify, clean on one run; stop at the first failure
+maintenance: $(STAMP)
+	$(PY) scripts/maintenance.py --config $(CONFIG)
+
+.PHONY: scan ## start a run: record the files whose retention expired (RUN= to name it)
+scan: $(STAMP)
+	$(PY) scripts/scan.py --config $(CONFIG) $(run_arg)
+
+.PHONY: backup ## archive the newest run (or RUN=) to every destination
+backup: $(STAMP)
+	$(PY) scripts/backup.py --config $(CONFIG) $(run_arg)
+
+.PHONY: verify ## re-read the newest run's (or RUN=) archives and check every member
+verify: $(STAMP)
+	$(PY) scripts/verify.py --config $(CONFIG) $(run_arg)
+
+.PHONY: clean ## delete the newest run's (or RUN=) verified, unchanged files
+clean: $(STAMP)
+	$(PY) scripts/clean.py --config $(CONFIG) $(run_arg)
+
+.PHONY: plan ## show what the next run would back up and delete, and why; changes nothing
+plan: $(STAMP)
+	$(PY) scripts/plan.py --config $(CONFIG)
+
+.PHONY: status ## recent runs, each step's state, the lock holder, problems
+status: $(STAMP)
+	$(PY) scripts/status.py --config $(CONFIG)
+
+.PHONY: restore ## restore RUN= [POLICY=] [TO=dir] [DEST=name]; never overwrites a file
+restore: $(STAMP)
+	$(PY) scripts/restore.py --config $(CONFIG) --run "$(RUN)" $(if $(POLICY),--policy $(POLICY)) $(if $(TO),--to "$(TO)") $(if $(DEST),--dest $(DEST))
+
+.PHONY: demo ## build a sandbox of aged trading data under demo/ and run the whole job on it
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+.PHONY: test ## the whole test suite
+test: $(STAMP)
+	$(PY) -m pytest -q tests

@@ -1,0 +1,12 @@
+#!/usr/bin/env python3
+"""Show recent runs and each step's state (with counts), the lock holder, destinations,
+and any problem with what to do about it. --json for machines. Changes nothing."""
+
+import _bootstrap  # the repository root on sys.path, before ops is imported
+from ops import cli
+from ops.status import status
+
+if __name__ == "__main__":
+    p = cli.parser("status", __doc__, run=False)
+    p.add_argument("--json", action="store_true", help="the same as one JSON document on stdout")
+    cli.run(name="status", p=p, action=lambda args, config, ui: status(config, ui, as_json=args.json))
