@@ -15,9 +15,16 @@ from ops.errors import ConfigError
 from ops.retention.globs import compile_globs
 
 COMPRESSIONS = ("zstd", "gzip", "none")
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-DURATION_RE = re.compile(r"^(\d+)([smhdw])$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")  # \Z: "$" would let a trailing newline in
+DURATION_RE = re.compile(r"^([0-9]+)([smhdw])\Z")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+SIZE_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?) ?(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\Z")
+SIZE_UNITS = {None: 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+              "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+PERCENT_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)%\Z")
+CALENDAR = ("keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
+POLICY_KEYS = {"name", "root", "include", "exclude", "older_than", "settle", "keep_last", "missing_ok",
+               "age_from", "path_date", "min_age", "max_total_size", "min_free", "protect", *CALENDAR}
 
 
 @dataclass(frozen=True)
@@ -38,15 +45,46 @@ class Destination:
 
 
 @dataclass(frozen=True)
+class Size:
+    """A byte count (``200GiB``) or a share of the root's filesystem (``15%``)."""
+
+    text: str
+    bytes: int = 0
+    percent: float | None = None
+
+    def of(self, filesystem_bytes: int) -> int:
+        return self.bytes if self.percent is None else int(filesystem_bytes * self.percent / 100)
+
+
+@dataclass(frozen=True)
 class Policy:
     name: str
     root: Path
     include: tuple[str, ...]
     exclude: tuple[str, ...]
-    older_than: Duration
+    older_than: Duration | None
     settle: Duration
     keep_last: int
     missing_ok: bool
+    age_from: str = "mtime"  # mtime | path
+    path_date: str | None = None  # regex with named groups y, m, d (optional H, M)
+    min_age: Duration = Duration("0s", 0)
+    max_total_size: Size | None = None
+    min_free: Size | None = None
+    protect: tuple[str, ...] = ()
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+    keep_yearly: int = 0
+
+    @property
+    def calendar(self) -> dict[str, int]:
+        """The calendar rules in force, in the order they claim files."""
+        return {k: getattr(self, k) for k in CALENDAR if getattr(self, k)}
+
+    @property
+    def has_space_rules(self) -> bool:
+        return self.max_total_size is not None or self.min_free is not None
 
 
 @dataclass(frozen=True)
@@ -70,6 +108,29 @@ class Config:
             if d.name == name:
                 return d
         raise ConfigError(f"{self.path}: no destination named {name!r}")
+
+
+def parse_size(text, allow_percent: bool) -> Size:
+    if isinstance(text, str):
+        m = PERCENT_RE.match(text)
+        if m and allow_percent and float(m.group(1)) < 100:
+            return Size(text, percent=float(m.group(1)))
+        m = SIZE_RE.match(text)
+        if m:
+            return Size(text, bytes=int(float(m.group(1)) * SIZE_UNITS[m.group(2)]))
+    what = "a size like 200GiB" + (" or a share like 15%" if allow_percent else "")
+    raise ValueError(f"expected {what}, got {text!r}")
+
+
+def compile_path_date(pattern: str) -> re.Pattern:
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    missing = {"y", "m", "d"} - set(rx.groupindex)
+    if missing:
+        raise ValueError(f"needs the named groups y, m and d (missing: {', '.join(sorted(missing))})")
+    return rx
 
 
 def parse_duration(text: str) -> Duration:
@@ -121,6 +182,18 @@ class _Reader:
                 raise self.fail(f"{key}[{i}]", str(exc)) from None
         return patterns
 
+    def size(self, value, key: str, allow_percent: bool = False) -> Size:
+        try:
+            return parse_size(value, allow_percent)
+        except ValueError as exc:
+            raise self.fail(key, str(exc)) from None
+
+    def count(self, value, key: str) -> int:
+        value = self.typed(value, key, int, "an integer")
+        if value < 0:
+            raise self.fail(key, f"must be 0 or more, got {value}")
+        return value
+
     def duration(self, value, key: str) -> Duration:
         try:
             return parse_duration(value)
@@ -132,7 +205,11 @@ class _Reader:
 
 
 def _within(inner: Path, outer: Path) -> bool:
-    return inner == outer or outer in inner.parents
+    """Whether ``inner`` is ``outer`` or beneath it, as written or through symlinks."""
+    for a, b in ((inner, outer), (Path(os.path.realpath(inner)), Path(os.path.realpath(outer)))):
+        if a == b or b in a.parents:
+            return True
+    return False
 
 
 def load_config(path: str | os.PathLike) -> Config:
@@ -151,7 +228,7 @@ def load_config(path: str | os.PathLike) -> Config:
     r = _Reader(path)
 
     top = r.mapping(doc if doc is not None else {}, "", {"version", "state_dir", "log_dir", "backup", "policies"}, {"version"})
-    if top["version"] != 1 or isinstance(top["version"], bool):
+    if type(top["version"]) is not int or top["version"] != 1:
         raise r.fail("version", f"unsupported schema version {top['version']!r} (this toolkit reads version 1)")
     state_dir = r.directory(top.get("state_dir", "var/state"), "state_dir", base)
     log_dir = r.directory(top.get("log_dir", "var/log"), "log_dir", base)
@@ -183,9 +260,10 @@ def load_config(path: str | os.PathLike) -> Config:
     reserved = {"state_dir": state_dir, "log_dir": log_dir}
     reserved.update({f"backup.destinations[{i}].path": d.path for i, d in enumerate(destinations)})
     policies = []
-    for i, raw in enumerate(r.typed(top.get("policies", []) or [], "policies", list, "a list of policies")):
+    raw_policies = top.get("policies")
+    for i, raw in enumerate(r.typed([] if raw_policies is None else raw_policies, "policies", list, "a list of policies")):
         key = f"policies[{i}]"
-        p = r.mapping(raw, key, {"name", "root", "include", "exclude", "older_than", "settle", "keep_last", "missing_ok"}, {"name", "root", "older_than"})
+        p = r.mapping(raw, key, POLICY_KEYS, {"name", "root"})
         name = r.string(p["name"], f"{key}.name")
         if not NAME_RE.match(name):
             raise r.fail(f"{key}.name", f"{name!r} must match [a-z0-9][a-z0-9_-]*")
@@ -197,17 +275,36 @@ def load_config(path: str | os.PathLike) -> Config:
         for what, place in reserved.items():
             if _within(place, root) or _within(root, place):
                 raise r.fail(f"{key}.root", f"{root} overlaps {what} ({place}); a policy must never reach the toolkit's own files")
-        keep_last = r.typed(p.get("keep_last", 0), f"{key}.keep_last", int, "an integer")
-        if keep_last < 0:
-            raise r.fail(f"{key}.keep_last", f"must be 0 or more, got {keep_last}")
-        policies.append(Policy(
+        age_from = p.get("age_from", "mtime")
+        if age_from not in ("mtime", "path"):
+            raise r.fail(f"{key}.age_from", f"expected mtime or path, got {age_from!r}")
+        path_date = p.get("path_date")
+        if age_from == "path" and path_date is None:
+            raise r.fail(f"{key}.path_date", "required with age_from: path (a regex with named groups y, m, d)")
+        if path_date is not None:
+            try:
+                compile_path_date(r.string(path_date, f"{key}.path_date"))
+            except ValueError as exc:
+                raise r.fail(f"{key}.path_date", str(exc)) from None
+        policy = Policy(
             name=name,
             root=root,
             include=r.globs(p.get("include", ["**"]), f"{key}.include"),
             exclude=r.globs(p.get("exclude", []), f"{key}.exclude"),
-            older_than=r.duration(p["older_than"], f"{key}.older_than"),
+            older_than=r.duration(p["older_than"], f"{key}.older_than") if "older_than" in p else None,
             settle=r.duration(p.get("settle", "10m"), f"{key}.settle"),
-            keep_last=keep_last,
+            keep_last=r.count(p.get("keep_last", 0), f"{key}.keep_last"),
             missing_ok=r.typed(p.get("missing_ok", False), f"{key}.missing_ok", bool, "true or false"),
-        ))
+            age_from=age_from,
+            path_date=path_date,
+            min_age=r.duration(p.get("min_age", "0s"), f"{key}.min_age"),
+            max_total_size=r.size(p["max_total_size"], f"{key}.max_total_size") if "max_total_size" in p else None,
+            min_free=r.size(p["min_free"], f"{key}.min_free", allow_percent=True) if "min_free" in p else None,
+            protect=r.globs(p.get("protect", []), f"{key}.protect"),
+            **{k: r.count(p.get(k, 0), f"{key}.{k}") for k in CALENDAR},
+        )
+        if policy.older_than is None and not policy.calendar and not policy.has_space_rules:
+            raise r.fail(f"{key}.older_than", "required unless keep_daily/weekly/monthly/yearly, max_total_size "
+                         "or min_free says when files expire")
+        policies.append(policy)
     return Config(path, state_dir, log_dir, compression, quorum, tuple(destinations), tuple(policies))

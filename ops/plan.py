@@ -10,18 +10,16 @@ from ops.config import Config
 from ops.console import Console
 from ops.logs import StepLog
 from ops.retention.evaluate import RootMissing, evaluate, root_identity
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+from ops.retention.policy import format_size
 
 
 def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 20) -> int:
     now_ns = time.time_ns()
+    for policy in config.policies:  # a root that may not be missing fails before any output (no half JSON)
+        try:
+            root_identity(policy)
+        except RootMissing:
+            pass
     log = StepLog(config.log_dir, "plan")
     out = sys.stdout
     if as_json:
@@ -62,9 +60,9 @@ def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 2
             log.event("planned", f"{policy.name}: would expire {stats['expire']} files ({stats['expire_bytes']} bytes)",
                       policy=policy.name, **summary)
             why = "; ".join(f"{action} {rule}: {n}" for (action, rule), n in sorted(by_rule.items()))
-            rows.append([policy.name, stats["expire"], _human(stats["expire_bytes"]), stats["keep"],
+            rows.append([policy.name, stats["expire"], format_size(stats["expire_bytes"]), stats["keep"],
                          "root missing (missing_ok)" if missing else why or "no matching files",
-                         "" if missing else _human(summary["free_bytes_after"])])
+                         "" if missing else format_size(summary["free_bytes_after"])])
             for d in samples:
                 ui.info(f"{policy.name}: would expire {d.file.path} ({d.reason})")
             totals.update(stats)
@@ -74,5 +72,5 @@ def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 2
         out.write("]}\n")
         return 0
     ui.table("What the next run would do", ["policy", "expire", "frees", "keep", "why", "free after"], rows,
-             footer=["total", totals["expire"], _human(totals["expire_bytes"]), totals["keep"], "", ""])
+             footer=["total", totals["expire"], format_size(totals["expire_bytes"]), totals["keep"], "", ""])
     return 0

@@ -141,6 +141,19 @@ def _extract_member(reader: ArchiveReader, member, target_fd: int, expected_sha:
         os.close(fd)
 
 
+def _conflicts(dest, run_id, info, listed, target: Path) -> list[Path]:
+    """The files of one policy's archive that already exist beneath ``target``."""
+    names = [name for _, name in _checked_sums(dest, run_id, info["sums"], listed[info["sums"]])]
+    try:
+        target_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return []
+    try:
+        return [target / os.fsdecode(n) for n in names if _exists(target_fd, n)]
+    finally:
+        os.close(target_fd)
+
+
 def _restore_policy(dest, run_id, manifest, listed, policy, target: Path, log, ui) -> int:
     info = manifest["policies"][policy]
     target.mkdir(parents=True, exist_ok=True)
@@ -182,12 +195,21 @@ def restore(config: Config, run_id: str | None, ui: Console, policy: str | None 
         dest = _pick_destination(config, run_id, dest_name)
         manifest, listed = _load_index(dest, run_id)
         policies = [policy] if policy else sorted(manifest["policies"])
+        targets = {}
         for name in policies:
             if name not in manifest["policies"]:
                 raise StepFailed(f"run {run_id} on {dest.describe()} has no archive for policy {name!r}")
             # Without TO=, a file goes back to its own policy root from the config (never a
             # path taken from the untrusted manifest); with TO=, under TO/<policy>/.
-            target = Path(to) / name if to else config.policy(name).root
+            targets[name] = Path(to) / name if to else config.policy(name).root
+        # Every policy's conflicts before any extraction: one conflict anywhere writes nothing.
+        conflicts = [p for name, target in targets.items()
+                     for p in _conflicts(dest, run_id, manifest["policies"][name], listed, target)]
+        if conflicts:
+            shown = "\n".join(f"  {p}" for p in conflicts[:20])
+            raise StepFailed(f"{len(conflicts)} file(s) already exist at the restore target; nothing was restored:\n{shown}",
+                             hint="restore to another place with TO=<dir>, or move those files aside")
+        for name, target in targets.items():
             n = _restore_policy(dest, run_id, manifest, listed, name, target, log, ui)
             log.event("policy_restored", f"{name}: {n} files to {target}", policy=name, files=n, target=str(target))
             ui.info(f"restore: {name}: {n} files restored to {target}, each checked against its SHA-256")

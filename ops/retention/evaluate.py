@@ -6,7 +6,7 @@ from typing import Callable, Iterator
 
 from ops.config import Policy
 from ops.errors import StepFailed
-from ops.retention.policy import Decision, decide, matcher
+from ops.retention.policy import Decision, Disk, decide, matcher
 from ops.retention.walk import walk_files
 
 
@@ -30,6 +30,12 @@ def root_identity(policy: Policy) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+def disk_of(policy: Policy) -> Disk:
+    """Size and free space (for an unprivileged writer) of the filesystem holding the root."""
+    st = os.statvfs(policy.root)
+    return Disk(total=st.f_blocks * st.f_frsize, free=st.f_bavail * st.f_frsize)
+
+
 def evaluate(policy: Policy, now_ns: int, on_skip: Callable[[str, str], None]) -> Iterator[Decision]:
     """Every file under the root that the policy governs, decided (keep or expire, and why)."""
     matches = matcher(policy)
@@ -39,4 +45,4 @@ def evaluate(policy: Policy, now_ns: int, on_skip: Callable[[str, str], None]) -
             on_skip(path, why)
 
     files = (f for f in walk_files(Path(policy.root), skipped) if matches(f.path))
-    return decide(files, policy, now_ns)
+    return decide(files, policy, now_ns, disk=disk_of(policy) if policy.min_free else None)

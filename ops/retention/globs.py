@@ -17,13 +17,16 @@ def _segment(seg: str) -> str:
         elif c == "?":
             out.append("[^/]")
         elif c == "[":
-            j = seg.find("]", i + 2 if seg[i + 1:i + 2] in ("!", "]") else i + 1)
+            # A ']' right after '[' or '[!' is a literal member, not the end of the class.
+            start = i + 2 if seg[i + 1:i + 2] in ("!", "^") else i + 1
+            j = seg.find("]", start + 1 if seg[start:start + 1] == "]" else start)
             if j < 0:
                 raise ValueError(f"unclosed [ in glob segment {seg!r}")
-            body = seg[i + 1:j]
-            if body.startswith("!"):
-                body = "^" + body[1:]
-            out.append("[" + body.replace("\\", "\\\\") + "]")
+            body = seg[start:j]
+            # Members are literal to re (no nested sets or set operations); a negated
+            # class must not match '/' either, or it would cross a directory.
+            body = re.sub(r"([\\\[\]&~|^])", r"\\\1", body)
+            out.append(("[^/" if start == i + 2 else "[") + body + "]")
             i = j
         else:
             out.append(re.escape(c))
@@ -53,4 +56,7 @@ def compile_globs(patterns) -> re.Pattern | None:
     patterns = tuple(patterns)
     if not patterns:
         return None
-    return re.compile("(?:" + "|".join(glob_to_regex(p) for p in patterns) + r")\Z", re.DOTALL)
+    try:
+        return re.compile("(?:" + "|".join(glob_to_regex(p) for p in patterns) + r")\Z", re.DOTALL)
+    except re.error as exc:  # e.g. a reversed range [z-a]: a bad pattern, not a crash
+        raise ValueError(f"invalid glob in {list(patterns)!r}: {exc}") from None

@@ -136,9 +136,33 @@ def _adopt(ctx: StepContext, dests, published) -> tuple[dict, dict]:
                 "refusing to overwrite it",
                 hint=f"inspect that run directory and move it aside, then rerun: make backup RUN={ctx.run.id}",
             )
-    body = dict(pending["body"], destinations=[d.name for d in published])
-    ctx.log.event("adopted", f"run {ctx.run.id} was already published on {', '.join(body['destinations'])}")
+    ctx.log.event("adopted", f"run {ctx.run.id} was already published on {', '.join(d.name for d in published)}")
+    # A crash between two destinations' publish: copy the published run to the others;
+    # verify then re-reads every copy against the checksums taken from the originals.
+    for dest in dests:
+        if dest not in published:
+            _copy_run(ctx.run.id, published[0], dest, pending["body"]["policies"])
+            ctx.log.event("copied", f"run {ctx.run.id} copied from {published[0].name} to {dest.name}")
+    body = dict(pending["body"], destinations=[d.name for d in dests])
     return body, pending["files"]
+
+
+def _copy_run(run_id: str, source, dest, policies: dict) -> None:
+    names = ["MANIFEST.json", "SHA256SUMS"] + [n for p in policies.values() for n in (p["archive"], p["sums"])]
+    try:
+        staging = dest.begin_run(run_id)
+    except (DestinationError, OSError) as exc:
+        raise StepFailed(f"cannot start run {run_id} on {dest.describe()}: {exc}") from None
+    try:
+        for name in names:
+            out = staging.create(name)
+            with source.open_read(run_id, name) as src:
+                while chunk := src.read(CHUNK):
+                    out.write(chunk)
+        staging.publish()
+    except BaseException:
+        staging.abort()
+        raise
 
 
 def backup_work(ctx: StepContext):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ops.config import Config
 from ops.console import Console
-from ops.errors import Refused
+from ops.errors import FAILED, Refused, StepFailed
 from ops.lock import LOCK_FD_ENV, hold_lock
 from ops.logs import StepLog
 from ops.manifest import STEPS, Run, list_runs, new_run_id
@@ -60,6 +60,11 @@ def maintenance(config: Config, ui: Console, new_run: bool = False) -> int:
                 if ui.verbose:
                     cmd.append("--verbose")
                 code = subprocess.run(cmd, env=env, pass_fds=(fd,)).returncode
+                if code < 0:  # killed by a signal: a failed step, reported with a code from the table
+                    log.event("stopped", f"{step} was killed by signal {-code}; later steps not run",
+                              level="error", exit_code=FAILED, signal=-code)
+                    raise StepFailed(f"{step} of run {run_id} was killed by signal {-code}; later steps not run",
+                                     hint="run maintenance again: it resumes this run where it stopped")
                 if code:
                     log.event("stopped", f"{step} exited {code}; later steps not run", level="error", exit_code=code)
                     return code

@@ -1,11 +1,15 @@
 """scan: find the files whose retention expired and record them (the run's entry files)."""
 
+import json
 import time
 from collections import Counter
 
 from ops.atomic import atomic_file
+from ops.errors import StepFailed
 from ops.jsonl import HashingLineWriter
+from ops.manifest import Run, list_runs
 from ops.retention.evaluate import RootMissing, evaluate, root_identity
+from ops.retention.policy import FUTURE_TOLERANCE_NS
 from ops.steps.runner import StepContext
 
 
@@ -13,8 +17,32 @@ def entries_name(policy: str) -> str:
     return f"scan.{policy}.jsonl"
 
 
+def check_clock(ctx: StepContext, now_ns: int) -> None:
+    """Refuse to expire anything while the clock reads earlier than the last recorded scan.
+
+    A clock set back (a dead RTC battery, a bad NTP source) makes every age wrong; the
+    files are safe only if nothing is decided until an operator has looked.
+    """
+    for run_id in reversed(list_runs(ctx.config.state_dir)):
+        if run_id == ctx.run.id:
+            continue
+        try:
+            last = json.loads(Run(ctx.config.state_dir, run_id).ok_path("scan").read_bytes())["now_ns"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if now_ns < last - FUTURE_TOLERANCE_NS:
+            raise StepFailed(
+                f"the clock reads {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(now_ns / 1e9))}, earlier than "
+                f"run {run_id} scanned ({time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(last / 1e9))}); "
+                "refusing to expire anything",
+                hint="check the system clock (timedatectl, NTP); nothing is expired until it is right",
+            )
+        return
+
+
 def scan_work(ctx: StepContext):
     now_ns = time.time_ns()
+    check_clock(ctx, now_ns)
     policies, files = {}, {}
     totals = Counter()
     for policy in ctx.config.policies:

@@ -1,0 +1,102 @@
+"""SIGKILL at every crash point of the chain, then rerun: the work completes, nothing is
+lost, nothing is deleted twice, and the destination holds the run exactly once."""
+
+import json
+import os
+
+import pytest
+
+from e2e_support import (
+    add_policy, assert_nothing_lost, deleted_counts, lock_is_free, published_runs, tar_members,
+)
+
+# (crash point, the step that dies there): that step's success manifest must be missing
+# after the crash, proof that the process really died at the point.
+CRASH_POINTS = [
+    ("scan.before_manifest", "scan"),
+    ("backup.after_member", "backup"),
+    ("backup.after_archive", "backup"),
+    ("backup.before_publish", "backup"),
+    ("publish.before_rename", "backup"),
+    ("backup.after_publish", "backup"),
+    ("backup.before_manifest", "backup"),
+    ("verify.before_manifest", "verify"),
+    ("clean.after_unlink", "clean"),
+    ("clean.after_unlink:2", "clean"),
+    ("clean.before_manifest", "clean"),
+]
+
+EXPIRED = {
+    "logs": ["a/one.log", "a/two.log", "b/three.log", "b/deep/four.log", "five.log"],
+    "journals": ["2026/orders.jsonl", "2026/fills.jsonl"],
+}
+YOUNG = {"logs": ["a/recent.log"], "journals": ["2026/today.jsonl"]}
+
+
+def _populate(sandbox) -> set[str]:
+    add_policy(sandbox, "journals", "journals", ["**/*.jsonl"], older_than="90d")
+    for policy, paths in EXPIRED.items():
+        for i, rel in enumerate(paths):
+            sandbox.file(rel, os.urandom(700 + 97 * i) + rel.encode(), age_days=120, root=policy)
+    for policy, paths in YOUNG.items():
+        for rel in paths:
+            sandbox.file(rel, f"young {rel}\n" * 20, age_days=1, root=policy)
+    return {f"{policy}/{rel}" for policy, paths in EXPIRED.items() for rel in paths}
+
+
+@pytest.mark.parametrize("point,step", CRASH_POINTS, ids=[p for p, _ in CRASH_POINTS])
+def test_rerun_after_sigkill_completes_without_loss_or_double_work(sandbox, tmp_path, point, step):
+    expired = _populate(sandbox)
+    before = sandbox.snapshot()
+
+    crashed = sandbox.run("maintenance", env={"QTS_OPS_CRASH_AT": point})
+    assert crashed.returncode == 1, f"a step killed by SIGKILL is a failed step (exit 1): {crashed.returncode}\n{crashed.stderr}"
+    [run_id] = sandbox.runs()
+    assert not sandbox.run_dir(run_id).joinpath(f"{step}.ok.json").exists(), f"{point} was never reached"
+    assert lock_is_free(sandbox.state), "the lock outlived the killed step"
+
+    rerun = sandbox.run("maintenance")
+    assert rerun.returncode == 0, rerun.stderr
+    assert sandbox.runs() == [run_id], "the unfinished run was not resumed but started again"
+    assert sandbox.run_dir(run_id).joinpath("clean.ok.json").exists()
+
+    gone = assert_nothing_lost(sandbox, before, tmp_path / "restored")
+    assert gone == expired, "the rerun did not finish deleting what expired (or deleted more)"
+
+    # Exactly one published copy of the run, no staging left behind, no member twice.
+    assert published_runs(sandbox.backups) == [run_id]
+    run_dir = sandbox.backups / run_id
+    assert sorted(os.listdir(run_dir)) == sorted(
+        ["MANIFEST.json", "SHA256SUMS", "journals.sha256", "journals.tar.zst", "logs.sha256", "logs.tar.zst"])
+    for policy, paths in EXPIRED.items():
+        assert sorted(tar_members(run_dir / f"{policy}.tar.zst")) == sorted(paths)
+
+    # No file deleted twice: one "deleted" event per deleted path over both attempts.
+    counts = deleted_counts(sandbox)
+    assert {f"{policy}/{path}": n for (policy, path), n in counts.items()} == {p: 1 for p in expired}
+
+    assert lock_is_free(sandbox.state)
+
+
+def test_rerun_after_crash_between_two_destinations_publishes_the_run_on_both(sandbox, tmp_path):
+    sandbox.config["backup"]["destinations"].append({"name": "offsite", "type": "local", "path": "var/offsite"})
+    sandbox.config["backup"]["require_verified_copies"] = 2
+    sandbox.write_config()
+    expired = _populate(sandbox)
+    before = sandbox.snapshot()
+    offsite = sandbox.base / "var" / "offsite"
+
+    # Killed after the first destination published the run, before the second did.
+    crashed = sandbox.run("maintenance", env={"QTS_OPS_CRASH_AT": "publish.before_rename:2"})
+    assert crashed.returncode == 1, crashed.stderr
+    [run_id] = sandbox.runs()
+    assert (sandbox.backups / run_id).is_dir() and not (offsite / run_id).exists(), "the crash missed its point"
+
+    rerun = sandbox.run("maintenance")
+    assert rerun.returncode == 0, rerun.stderr
+    assert sandbox.runs() == [run_id]
+    for dest in (sandbox.backups, offsite):
+        assert published_runs(dest) == [run_id], f"{dest} does not hold exactly the run"
+        assert assert_nothing_lost(sandbox, before, tmp_path / dest.name, backups=dest) == expired
+    verify = json.loads(sandbox.run_dir(run_id).joinpath("verify.ok.json").read_text())
+    assert verify["verified"] == ["local", "offsite"]

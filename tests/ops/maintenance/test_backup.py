@@ -1,0 +1,53 @@
+"""scripts/backup.py alone: refusal, idempotence, and an archive that standard tools read."""
+
+import os
+
+import pytest
+
+from ._support import RUN_A, archive_members, check_refusals_then_idempotence, extract, run_ok, sha256sum_check
+
+
+def test_backup_refuses_a_missing_or_tampered_scan_and_reruns_as_a_no_op(sandbox, subtests):
+    check_refusals_then_idempotence(sandbox, subtests, "backup")
+
+
+def test_backup_of_a_run_that_was_never_scanned_is_refused(sandbox):
+    sandbox.file("a.log")
+    result = sandbox.run("backup", "--run", RUN_A)
+    assert result.returncode == 2, result.stderr
+    assert "does not exist" in result.stderr
+    assert not (sandbox.state / "runs").exists()
+    assert not sandbox.backups.exists()
+    assert sandbox.snapshot() == {"logs/a.log": b"x"}
+
+
+FILES = {"a.log": b"alpha\n", "deep/er/b.log": b"bravo" * 1000, "empty.log": b"",
+         "x" * 120 + ".log": b"a name longer than a tar header holds\n"}
+
+
+@pytest.mark.parametrize("compression, ext", [("zstd", ".tar.zst"), ("gzip", ".tar.gz"), ("none", ".tar")])
+def test_backup_archive_extracts_with_gnu_tar_and_checks_with_sha256sum(sandbox, tmp_path, compression, ext):
+    sandbox.config["backup"]["compression"] = compression
+    sandbox.write_config()
+    for rel, content in FILES.items():
+        sandbox.file(rel, content)
+    run_ok(sandbox, "scan", "--run", RUN_A)
+    run_ok(sandbox, "backup", "--run", RUN_A)
+
+    published = sandbox.backups / RUN_A
+    assert sorted(os.listdir(published)) == sorted(["logs" + ext, "logs.sha256", "SHA256SUMS", "MANIFEST.json"])
+    assert sorted(archive_members(published / f"logs{ext}")) == sorted(r.encode() for r in FILES)
+    check = sha256sum_check(published / "SHA256SUMS", published)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    out = tmp_path / "restored"
+    extract(published / f"logs{ext}", out)
+    for rel, content in FILES.items():
+        assert (out / rel).read_bytes() == content
+    check = sha256sum_check(published / "logs.sha256", out)
+    assert check.returncode == 0, check.stdout + check.stderr
+    # The check file is a real oracle: one changed byte in a restored file is caught.
+    (out / "a.log").write_bytes(b"alphA\n")
+    assert sha256sum_check(published / "logs.sha256", out).returncode == 1
+    # Backup never deletes: every original is still there.
+    assert sandbox.snapshot() == {f"logs/{rel}": c for rel, c in FILES.items()}

@@ -1,0 +1,76 @@
+"""scripts/clean.py alone: refusal, idempotence, and "provably unchanged" before every unlink."""
+
+import os
+
+from ._support import RUN_B, chain_to, check_refusals_then_idempotence, decisions, tree
+
+
+def test_clean_refuses_a_missing_or_tampered_chain_and_reruns_as_a_no_op(sandbox, subtests):
+    check_refusals_then_idempotence(sandbox, subtests, "clean")
+
+
+def test_clean_deletes_only_unchanged_files_and_keeps_each_changed_one_with_its_reason(sandbox, subtests):
+    root = sandbox.data / "logs"
+    names = ["same.log", "appended.log", "touched.log", "chmodded.log", "replaced.log", "symlinked.log",
+             "sub/in-dir-swapped-for-symlink.log", "2025/09/a.log", "2025/09/b.log", "2025/10/c.log"]
+    for name in names:
+        sandbox.file(name, f"original {name}\n")
+    sandbox.file("2025/10/new.log", "new", age_days=0)
+    for d in ("2025/09", "2025/10", "2025"):
+        os.utime(root / d, (1_600_000_000, 1_600_000_000))
+    outside = sandbox.file("elsewhere/target.log", "outside the root; never deleted\n", root="other")
+    decoy_dir = sandbox.data / "other" / "decoy"
+    decoy_dir.mkdir()
+    (decoy_dir / "in-dir-swapped-for-symlink.log").write_bytes(b"outside, same name as the one in sub/\n")
+    chain_to(sandbox, "verify", RUN_B)
+
+    # After verify, before clean: the core (or a person) changes things under the root.
+    with open(root / "appended.log", "ab") as f:
+        f.write(b"one more line\n")
+    os.utime(root / "touched.log")
+    os.chmod(root / "chmodded.log", 0o640)
+    st = os.stat(root / "replaced.log")
+    fresh = root / "replaced.log.new"
+    fresh.write_bytes((root / "replaced.log").read_bytes())  # same name, content and mtime: new inode
+    os.utime(fresh, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(fresh, root / "replaced.log")
+    os.unlink(root / "symlinked.log")
+    os.symlink(outside, root / "symlinked.log")
+    os.rename(root / "sub", sandbox.data / "other" / "moved-sub")
+    os.symlink(decoy_dir, root / "sub")
+    outside_before = tree(sandbox.data / "other")
+
+    result = sandbox.run("clean", "--run", RUN_B)
+    assert result.returncode == 0, result.stderr
+    logged = {d["path"]: d for d in decisions(sandbox, RUN_B)}
+    assert sorted(logged) == sorted(names), "one decision line per file"
+
+    expected = {
+        "same.log": ("deleted", "unchanged since backup"),
+        "2025/09/a.log": ("deleted", "unchanged since backup"),
+        "2025/09/b.log": ("deleted", "unchanged since backup"),
+        "2025/10/c.log": ("deleted", "unchanged since backup"),
+        "appended.log": ("kept", "changed since backup (size, mtime, ctime)"),
+        "touched.log": ("kept", "changed since backup (mtime, ctime)"),
+        "chmodded.log": ("kept", "changed since backup (ctime)"),
+        "replaced.log": ("kept", "changed since backup (inode, ctime)"),
+        "symlinked.log": ("kept", "no longer a regular file"),
+        "sub/in-dir-swapped-for-symlink.log": ("kept", "symlink"),
+    }
+    for name, (event, reason) in expected.items():
+        with subtests.test(msg=name):
+            assert logged[name]["event"] == event
+            assert reason in logged[name]["reason"]
+            assert logged[name]["msg"].startswith(f"{name}: ")
+            assert os.path.lexists(root / name) == (event == "kept")
+
+    assert (root / "appended.log").read_bytes() == b"original appended.log\none more line\n"
+    assert os.readlink(root / "symlinked.log") == str(outside)
+    assert os.readlink(root / "sub") == str(decoy_dir)
+    assert tree(sandbox.data / "other") == outside_before, "nothing outside the root was touched"
+    journal = (sandbox.run_dir(RUN_B) / "clean.journal.jsonl").read_text().splitlines()
+    assert len(journal) == len(names)
+    # A directory emptied by clean (and long untouched) goes; a non-empty one and the root stay.
+    assert not (root / "2025/09").exists()
+    assert (root / "2025/10/new.log").read_bytes() == b"new"
+    assert root.is_dir()
