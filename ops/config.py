@@ -22,6 +22,11 @@ SIZE_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?) ?(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\
 SIZE_UNITS = {None: 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
               "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
 PERCENT_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)%\Z")
+# Credentials are deliberately not among the keys: they come from the AWS chain only.
+DESTINATION_KEYS = {
+    "local": {"name", "type", "path"},
+    "s3": {"name", "type", "bucket", "prefix", "endpoint_url", "region", "storage_class"},
+}
 CALENDAR = ("keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
 POLICY_KEYS = {"name", "root", "include", "exclude", "older_than", "settle", "keep_last", "missing_ok",
                "age_from", "path_date", "min_age", "max_total_size", "min_free", "protect", *CALENDAR}
@@ -40,8 +45,13 @@ class Duration:
 @dataclass(frozen=True)
 class Destination:
     name: str
-    type: str
-    path: Path
+    type: str  # local | s3
+    path: Path | None = None  # local
+    bucket: str | None = None  # s3, and the rest below
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    storage_class: str | None = None
 
 
 @dataclass(frozen=True)
@@ -244,21 +254,31 @@ def load_config(path: str | os.PathLike) -> Config:
     destinations = []
     for i, raw in enumerate(raw_dests):
         key = f"backup.destinations[{i}]"
-        d = r.mapping(raw, key, {"name", "type", "path"}, {"name", "type", "path"})
+        kind = r.mapping(raw, key, DESTINATION_KEYS["local"] | DESTINATION_KEYS["s3"], {"type"})["type"]
+        if kind not in DESTINATION_KEYS:
+            raise r.fail(f"{key}.type", f"unknown destination type {kind!r} (supported: local, s3)")
+        d = r.mapping(raw, key, DESTINATION_KEYS[kind], {"name", "type", "path"} if kind == "local" else {"name", "type", "bucket"})
         name = r.string(d["name"], f"{key}.name")
         if not NAME_RE.match(name):
             raise r.fail(f"{key}.name", f"{name!r} must match [a-z0-9][a-z0-9_-]*")
         if name in {x.name for x in destinations}:
             raise r.fail(f"{key}.name", f"duplicate destination name {name!r}")
-        if d["type"] != "local":
-            raise r.fail(f"{key}.type", f"unknown destination type {d['type']!r} (supported: local)")
-        destinations.append(Destination(name, "local", r.directory(d["path"], f"{key}.path", base)))
+        if kind == "local":
+            destinations.append(Destination(name, "local", path=r.directory(d["path"], f"{key}.path", base)))
+            continue
+        prefix = r.typed(d.get("prefix", ""), f"{key}.prefix", str, "a string")
+        if prefix and (not prefix.endswith("/") or prefix.startswith("/") or ".." in prefix.split("/")):
+            raise r.fail(f"{key}.prefix", f"expected a relative key prefix ending in '/', like host-a/, got {prefix!r}")
+        destinations.append(Destination(
+            name, "s3", bucket=r.string(d["bucket"], f"{key}.bucket"), prefix=prefix,
+            **{k: r.string(d[k], f"{key}.{k}") for k in ("endpoint_url", "region", "storage_class") if k in d},
+        ))
     quorum = r.typed(backup.get("require_verified_copies", 1), "backup.require_verified_copies", int, "an integer")
     if not 1 <= quorum <= len(destinations):
         raise r.fail("backup.require_verified_copies", f"must be between 1 and the number of destinations ({len(destinations)}), got {quorum}")
 
     reserved = {"state_dir": state_dir, "log_dir": log_dir}
-    reserved.update({f"backup.destinations[{i}].path": d.path for i, d in enumerate(destinations)})
+    reserved.update({f"backup.destinations[{i}].path": d.path for i, d in enumerate(destinations) if d.path})
     policies = []
     raw_policies = top.get("policies")
     for i, raw in enumerate(r.typed([] if raw_policies is None else raw_policies, "policies", list, "a list of policies")):

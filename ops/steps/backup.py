@@ -32,20 +32,62 @@ def records_name(policy: str) -> str:
     return f"backup.{policy}.jsonl"
 
 
-class Tee:
-    """One stream of bytes to every destination's file."""
+class Fanout:
+    """One stream of bytes to the same file on every live destination.
 
-    def __init__(self, files):
+    A destination that fails (disk full, endpoint down) is dropped and its staging thrown
+    away; the others go on. Only when none is left does the step fail.
+    """
+
+    def __init__(self, ctx: StepContext, stagings: dict, failed: dict[str, str]):
+        self.ctx = ctx
+        self.stagings = stagings  # name -> Staging, live ones only
+        self.failed = failed
+
+    def drop(self, name: str, exc: BaseException) -> None:
+        staging = self.stagings.pop(name, None)
+        if staging is None:
+            return
+        self.failed[name] = f"{type(exc).__name__}: {exc}"
+        self.ctx.log.event("destination_failed", f"{name}: {exc}; continuing without it", level="error", destination=name)
+        self.ctx.ui.warn(f"destination {name} failed: {exc}")
+        staging.abort()
+        if not self.stagings:
+            raise StepFailed("every destination failed: " + "; ".join(f"{n}: {e}" for n, e in self.failed.items()))
+
+    def each(self, action) -> None:
+        """Run ``action(name, staging)`` on every live destination, dropping those that fail."""
+        for name, staging in list(self.stagings.items()):
+            try:
+                action(name, staging)
+            except (OSError, DestinationError) as exc:
+                self.drop(name, exc)
+
+    def create(self, filename: str) -> "FanoutFile":
+        files = {}
+        self.each(lambda name, staging: files.__setitem__(name, staging.create(filename)))
+        return FanoutFile(self, files)
+
+
+class FanoutFile:
+    def __init__(self, fanout: Fanout, files: dict):
+        self.fanout = fanout
         self.files = files
 
     def write(self, data) -> int:
-        for f in self.files:
-            f.write(data)
+        for name, f in list(self.files.items()):
+            if name not in self.fanout.stagings:
+                del self.files[name]
+                continue
+            try:
+                f.write(data)
+            except (OSError, DestinationError) as exc:
+                del self.files[name]
+                self.fanout.drop(name, exc)
         return len(data)
 
     def flush(self) -> None:
-        for f in self.files:
-            f.flush()
+        pass  # each destination makes its files durable when the run is published
 
 
 def _read_chunks(fd: int, size: int):
@@ -78,11 +120,11 @@ def _archive_one(beneath: Beneath, writer: ArchiveWriter, entry: dict) -> dict:
     return record
 
 
-def _write_policy(ctx: StepContext, name: str, scanned: dict, stagings, compression: str) -> tuple[dict, str]:
+def _write_policy(ctx: StepContext, name: str, scanned: dict, fanout: Fanout, compression: str) -> tuple[dict, str]:
     archive = name + EXTENSIONS[compression]
     sums_name = f"{name}.sha256"
-    writer = ArchiveWriter(Tee([s.create(archive) for s in stagings]), compression)
-    sums = HashingWriter(Tee([s.create(sums_name) for s in stagings]))
+    writer = ArchiveWriter(fanout.create(archive), compression)
+    sums = HashingWriter(fanout.create(sums_name))
     counts = {"archived": 0, "changed": 0, "skipped": 0}
     archived_bytes = 0
     try:
@@ -119,8 +161,13 @@ def _sha256sums(files: dict[str, str]) -> bytes:
     return b"".join(sum_line(sha, name.encode()) for name, sha in sorted(files.items()))
 
 
-def _adopt(ctx: StepContext, dests, published) -> tuple[dict, dict]:
-    """A crash after publishing, before backup.ok.json: finish from what was published."""
+def _adopt(ctx: StepContext, published: list, others: list, failed: dict[str, str]) -> tuple[dict, dict]:
+    """A crash after publishing, before backup.ok.json: finish from what was published.
+
+    The run is copied, byte for byte, to destinations that did not get it (a crash
+    between two publishes); verify then re-reads every copy against the checksums
+    taken from the original files.
+    """
     try:
         pending = open_sealed(ctx.run.path(PENDING).read_bytes(), f"run {ctx.run.id}: {PENDING}")
     except (FileNotFoundError, Refused):
@@ -137,22 +184,23 @@ def _adopt(ctx: StepContext, dests, published) -> tuple[dict, dict]:
                 hint=f"inspect that run directory and move it aside, then rerun: make backup RUN={ctx.run.id}",
             )
     ctx.log.event("adopted", f"run {ctx.run.id} was already published on {', '.join(d.name for d in published)}")
-    # A crash between two destinations' publish: copy the published run to the others;
-    # verify then re-reads every copy against the checksums taken from the originals.
-    for dest in dests:
-        if dest not in published:
+    done = list(published)
+    for dest in others:
+        try:
             _copy_run(ctx.run.id, published[0], dest, pending["body"]["policies"])
-            ctx.log.event("copied", f"run {ctx.run.id} copied from {published[0].name} to {dest.name}")
-    body = dict(pending["body"], destinations=[d.name for d in dests])
+        except (DestinationError, OSError) as exc:
+            failed[dest.name] = f"{type(exc).__name__}: {exc}"
+            ctx.log.event("destination_failed", f"{dest.name}: copy failed: {exc}", level="error", destination=dest.name)
+            continue
+        done.append(dest)
+        ctx.log.event("copied", f"run {ctx.run.id} copied from {published[0].name} to {dest.name}")
+    body = dict(pending["body"], destinations=[d.name for d in done], failed_destinations=failed)
     return body, pending["files"]
 
 
 def _copy_run(run_id: str, source, dest, policies: dict) -> None:
     names = ["MANIFEST.json", "SHA256SUMS"] + [n for p in policies.values() for n in (p["archive"], p["sums"])]
-    try:
-        staging = dest.begin_run(run_id)
-    except (DestinationError, OSError) as exc:
-        raise StepFailed(f"cannot start run {run_id} on {dest.describe()}: {exc}") from None
+    staging = dest.begin_run(run_id)
     try:
         for name in names:
             out = staging.create(name)
@@ -165,6 +213,19 @@ def _copy_run(run_id: str, source, dest, policies: dict) -> None:
         raise
 
 
+def _reachable(ctx: StepContext, failed: dict[str, str]) -> tuple[list, list]:
+    """(destinations already holding this run, the others that answer); the rest fail now."""
+    published, others = [], []
+    for cfg in ctx.config.destinations:
+        dest = open_destination(cfg)
+        try:
+            (published if dest.has_run(ctx.run.id) else others).append(dest)
+        except (DestinationError, OSError) as exc:
+            failed[dest.name] = f"{type(exc).__name__}: {exc}"
+            ctx.log.event("destination_failed", f"{dest.name}: {exc}", level="error", destination=dest.name)
+    return published, others
+
+
 def backup_work(ctx: StepContext):
     run_id = ctx.run.id
     compression = ctx.config.compression
@@ -172,22 +233,28 @@ def backup_work(ctx: StepContext):
     for name in scanned:
         if not NAME_RE.match(name):
             raise Refused(f"run {run_id}: scan.ok.json names a policy {name!r} that is not a valid name")
-    dests = [open_destination(d) for d in ctx.config.destinations]
-    published = [d for d in dests if d.has_run(run_id)]
+    failed: dict[str, str] = {}
+    published, others = _reachable(ctx, failed)
     if published:
-        return _adopt(ctx, dests, published)
+        return _adopt(ctx, published, others, failed)
     if not scanned:
         ctx.summary.update(archived=0)
-        return {"compression": compression, "destinations": [], "policies": {}}, {}
+        return {"compression": compression, "destinations": [], "failed_destinations": {}, "policies": {}}, {}
 
-    try:
-        stagings = [d.begin_run(run_id) for d in dests]
-    except (DestinationError, OSError) as exc:
-        raise StepFailed(f"cannot start run {run_id} on a destination: {exc}") from None
+    stagings = {}
+    for dest in others:
+        try:
+            stagings[dest.name] = dest.begin_run(run_id)
+        except (DestinationError, OSError) as exc:
+            failed[dest.name] = f"{type(exc).__name__}: {exc}"
+            ctx.log.event("destination_failed", f"{dest.name}: {exc}", level="error", destination=dest.name)
+    if not stagings:
+        raise StepFailed("no destination can take run %s: %s" % (run_id, "; ".join(f"{n}: {e}" for n, e in failed.items())))
+    fanout = Fanout(ctx, stagings, failed)
     try:
         policies, files = {}, {}
         for name, info in scanned.items():
-            policies[name], files[records_name(name)] = _write_policy(ctx, name, info, stagings, compression)
+            policies[name], files[records_name(name)] = _write_policy(ctx, name, info, fanout, compression)
             crashpoints.reach("backup.after_archive")
         manifest = dumps_document({
             "format": "qts-ops-run", "schema": 1, "run_id": run_id, "host": socket.gethostname(),
@@ -199,24 +266,25 @@ def backup_work(ctx: StepContext):
             listed[p["archive"]] = p["archive_sha256"]
             listed[p["sums"]] = p["sums_sha256"]
         sums = _sha256sums(listed)
-        for s in stagings:
-            s.create("MANIFEST.json").write(manifest)
-            s.create("SHA256SUMS").write(sums)
+        fanout.create("SHA256SUMS").write(sums)
+        fanout.create("MANIFEST.json").write(manifest)
         body = {
-            "compression": compression, "destinations": [d.name for d in dests], "policies": policies,
-            "manifest_sha256": listed["MANIFEST.json"], "sha256sums_sha256": sha256_bytes(sums),
+            "compression": compression, "destinations": sorted(fanout.stagings), "failed_destinations": failed,
+            "policies": policies, "manifest_sha256": listed["MANIFEST.json"], "sha256sums_sha256": sha256_bytes(sums),
         }
         # Written before publishing: a crash between publish and backup.ok.json leaves
         # proof of what was published, so the rerun adopts it instead of writing it twice.
         atomic_write(ctx.run.path(PENDING), seal_document({"body": body, "files": files}))
         crashpoints.reach("backup.before_publish")
-        for s in stagings:
-            s.publish()
+        fanout.each(lambda name, staging: staging.publish())
         crashpoints.reach("backup.after_publish")
     except BaseException:
-        for s in stagings:
-            s.abort()
+        for staging in fanout.stagings.values():
+            staging.abort()
         raise
+    body["destinations"] = sorted(fanout.stagings)
+    if failed:
+        ctx.ui.warn(f"run {run_id} is on {', '.join(body['destinations'])} only; failed: {', '.join(failed)}")
     ctx.summary.update(archived=sum(p["archived"] for p in policies.values()),
                        bytes=sum(p["member_bytes"] for p in policies.values()))
     return body, files

@@ -185,7 +185,8 @@ ERRORS = [
     ("quorum_bool", _set(("backup", "require_verified_copies"), True), "backup.require_verified_copies"),
     ("no_destinations", _set(("backup", "destinations"), []), "backup.destinations"),
     ("destinations_not_a_list", _set(("backup", "destinations"), {"name": "local"}), "backup.destinations"),
-    ("destination_type_s3", _set((*DEST0, "type"), "s3"), "backup.destinations[0].type"),
+    ("destination_type_s3_with_a_path", _set((*DEST0, "type"), "s3"), "backup.destinations[0].path"),
+    ("destination_type_ftp", _set((*DEST0, "type"), "ftp"), "backup.destinations[0].type"),
     ("destination_without_path", _del((*DEST0, "path")), "backup.destinations[0].path"),
     ("destination_bad_name", _set((*DEST0, "name"), "Local"), "backup.destinations[0].name"),
     ("duplicate_destination_names", _set(("backup", "destinations"), [

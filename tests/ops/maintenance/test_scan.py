@@ -29,13 +29,6 @@ def test_scan_records_expired_files_by_root_relative_path_and_changes_no_data(sa
     assert manifest["run_id"] == RUN_A
 
 
-def test_scan_without_run_starts_a_new_run_each_time(sandbox):
-    sandbox.file("old.log")
-    run_ok(sandbox, "scan")
-    run_ok(sandbox, "scan")
-    assert len(sandbox.runs()) == 2
-
-
 def test_scan_rerun_after_success_exits_0_changes_nothing_and_refuses_once_tampered(sandbox):
     sandbox.file("old.log")
     run_ok(sandbox, "scan", "--run", RUN_A)
