@@ -143,15 +143,16 @@ def _extract_member(reader: ArchiveReader, member, target_fd: int, expected_sha:
 
 def _conflicts(dest, run_id, info, listed, target: Path) -> list[Path]:
     """The files of one policy's archive that already exist beneath ``target``."""
-    names = [name for _, name in _checked_sums(dest, run_id, info["sums"], listed[info["sums"]])]
     try:
         target_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
-        return []
+        target_fd = None  # nothing can exist there yet; the .sha256 file is still checked
     try:
-        return [target / os.fsdecode(n) for n in names if _exists(target_fd, n)]
+        return [target / os.fsdecode(name) for _, name in _checked_sums(dest, run_id, info["sums"], listed[info["sums"]])
+                if target_fd is not None and _exists(target_fd, name)]
     finally:
-        os.close(target_fd)
+        if target_fd is not None:
+            os.close(target_fd)
 
 
 def _restore_policy(dest, run_id, manifest, listed, policy, target: Path, log, ui) -> int:
@@ -159,12 +160,6 @@ def _restore_policy(dest, run_id, manifest, listed, policy, target: Path, log, u
     target.mkdir(parents=True, exist_ok=True)
     target_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        conflicts = [name for _, name in _checked_sums(dest, run_id, info["sums"], listed[info["sums"]])
-                     if _exists(target_fd, name)]
-        if conflicts:
-            shown = "\n".join(f"  {target / os.fsdecode(n)}" for n in conflicts[:20])
-            raise StepFailed(f"{len(conflicts)} file(s) already exist under {target}; nothing was restored:\n{shown}",
-                             hint="restore to another place with TO=<dir>, or move those files aside")
         count = 0
         with dest.open_read(run_id, info["archive"]) as raw:
             reader = ArchiveReader(raw, manifest["compression"])
@@ -201,6 +196,9 @@ def restore(config: Config, run_id: str | None, ui: Console, policy: str | None 
                 raise StepFailed(f"run {run_id} on {dest.describe()} has no archive for policy {name!r}")
             # Without TO=, a file goes back to its own policy root from the config (never a
             # path taken from the untrusted manifest); with TO=, under TO/<policy>/.
+            if not to and name not in {p.name for p in config.policies}:
+                raise StepFailed(f"policy {name!r} of run {run_id} is not in {config.path}, so it has no root to go back to",
+                                 hint="restore it elsewhere with TO=<dir>")
             targets[name] = Path(to) / name if to else config.policy(name).root
         # Every policy's conflicts before any extraction: one conflict anywhere writes nothing.
         conflicts = [p for name, target in targets.items()

@@ -5,8 +5,8 @@ import sys
 
 from ops.config import Config
 from ops.console import Console
-from ops.destinations import open_destination
-from ops.errors import Refused
+from ops.destinations import DestinationError, open_destination
+from ops.errors import Refused, StepFailed
 from ops.lock import read_holder
 from ops.manifest import STEPS, Run, list_runs, open_sealed
 
@@ -35,9 +35,9 @@ def _counts(step: str, doc: dict) -> dict:
     if step == "backup":
         ps = doc.get("policies", {}).values()
         return {"files": sum(p.get("archived", 0) for p in ps), "bytes": sum(p.get("member_bytes", 0) for p in ps),
-                "destinations": doc.get("destinations", [])}
+                "destinations": doc.get("destinations", []), "failed_destinations": doc.get("failed_destinations", {})}
     if step == "verify":
-        return {"verified": doc.get("verified", [])}
+        return {"verified": doc.get("verified", []), "destinations": doc.get("destinations", {})}
     return {"files": doc.get("deleted", 0), "bytes": doc.get("deleted_bytes", 0), "kept": doc.get("kept", 0)}
 
 
@@ -56,6 +56,8 @@ def collect(config: Config, limit: int = 10) -> dict:
             elif st["state"] == "damaged":
                 problems.append(f"run {run_id}: {s}.ok.json is damaged ({st['error']}); nothing of this run will be "
                                 f"deleted. Inspect {run.dir}.")
+        for name, error in steps["backup"].get("failed_destinations", {}).items():
+            problems.append(f"run {run_id}: destination {name} did not get this run ({error}).")
         if steps["clean"]["state"] != "ok" and run_id != all_runs[-1]:
             problems.append(f"run {run_id} never finished; newer runs exist. Its files stay until a run covers them.")
     finished = [r for r in runs if r["steps"]["clean"]["state"] == "ok"]
@@ -63,7 +65,7 @@ def collect(config: Config, limit: int = 10) -> dict:
     for d in config.destinations:
         try:
             destinations[d.name] = {"runs": len(open_destination(d).list_runs())}
-        except OSError as exc:
+        except (OSError, DestinationError) as exc:
             destinations[d.name] = {"error": str(exc)}
     return {
         "state_dir": str(config.state_dir),
@@ -82,6 +84,17 @@ def _cell(st: dict) -> str:
     if "verified" in st:
         return "ok " + ",".join(st["verified"]) if st["verified"] else "ok (nothing)"
     return f"ok {st.get('files', 0)} files"
+
+
+def runs_on(config: Config, name: str) -> int:
+    """The runs one destination holds, one per line: what a host that died can restore."""
+    try:
+        runs = open_destination(config.destination(name)).list_runs()
+    except (OSError, DestinationError) as exc:
+        raise StepFailed(f"cannot list the runs on destination {name}: {exc}") from None
+    for run_id in runs:
+        print(run_id)
+    return 0
 
 
 def status(config: Config, ui: Console, as_json: bool = False) -> int:

@@ -8,6 +8,10 @@ from ops.destinations.local import LocalDestination
 def open_destination(cfg: DestinationConfig) -> Destination:
     if cfg.type == "local":
         return LocalDestination(cfg.name, cfg.path)
+    if cfg.type == "s3":
+        from ops.destinations.s3 import S3Destination
+
+        return S3Destination(cfg.name, cfg.bucket, cfg.prefix, cfg.endpoint_url, cfg.region, cfg.storage_class)
     raise ValueError(f"unknown destination type {cfg.type!r}")
 
 

@@ -118,7 +118,7 @@ class _Rules:
         g = m.groupdict()
         try:
             t = datetime(int(g["y"]), int(g["m"]), int(g["d"]), int(g.get("H") or 0), int(g.get("M") or 0), tzinfo=self.tz)
-        except ValueError:
+        except (TypeError, ValueError, OverflowError):  # a group that did not match; Feb 30; a 20-digit year
             return f"date in name is not a valid date ({m.group(0)!r})"
         return int(t.timestamp()) * NS  # naive (tz None) is the host's local time
 
@@ -141,7 +141,7 @@ class _Rules:
     def by_age(self, f: FileInfo, when: int) -> Decision | None:
         """min_age, then older_than: the rules that look at this file's age alone."""
         age = self.now - when
-        if age < self.p.min_age.ns:
+        if self.p.min_age.ns and age < self.p.min_age.ns:  # min_age 0s is "no min_age", not a reason
             return Decision(f, False, "min_age", f"younger than min_age {self.p.min_age.text} (age {format_age(age)})")
         if self.p.older_than is not None and age >= self.p.older_than.ns:
             return Decision(f, True, "older_than", f"older than {self.p.older_than.text}")
@@ -154,7 +154,8 @@ class _Rules:
         return Decision(f, False, "younger", f"no rule expires it (age {age})")
 
     def bucket(self, rule: str, when: int) -> str:
-        return _BUCKETS[rule](datetime.fromtimestamp(when / NS, self.tz))
+        # whole seconds, floored: a float of the ns would round 23:59:59.9999999 into the next day
+        return _BUCKETS[rule](datetime.fromtimestamp(when // NS, self.tz))
 
 
 def decide(files: Iterable[FileInfo], policy: Policy, now_ns: int, disk: Disk | None = None,

@@ -109,9 +109,13 @@ def clean_work(ctx: StepContext):
     if backup["policies"]:
         verified = verify["verified"]
         if len(verified) < need:
-            missing = sorted(set(backup["destinations"]) - set(verified)) or ["(no other destination holds this run)"]
-            raise Refused(f"run {ctx.run.id}: {len(verified)} verified copies, {need} required; "
-                          f"not verified: {', '.join(missing)}")
+            why = dict(backup.get("failed_destinations", {}))
+            why.update({n: r.get("error", "?") for n, r in verify["destinations"].items() if not r.get("verified")})
+            missing = [f"{d.name} ({why.get(d.name, 'does not hold this run')})"
+                       for d in ctx.config.destinations if d.name not in verified]
+            raise Refused(f"run {ctx.run.id}: {len(verified)} verified copies ({', '.join(verified) or 'none'}), "
+                          f"{need} required; nothing was deleted. Missing: {'; '.join(missing)}",
+                          hint="fix the missing destinations; the next `make maintenance` starts a new run that retries them")
     journal_path = ctx.run.path(JOURNAL)
     done_before = _resume_point(journal_path)
     if done_before:

@@ -1,5 +1,6 @@
 """The four steps by name, which run each acts on, and the chain that runs them in order."""
 
+import json
 import os
 import subprocess
 import sys
@@ -36,11 +37,27 @@ def step_main(step: str, run_id: str | None, config: Config, ui: Console) -> int
 
 
 def run_to_continue(config: Config) -> str:
-    """The newest run if it never finished (resume it: no second archive), else a new one."""
+    """The newest run if it can still finish (resume it: no second archive), else a new one.
+
+    A run whose backup reached fewer destinations than the quorum can never let clean
+    delete anything; its files are still in place, so a new run retries every destination.
+    """
     runs = list_runs(config.state_dir)
-    if runs and not Run(config.state_dir, runs[-1]).ok_path("clean").exists():
-        return runs[-1]
+    if runs:
+        run = Run(config.state_dir, runs[-1])
+        if not run.ok_path("clean").exists() and _copies(run) >= config.require_verified_copies:
+            return run.id
     return new_run_id()
+
+
+def _copies(run: Run) -> float:
+    """How many destinations hold the run (unknown until backup succeeded: not a reason to give up)."""
+    try:
+        return len(json.loads(run.ok_path("backup").read_bytes())["destinations"])
+    except FileNotFoundError:
+        return float("inf")
+    except (OSError, ValueError, KeyError, TypeError):
+        return float("inf")  # a damaged manifest: resume, so the step refuses and says so
 
 
 def maintenance(config: Config, ui: Console, new_run: bool = False) -> int:

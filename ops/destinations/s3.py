@@ -1,0 +1,218 @@
+"""An S3-compatible destination (AWS S3, MinIO, Ceph RGW): ``<prefix><run_id>/<file>``.
+
+boto3 is imported only when an S3 destination is used, so hosts without one pay nothing.
+Credentials come from the standard AWS chain (environment, profile, instance role) and
+nothing here ever writes or logs them.
+
+A run is published by writing its MANIFEST.json last, with ``If-None-Match: *`` so a
+published run is never overwritten. Files are streamed up in parts (multipart uploads
+with an SDK SHA-256 checksum per part), so memory stays at one part per open file.
+Objects of an attempt that never published (no MANIFEST.json) are not a backup anyone
+relies on; a retry replaces them and says so. Transient errors (timeouts, 5xx,
+throttling) are retried with exponential backoff and jitter, a bounded number of times.
+"""
+
+import random
+import time
+from typing import BinaryIO
+
+from ops.destinations.base import Destination, DestinationError, Staging
+from ops.manifest import RUN_ID_RE
+
+PART_SIZE = 16 << 20  # S3's minimum part is 5 MiB; 16 MiB x 10,000 parts = 160 GiB per object
+ATTEMPTS = 5
+BACKOFF_S = 0.25
+BACKOFF_CAP_S = 4.0
+_TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeoutException",
+                    "InternalError", "ServiceUnavailable", "503", "500", "502", "504"}
+
+
+def _is_transient(exc: Exception) -> bool:
+    from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
+
+    if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+        return True  # refused, reset, timed out: the endpoint may come back
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return err.get("Code") in _TRANSIENT_CODES or status >= 500 or status == 429
+    return False
+
+
+def _error_code(exc: Exception) -> str:
+    return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+
+
+class S3Destination(Destination):
+    def __init__(self, name: str, bucket: str, prefix: str = "", endpoint_url: str | None = None,
+                 region: str | None = None, storage_class: str | None = None, client=None,
+                 sleep=time.sleep):
+        super().__init__(name)
+        self.bucket = bucket
+        self.prefix = prefix
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self.storage_class = storage_class
+        self._client = client
+        self._sleep = sleep
+
+    @property
+    def client(self):
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            self._client = boto3.session.Session().client(
+                "s3", endpoint_url=self.endpoint_url, region_name=self.region,
+                # Our own bounded retry below decides what is transient; the SDK's is off
+                # so the two do not multiply.
+                config=Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=60,
+                              request_checksum_calculation="when_supported"),
+            )
+        return self._client
+
+    def describe(self) -> str:
+        return f"{self.name} (s3://{self.bucket}/{self.prefix})"
+
+    def key(self, run_id: str, name: str = "") -> str:
+        return f"{self.prefix}{run_id}/{name}"
+
+    def call(self, operation: str, **kwargs):
+        """One S3 request, retried while the error is transient; DestinationError after."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        for attempt in range(ATTEMPTS):
+            try:
+                return getattr(self.client, operation)(**kwargs)
+            except (ClientError, BotoCoreError) as exc:
+                if not _is_transient(exc) or attempt == ATTEMPTS - 1:
+                    raise DestinationError(f"{self.describe()}: {operation} failed: {exc}") from exc
+                self._sleep(min(BACKOFF_CAP_S, BACKOFF_S * 2**attempt) * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+    def has_run(self, run_id: str) -> bool:
+        try:
+            self.call("head_object", Bucket=self.bucket, Key=self.key(run_id, "MANIFEST.json"))
+            return True
+        except DestinationError as exc:
+            if _error_code(exc.__cause__) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def list_runs(self) -> list[str]:
+        runs, token = [], None
+        while True:
+            kw = {"Bucket": self.bucket, "Prefix": self.prefix, "Delimiter": "/"}
+            if token:
+                kw["ContinuationToken"] = token
+            page = self.call("list_objects_v2", **kw)
+            for cp in page.get("CommonPrefixes", []):
+                run_id = cp["Prefix"][len(self.prefix):].rstrip("/")
+                if RUN_ID_RE.match(run_id) and self.has_run(run_id):
+                    runs.append(run_id)
+            if not page.get("IsTruncated"):
+                return sorted(runs)
+            token = page["NextContinuationToken"]
+
+    def begin_run(self, run_id: str) -> "S3Staging":
+        if self.has_run(run_id):
+            raise DestinationError(f"{self.describe()} already holds run {run_id}; refusing to overwrite a published run")
+        page = self.call("list_objects_v2", Bucket=self.bucket, Prefix=self.key(run_id))
+        leftovers = [o["Key"] for o in page.get("Contents", [])]
+        return S3Staging(self, run_id, leftovers)
+
+    def open_read(self, run_id: str, name: str) -> BinaryIO:
+        try:
+            return self.call("get_object", Bucket=self.bucket, Key=self.key(run_id, name))["Body"]
+        except DestinationError as exc:
+            if _error_code(exc.__cause__) in ("404", "NoSuchKey"):
+                raise DestinationError(f"{self.describe()}: run {run_id} has no {name}") from None
+            raise
+
+
+class _Upload:
+    """A write-only file streamed to one object in parts; nothing is visible until ``finish``."""
+
+    def __init__(self, dest: S3Destination, key: str):
+        self.dest = dest
+        self.key = key
+        self.buf = bytearray()
+        self.parts: list[dict] = []
+        self.upload_id: str | None = None
+
+    def _extra(self) -> dict:
+        return {"StorageClass": self.dest.storage_class} if self.dest.storage_class else {}
+
+    def write(self, data) -> int:
+        self.buf += data
+        while len(self.buf) >= PART_SIZE:
+            self._send_part(bytes(self.buf[:PART_SIZE]))
+            del self.buf[:PART_SIZE]
+        return len(data)
+
+    def flush(self) -> None:
+        pass  # parts go up when full; the rest at finish()
+
+    def _send_part(self, body: bytes) -> None:
+        d = self.dest
+        if self.upload_id is None:
+            self.upload_id = d.call("create_multipart_upload", Bucket=d.bucket, Key=self.key,
+                                    ChecksumAlgorithm="SHA256", **self._extra())["UploadId"]
+        n = len(self.parts) + 1
+        resp = d.call("upload_part", Bucket=d.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=n,
+                      Body=body, ChecksumAlgorithm="SHA256")
+        self.parts.append({"PartNumber": n, "ETag": resp["ETag"], "ChecksumSHA256": resp.get("ChecksumSHA256")})
+
+    def finish(self, only_if_new: bool = False) -> None:
+        d = self.dest
+        cond = {"IfNoneMatch": "*"} if only_if_new else {}
+        if self.upload_id is None:
+            d.call("put_object", Bucket=d.bucket, Key=self.key, Body=bytes(self.buf), ChecksumAlgorithm="SHA256",
+                   **cond, **self._extra())
+            return
+        if self.buf:
+            self._send_part(bytes(self.buf))
+            self.buf.clear()
+        parts = [{k: v for k, v in p.items() if v is not None} for p in self.parts]
+        d.call("complete_multipart_upload", Bucket=d.bucket, Key=self.key, UploadId=self.upload_id,
+               MultipartUpload={"Parts": parts}, **cond)
+
+    def abort(self) -> None:
+        if self.upload_id is not None:
+            try:
+                self.dest.call("abort_multipart_upload", Bucket=self.dest.bucket, Key=self.key, UploadId=self.upload_id)
+            except DestinationError:
+                pass  # the bucket's lifecycle rule for incomplete uploads is the backstop
+
+
+class S3Staging(Staging):
+    def __init__(self, dest: S3Destination, run_id: str, leftovers: list[str]):
+        self.dest = dest
+        self.run_id = run_id
+        self.leftovers = leftovers  # objects of an unpublished attempt, replaced by this one
+        self.uploads: dict[str, _Upload] = {}
+
+    def create(self, name: str) -> _Upload:
+        upload = _Upload(self.dest, self.dest.key(self.run_id, name))
+        self.uploads[name] = upload
+        return upload
+
+    def publish(self) -> None:
+        manifest = self.uploads.pop("MANIFEST.json", None)
+        if manifest is None:
+            raise DestinationError("a run cannot be published without its MANIFEST.json")
+        for upload in self.uploads.values():
+            upload.finish()
+        # Last, and only if absent: its presence is what makes the run exist.
+        try:
+            manifest.finish(only_if_new=True)
+        except DestinationError as exc:
+            if _error_code(exc.__cause__) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise DestinationError(f"{self.dest.describe()} already holds run {self.run_id}; not overwritten") from None
+            raise
+        self.uploads.clear()
+
+    def abort(self) -> None:
+        for upload in self.uploads.values():
+            upload.abort()
+        self.uploads.clear()
