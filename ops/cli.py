@@ -28,7 +28,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser(name: str, description: str, run: bool = True) -> argparse.ArgumentParser:
-    p = _Parser(prog=f"scripts/{name}.py", description=description, epilog=EXIT_STATUS_HELP,
+    p = _Parser(prog=f"scripts/{name}.py", description=description, epilog=EXIT_STATUS_HELP, allow_abbrev=False,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(DEFAULT_CONFIG), metavar="PATH",
                    help="retention.yaml to use (default: %(default)s)")

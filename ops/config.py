@@ -106,6 +106,9 @@ class Config:
     require_verified_copies: int
     destinations: tuple[Destination, ...]
     policies: tuple[Policy, ...] = field(default=())
+    metrics_file: Path | None = None  # Prometheus textfile, rewritten atomically after every step
+    on_failure: str | None = None  # shell command run when a run fails (QTS_OPS_RUN_ID, QTS_OPS_EXIT_CODE)
+    compact_runs_after: Duration = Duration("90d", 90 * 86400)
 
     def policy(self, name: str) -> Policy:
         for p in self.policies:
@@ -237,7 +240,8 @@ def load_config(path: str | os.PathLike) -> Config:
     base = path.resolve().parent
     r = _Reader(path)
 
-    top = r.mapping(doc if doc is not None else {}, "", {"version", "state_dir", "log_dir", "backup", "policies"}, {"version"})
+    top = r.mapping(doc if doc is not None else {}, "", {"version", "state_dir", "log_dir", "backup", "policies",
+                                                          "metrics_file", "on_failure", "compact_runs_after"}, {"version"})
     if type(top["version"]) is not int or top["version"] != 1:
         raise r.fail("version", f"unsupported schema version {top['version']!r} (this toolkit reads version 1)")
     state_dir = r.directory(top.get("state_dir", "var/state"), "state_dir", base)
@@ -327,4 +331,17 @@ def load_config(path: str | os.PathLike) -> Config:
             raise r.fail(f"{key}.older_than", "required unless keep_daily/weekly/monthly/yearly, max_total_size "
                          "or min_free says when files expire")
         policies.append(policy)
-    return Config(path, state_dir, log_dir, compression, quorum, tuple(destinations), tuple(policies))
+    metrics_file = r.directory(top["metrics_file"], "metrics_file", base) if "metrics_file" in top else None
+    if metrics_file is not None:
+        for what, place in reserved.items():
+            if metrics_file == place:
+                raise r.fail("metrics_file", f"{metrics_file} is {what}")
+        for i, p in enumerate(policies):
+            if _within(metrics_file, p.root):
+                raise r.fail("metrics_file", f"{metrics_file} lies inside policies[{i}].root; it would be expired with the data")
+    return Config(
+        path, state_dir, log_dir, compression, quorum, tuple(destinations), tuple(policies),
+        metrics_file=metrics_file,
+        on_failure=r.string(top["on_failure"], "on_failure") if "on_failure" in top else None,
+        compact_runs_after=r.duration(top.get("compact_runs_after", "90d"), "compact_runs_after"),
+    )

@@ -13,7 +13,7 @@ import stat
 import time
 from collections import Counter
 
-from ops import crashpoints
+from ops import catalogue, crashpoints
 from ops.errors import Refused, StepFailed
 from ops.jsonl import HashingLineWriter, iter_lines
 from ops.manifest import sha256_file
@@ -102,58 +102,95 @@ class _DirTracker:
         return removed
 
 
-def clean_work(ctx: StepContext):
-    scan, backup, verify = ctx.chain["scan"], ctx.chain["backup"], ctx.chain["verify"]
+def _check_quorum(ctx: StepContext) -> None:
+    backup, verify = ctx.chain["backup"], ctx.chain["verify"]
     need = ctx.config.require_verified_copies
-    counts = Counter()
-    if backup["policies"]:
-        verified = verify["verified"]
-        if len(verified) < need:
-            why = dict(backup.get("failed_destinations", {}))
-            why.update({n: r.get("error", "?") for n, r in verify["destinations"].items() if not r.get("verified")})
-            missing = [f"{d.name} ({why.get(d.name, 'does not hold this run')})"
-                       for d in ctx.config.destinations if d.name not in verified]
-            raise Refused(f"run {ctx.run.id}: {len(verified)} verified copies ({', '.join(verified) or 'none'}), "
-                          f"{need} required; nothing was deleted. Missing: {'; '.join(missing)}",
-                          hint="fix the missing destinations; the next `make maintenance` starts a new run that retries them")
+    verified = verify["verified"]
+    if not backup["policies"] or len(verified) >= need:
+        return
+    why = dict(backup.get("failed_destinations", {}))
+    why.update({n: r.get("error", "?") for n, r in verify["destinations"].items() if not r.get("verified")})
+    missing = [f"{d.name} ({why.get(d.name, 'does not hold this run')})"
+               for d in ctx.config.destinations if d.name not in verified]
+    raise Refused(f"run {ctx.run.id}: {len(verified)} verified copies ({', '.join(verified) or 'none'}), "
+                  f"{need} required; nothing was deleted. Missing: {'; '.join(missing)}",
+                  hint="fix the missing destinations; the next `make maintenance` starts a new run that retries them")
+
+
+def _pairs(ctx: StepContext):
+    """(policy, scanned, entry, record) for every file of the run, in the one fixed order."""
+    scan = ctx.chain["scan"]
+    for policy in ctx.chain["backup"]["policies"]:
+        scanned = scan["policies"][policy]
+        records = iter_lines(ctx.run.path(records_name(policy)))
+        for entry, record in zip(iter_lines(ctx.run.path(scanned["entries"])), records):
+            if entry["path"] != record["path"]:
+                raise Refused(f"run {ctx.run.id}: scan entries and backup records disagree at {entry['path']!r}")
+            yield policy, scanned, entry, record
+
+
+def _catalogue_lines(ctx: StepContext, journal_path):
+    """What the catalogue keeps of each deletion, across every attempt of this clean."""
+    backup = ctx.chain["backup"]
+    for (policy, scanned, entry, record), decided in zip(_pairs(ctx), iter_lines(journal_path)):
+        if decided["outcome"] != "deleted":
+            continue
+        yield {"path": os.path.join(scanned["root"], entry["path"]), "policy": policy, "rel": entry["path"],
+               "run": ctx.run.id, "destinations": ctx.chain["verify"]["verified"],
+               "archive": backup["policies"][policy]["archive"], "sha256": record["sha256"], "size": entry["size"],
+               "mtime_ns": entry["mtime_ns"], "deleted_at": decided.get("at")}
+
+
+def clean_work(ctx: StepContext):
+    _check_quorum(ctx)
+    per_policy: dict[str, Counter] = {p: Counter() for p in ctx.chain["backup"]["policies"]}
     journal_path = ctx.run.path(JOURNAL)
     done_before = _resume_point(journal_path)
     if done_before:
         ctx.log.event("resume", f"resuming after {done_before} decisions already journaled")
+    total = sum(p["member_bytes"] for p in ctx.chain["backup"]["policies"].values())
     journal_fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    with os.fdopen(journal_fd, "ab", buffering=0) as jf:
+    with os.fdopen(journal_fd, "ab", buffering=0) as jf, ctx.ui.progress("clean", total) as advance:
         journal = HashingLineWriter(jf)
-        index = 0
-        for policy, info in backup["policies"].items():
-            scanned = scan["policies"][policy]
-            try:
-                beneath = Beneath(scanned["root"], (scanned["root_dev"], scanned["root_ino"]))
-            except (RootChanged, OSError) as exc:
-                raise StepFailed(f"policy {policy}: cannot open root {scanned['root']}: {exc}") from None
-            with beneath:
-                dirs = _DirTracker(beneath)
-                records = iter_lines(ctx.run.path(records_name(policy)))
-                for entry, record in zip(iter_lines(ctx.run.path(scanned["entries"])), records):
-                    index += 1
-                    if index <= done_before:
-                        continue
-                    if entry["path"] != record["path"]:
-                        raise Refused(f"run {ctx.run.id}: scan entries and backup records disagree at {entry['path']!r}")
-                    if record["status"] == "archived":
-                        dirs.touch(entry["path"])
-                    outcome, reason = _decide_and_act(beneath, entry, record)
-                    counts[outcome] += 1
-                    if outcome == "deleted":
-                        counts["deleted_bytes"] += entry["size"]
-                    journal.write({"policy": policy, "path": entry["path"], "outcome": outcome, "reason": reason})
-                    ctx.log.event(outcome, f"{entry['path']}: {reason}", level="info" if outcome != "kept" else "warning",
-                                  policy=policy, path=entry["path"], reason=reason)
-                    if journal.count % JOURNAL_SYNC_EVERY == 0:
-                        os.fsync(journal_fd)
-                    crashpoints.reach("clean.after_unlink")
-                counts["dirs_removed"] += dirs.prune(scanned["settle_ns"], ctx.log, policy)
+        beneath = dirs = None
+        for index, (policy, scanned, entry, record) in enumerate(_pairs(ctx), 1):
+            if beneath is None or beneath.root != scanned["root"]:
+                if beneath is not None:
+                    per_policy[current]["dirs_removed"] += dirs.prune(settle_ns, ctx.log, current)
+                    beneath.close()
+                try:
+                    beneath = Beneath(scanned["root"], (scanned["root_dev"], scanned["root_ino"]))
+                except (RootChanged, OSError) as exc:
+                    raise StepFailed(f"policy {policy}: cannot open root {scanned['root']}: {exc}") from None
+                dirs, current, settle_ns = _DirTracker(beneath), policy, scanned["settle_ns"]
+            if index <= done_before:
+                continue
+            if record["status"] == "archived":
+                dirs.touch(entry["path"])
+            outcome, reason = _decide_and_act(beneath, entry, record)
+            counts = per_policy[policy]
+            counts[outcome] += 1
+            if outcome == "deleted":
+                counts["deleted_bytes"] += entry["size"]
+            elif reason.startswith("changed since backup"):
+                counts["kept_changed"] += 1
+            journal.write({"policy": policy, "path": entry["path"], "outcome": outcome, "reason": reason,
+                           "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            ctx.log.event(outcome, f"{entry['path']}: {reason}", level="info" if outcome != "kept" else "warning",
+                          policy=policy, path=entry["path"], reason=reason)
+            advance(entry["size"] if record["status"] != "skipped" else 0)
+            if journal.count % JOURNAL_SYNC_EVERY == 0:
+                os.fsync(journal_fd)
+            crashpoints.reach("clean.after_unlink")
+        if beneath is not None:
+            per_policy[current]["dirs_removed"] += dirs.prune(settle_ns, ctx.log, current)
+            beneath.close()
         os.fsync(journal_fd)
-    ctx.summary.update(deleted=counts["deleted"], kept=counts["kept"], gone=counts["gone"])
-    return {"deleted": counts["deleted"], "deleted_bytes": counts["deleted_bytes"], "kept": counts["kept"],
-            "gone": counts["gone"], "resumed_after": done_before, "dirs_removed": counts["dirs_removed"]}, \
-        {JOURNAL: sha256_file(journal_path)}
+    catalogued = catalogue.write_run(ctx.config.state_dir, ctx.run.id, _catalogue_lines(ctx, journal_path))
+    totals = sum(per_policy.values(), Counter())
+    ctx.summary.update(deleted=totals["deleted"], kept=totals["kept"], gone=totals["gone"])
+    body = {k: totals[k] for k in ("deleted", "deleted_bytes", "kept", "kept_changed", "gone", "dirs_removed")}
+    body.update(resumed_after=done_before, catalogued=catalogued,
+                policies={p: {k: c[k] for k in ("deleted", "deleted_bytes", "kept", "kept_changed", "gone")}
+                          for p, c in per_policy.items()})
+    return body, {JOURNAL: sha256_file(journal_path)}

@@ -1,0 +1,47 @@
+"""The catalogue: every file the toolkit ever deleted, and where its verified copies live.
+
+One JSON-lines file per run, ``<state_dir>/catalogue/<run_id>.jsonl``, written atomically
+when clean finishes (a run's block appears whole or not at all, and a rerun rewrites the
+same block). Each line: the original absolute path, policy, run, destinations, archive,
+SHA-256, size, mtime and deletion time. ``find`` streams them, so months of runs never
+need to fit in memory.
+"""
+
+import fnmatch
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from ops.atomic import atomic_file, ensure_private_dir
+from ops.jsonl import HashingLineWriter, iter_lines
+from ops.manifest import RUN_ID_RE
+
+DIR = "catalogue"
+
+
+def write_run(state_dir: Path, run_id: str, lines: Iterable[dict]) -> int:
+    directory = ensure_private_dir(Path(state_dir) / DIR)
+    with atomic_file(directory / f"{run_id}.jsonl") as f:
+        out = HashingLineWriter(f)
+        for line in lines:
+            out.write(line)
+    return out.count
+
+
+def entries(state_dir: Path) -> Iterator[dict]:
+    """Every catalogued deletion, oldest run first."""
+    directory = Path(state_dir) / DIR
+    try:
+        names = sorted(n for n in os.listdir(directory) if RUN_ID_RE.match(n.removesuffix(".jsonl")))
+    except FileNotFoundError:
+        return
+    for name in names:
+        yield from iter_lines(directory / name)
+
+
+def find(state_dir: Path, pattern: str) -> Iterator[dict]:
+    """Deletions whose original path equals ``pattern`` or matches it as a glob (``*`` spans '/')."""
+    pattern = os.path.normpath(os.path.abspath(pattern)) if not any(c in pattern for c in "*?[") else pattern
+    for entry in entries(state_dir):
+        if entry["path"] == pattern or fnmatch.fnmatchcase(entry["path"], pattern):
+            yield entry

@@ -1,0 +1,153 @@
+"""Prometheus textfile metrics, rewritten atomically after every step.
+
+Each step is its own process, so counters live in ``<state_dir>/metrics.json`` (updated
+under a short flock of their own, since a step refused for the lock must still count its
+refusal) and are rendered to ``metrics_file`` in the text exposition format. The textfile
+holds only counters and timestamps, so it alone may be world-readable (0644) for a
+node_exporter running as another user.
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+
+from ops.atomic import PRIVATE_FILE, atomic_write, ensure_private_dir
+from ops.config import Config
+from ops.errors import CONFIG, FAILED, LOCKED, OK, REFUSED
+
+STATE = "metrics.json"
+RESULTS = {OK: "ok", FAILED: "failed", REFUSED: "refused", LOCKED: "locked", CONFIG: "config"}
+# counter name (without qts_ops_ and _total) -> help
+COUNTERS = {
+    "backed_up_files": "Files archived (and hashed) by backup.",
+    "backed_up_bytes": "Bytes of files archived by backup.",
+    "verified_files": "Archive members re-read and matched by verify, per destination copy.",
+    "verified_bytes": "Bytes of archive members re-read and matched by verify, per destination copy.",
+    "deleted_files": "Files deleted by clean after a verified backup.",
+    "deleted_bytes": "Bytes freed by clean.",
+    "kept_changed_files": "Files clean kept because they changed after backup.",
+}
+
+
+@contextlib.contextmanager
+def _locked_state(state_dir: Path):
+    ensure_private_dir(state_dir)
+    fd = os.open(Path(state_dir) / "metrics.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held for a read-modify-write of a small file only
+        path = Path(state_dir) / STATE
+        try:
+            data = json.loads(path.read_bytes())
+        except (FileNotFoundError, ValueError):
+            data = {}
+        yield data
+        atomic_write(path, json.dumps(data, sort_keys=True).encode())
+    finally:
+        os.close(fd)
+
+
+def _per_policy(step: str, body: dict, chain: dict) -> dict[str, dict[str, int]]:
+    """Counter increments by policy from a step's success manifest body (and its chain)."""
+    out: dict[str, dict[str, int]] = {}
+    if step == "scan":
+        out = {name: {} for name in body.get("policies", {})}
+    elif step == "verify":
+        copies = len(body.get("verified", []))
+        for name, p in chain.get("backup", {}).get("policies", {}).items():
+            out[name] = {"verified_files": p.get("members", 0) * copies, "verified_bytes": p.get("member_bytes", 0) * copies}
+    elif step == "backup":
+        for name, p in body.get("policies", {}).items():
+            out[name] = {"backed_up_files": p.get("archived", 0), "backed_up_bytes": p.get("member_bytes", 0)}
+    elif step == "clean":
+        for name, p in body.get("policies", {}).items():
+            out[name] = {"deleted_files": p.get("deleted", 0), "deleted_bytes": p.get("deleted_bytes", 0),
+                         "kept_changed_files": p.get("kept_changed", 0)}
+    return out
+
+
+def record_step(config: Config, step: str, code: int, seconds: float, body: dict | None = None,
+                chain: dict | None = None) -> None:
+    """Count one step's outcome and re-render the textfile. Never raises: metrics must not fail a run.
+
+    Without ``metrics_file`` in the config nothing is counted or written at all.
+    """
+    if config.metrics_file is None:
+        return
+    try:
+        now = time.time()
+        with _locked_state(config.state_dir) as data:
+            s = data.setdefault("steps", {}).setdefault(step, {})
+            result = RESULTS.get(code, "failed")
+            s.setdefault("runs", {})[result] = s.get("runs", {}).get(result, 0) + 1
+            increments = _per_policy(step, body or {}, chain or {}) if code == OK else {}
+            if code == OK:
+                s["last_success"] = now
+                s["duration"] = seconds
+                for policy in increments:
+                    data.setdefault("policy_success", {}).setdefault(step, {})[policy] = now
+            elif code in (FAILED, REFUSED):
+                s["last_failure"] = now
+            if code == LOCKED:
+                data["lock_contention"] = data.get("lock_contention", 0) + 1
+            if step == "verify" and code == FAILED:
+                data["verify_failures"] = data.get("verify_failures", 0) + 1
+            counters = data.setdefault("counters", {})
+            for policy, inc in increments.items():
+                for name, value in inc.items():
+                    counters.setdefault(name, {})[policy] = counters.get(name, {}).get(policy, 0) + value
+            snapshot = json.loads(json.dumps(data))
+        write_textfile(config, snapshot)
+    except OSError:
+        pass  # a full disk or a read-only metrics path must not turn a good run into a failed one
+
+
+def _line(name: str, labels: dict, value) -> str:
+    inner = ",".join(f'{k}="{str(v)}"' for k, v in sorted(labels.items()))
+    return f"qts_ops_{name}{{{inner}}} {value}\n" if inner else f"qts_ops_{name} {value}\n"
+
+
+def render(config: Config, data: dict) -> str:
+    out = []
+
+    def family(name: str, kind: str, help_text: str, samples) -> None:
+        out.append(f"# HELP qts_ops_{name} {help_text}\n# TYPE qts_ops_{name} {kind}\n")
+        out.extend(_line(name, labels, value) for labels, value in samples)
+
+    steps = data.get("steps", {})
+    family("step_last_success_timestamp_seconds", "gauge", "Unix time of the step's last success.",
+           [({"step": k}, v["last_success"]) for k, v in sorted(steps.items()) if "last_success" in v])
+    family("step_last_failure_timestamp_seconds", "gauge", "Unix time of the step's last failure or refusal.",
+           [({"step": k}, v["last_failure"]) for k, v in sorted(steps.items()) if "last_failure" in v])
+    family("step_duration_seconds", "gauge", "Wall time of the step's last success.",
+           [({"step": k}, v["duration"]) for k, v in sorted(steps.items()) if "duration" in v])
+    family("step_runs_total", "counter", "Step runs by result (ok, failed, refused, locked, config).",
+           [({"step": k, "result": r}, n) for k, v in sorted(steps.items()) for r, n in sorted(v.get("runs", {}).items())])
+    maintenance = steps.get("clean", {}).get("last_success")
+    family("maintenance_last_success_timestamp_seconds", "gauge",
+           "Unix time a whole maintenance run last completed (clean succeeded).", [({}, maintenance)] if maintenance else [])
+    family("policy_last_success_timestamp_seconds", "gauge", "Unix time of the step's last success for the policy.",
+           [({"step": st, "policy": p}, t) for st, ps in sorted(data.get("policy_success", {}).items()) for p, t in sorted(ps.items())])
+    for name, help_text in COUNTERS.items():
+        family(f"{name}_total", "counter", help_text,
+               [({"policy": p}, v) for p, v in sorted(data.get("counters", {}).get(name, {}).items())])
+    family("verify_failures_total", "counter", "Verify runs that found a copy unreadable or not matching.",
+           [({}, data.get("verify_failures", 0))])
+    family("lock_contention_total", "counter", "Runs that found another run holding the lock (exit 75).",
+           [({}, data.get("lock_contention", 0))])
+    free = []
+    for p in config.policies:
+        try:
+            st = os.statvfs(p.root)
+        except OSError:
+            continue
+        free.append(({"policy": p.name}, st.f_bavail * st.f_frsize))
+    family("root_free_bytes", "gauge", "Free bytes (for an unprivileged writer) on the filesystem of each policy root.", free)
+    return "".join(out)
+
+
+def write_textfile(config: Config, data: dict) -> None:
+    config.metrics_file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(config.metrics_file, render(config, data).encode(), mode=0o644)

@@ -1,0 +1,534 @@
+"""The S3 destination against a real S3 API: moto's standalone server, a subprocess on a
+free port of 127.0.0.1, spoken to over HTTP by the real scripts (boto3 inside them).
+
+One server serves the whole module; each test gets a bucket of its own, so no state is
+shared. Credentials reach the scripts only through their environment (the AWS chain),
+never through the config. Where a test needs the endpoint to die while the bucket stays
+inspectable, a TCP proxy in front of moto is torn down instead of moto itself (a killed
+moto forgets every bucket, which would make "nothing was published" trivially true).
+The retry tests at the end use a fake client: a real server cannot be made to throttle.
+"""
+
+import http.client
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from ops.destinations.base import DestinationError
+from ops.destinations import s3 as s3mod
+from ops.destinations.s3 import ATTEMPTS, BACKOFF_S, PART_SIZE, S3Destination
+
+MOTO_SERVER = Path(sys.executable).parent / "moto_server"
+REGION = "us-east-1"
+PREFIX = "host-a/"
+# Distinctive values, so a leak into any file is found by a plain byte search.
+ACCESS_KEY = "AKIA" + secrets.token_hex(8).upper()
+SECRET_KEY = "qtsTestSecret" + secrets.token_hex(16)
+RUN_FILES = ["MANIFEST.json", "SHA256SUMS", "logs.sha256", "logs.tar.zst"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(port: int) -> bool:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        conn.request("GET", "/moto-api/")
+        ok = conn.getresponse().status == 200
+        conn.close()
+        return ok
+    except OSError:
+        return False
+
+
+class MotoServer:
+    """moto_server as a real process; stop() kills it, start() brings it back on the same port."""
+
+    def __init__(self, log_path: Path):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(self.port)],
+                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while not _answers(self.port):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"moto_server exited {self.proc.returncode}; see {self.log_path}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"moto_server did not answer on port {self.port} within 20 s")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def client(self):
+        return boto3.client("s3", endpoint_url=self.url, region_name=REGION, aws_access_key_id=ACCESS_KEY,
+                            aws_secret_access_key=SECRET_KEY, config=Config(retries={"total_max_attempts": 1}))
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory):
+    if not MOTO_SERVER.exists():
+        pytest.skip(f"{MOTO_SERVER} is missing: install moto[server] into the venv (requirements-test.txt)")
+    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto_server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+class Bucket:
+    def __init__(self, server: MotoServer, name: str, aws_env: dict):
+        self.server = server
+        self.name = name
+        self.env = aws_env
+
+    @property
+    def client(self):
+        return self.server.client()
+
+    def create(self) -> None:
+        self.client.create_bucket(Bucket=self.name)
+
+    def keys(self, prefix: str = PREFIX) -> list[str]:
+        page = self.client.list_objects_v2(Bucket=self.name, Prefix=prefix)
+        return sorted(o["Key"] for o in page.get("Contents", []))
+
+    def run_files(self, run_id: str) -> list[str]:
+        return sorted(k[len(f"{PREFIX}{run_id}/"):] for k in self.keys(f"{PREFIX}{run_id}/"))
+
+    def get(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
+
+
+@pytest.fixture
+def bucket(moto, tmp_path):
+    """A fresh bucket on the (running) server, and the environment the scripts get."""
+    if not moto.running():
+        moto.start()  # an earlier test stopped it and failed before bringing it back
+    aws_env = {
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION,
+        # nothing from this host's own AWS set-up may leak in
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    b = Bucket(moto, f"qts-{uuid.uuid4().hex[:16]}", aws_env)
+    b.create()
+    return b
+
+
+def use_s3(sandbox, bucket: Bucket, quorum: int = 2, endpoint: str | None = None, extra: list | None = None) -> None:
+    """local + offsite (s3) destinations; no credential anywhere in the config."""
+    sandbox.config["backup"]["require_verified_copies"] = quorum
+    sandbox.config["backup"]["destinations"] = [
+        {"name": "local", "type": "local", "path": "var/backups"},
+        {"name": "offsite", "type": "s3", "bucket": bucket.name, "prefix": PREFIX,
+         "endpoint_url": endpoint or bucket.server.url},
+        *(extra or []),
+    ]
+    sandbox.write_config()
+
+
+def manifest(sandbox, run_id: str, step: str) -> dict:
+    return json.loads((sandbox.run_dir(run_id) / f"{step}.ok.json").read_bytes())
+
+
+def small_files(sandbox) -> None:
+    sandbox.file("a.log", "alpha\n" * 100)
+    sandbox.file("deep/er/b.log", os.urandom(3000))
+    sandbox.file("c.log", b"")
+
+
+# --- the whole chain ------------------------------------------------------------------------
+
+
+def test_full_chain_puts_identical_run_on_local_and_s3_with_multipart_archive_then_deletes(sandbox, bucket):
+    use_s3(sandbox, bucket)
+    sandbox.file("big.log", os.urandom(PART_SIZE + (1 << 20)))  # incompressible: the archive exceeds one part
+    small_files(sandbox)
+
+    r = sandbox.run("maintenance", env=bucket.env)
+
+    assert r.returncode == 0, r.stderr
+    assert sandbox.snapshot() == {}
+    run_id = sandbox.runs()[-1]
+    assert manifest(sandbox, run_id, "backup")["destinations"] == ["local", "offsite"]
+    assert manifest(sandbox, run_id, "verify")["verified"] == ["local", "offsite"]
+    assert bucket.keys() == [f"{PREFIX}{run_id}/{n}" for n in RUN_FILES]
+    assert sorted(os.listdir(sandbox.backups / run_id)) == RUN_FILES
+    for name in RUN_FILES:
+        assert bucket.get(f"{PREFIX}{run_id}/{name}") == (sandbox.backups / run_id / name).read_bytes(), name
+    archive = f"{PREFIX}{run_id}/logs.tar.zst"
+    head = bucket.client.head_object(Bucket=bucket.name, Key=archive, PartNumber=1)
+    assert (sandbox.backups / run_id / "logs.tar.zst").stat().st_size > PART_SIZE
+    assert head.get("PartsCount") == 2
+    assert "Uploads" not in bucket.client.list_multipart_uploads(Bucket=bucket.name)
+
+
+def test_offline_endpoint_makes_clean_refuse_and_next_maintenance_starts_a_new_run(sandbox, bucket, moto):
+    use_s3(sandbox, bucket)
+    small_files(sandbox)
+    before = sandbox.snapshot()
+    moto.stop()
+
+    r = sandbox.run("maintenance", env=bucket.env)
+
+    assert r.returncode == 2, r.stderr
+    assert "offsite" in r.stderr.split("Missing:", 1)[-1]
+    first = sandbox.runs()[-1]
+    backup = manifest(sandbox, first, "backup")
+    assert backup["destinations"] == ["local"]
+    assert list(backup["failed_destinations"]) == ["offsite"]
+    assert not (sandbox.run_dir(first) / "clean.ok.json").exists()
+    assert sandbox.snapshot() == before
+
+    port = moto.port
+    moto.start()
+    assert moto.port == port
+    bucket.create()  # a restarted moto starts empty
+    r = sandbox.run("maintenance", env=bucket.env)
+
+    assert r.returncode == 0, r.stderr
+    assert sandbox.runs()[0] == first and len(sandbox.runs()) == 2
+    second = sandbox.runs()[-1]
+    assert manifest(sandbox, second, "verify")["verified"] == ["local", "offsite"]
+    assert bucket.run_files(second) == RUN_FILES
+    assert sandbox.snapshot() == {}
+
+
+class CuttingProxy:
+    """A TCP relay to moto that dies, like a killed server, once ``cut_after`` request bytes
+    went through: the listener is closed (new connections refused) and every open
+    connection is reset mid-request. moto behind it keeps what it received."""
+
+    def __init__(self, target_port: int, cut_after: int):
+        self.target_port = target_port
+        self.cut_after = cut_after
+        self.sent = 0
+        self.cut = threading.Event()
+        self.lock = threading.Lock()
+        self.sockets: list[socket.socket] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.05)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.cut.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                break
+            client.settimeout(None)
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self.lock:
+                self.sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+        self.listener.close()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                if counted:
+                    with self.lock:
+                        self.sent += len(data)
+                        over = self.sent >= self.cut_after
+                    if over:
+                        self.kill()
+                        return
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            if not self.cut.is_set():
+                for s in (src, dst):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+    def kill(self) -> None:
+        if self.cut.is_set():
+            return
+        self.cut.set()
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        with self.lock:
+            for s in self.sockets:
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def test_endpoint_dying_mid_multipart_upload_publishes_nothing_and_deletes_nothing(sandbox, bucket):
+    proxy = CuttingProxy(bucket.server.port, cut_after=PART_SIZE + (4 << 20))  # inside the second part
+    use_s3(sandbox, bucket, endpoint=proxy.url)
+    sandbox.file("big.log", os.urandom(2 * PART_SIZE + (4 << 20)))
+    sandbox.file("a.log", "alpha\n")
+    before = sandbox.snapshot()
+
+    r = sandbox.run("maintenance", env=bucket.env)
+
+    assert proxy.cut.is_set(), "the proxy never saw enough bytes to die mid-upload"
+    assert r.returncode == 2, r.stderr
+    assert "offsite" in r.stderr.split("Missing:", 1)[-1]
+    assert sandbox.snapshot() == before
+    run_id = sandbox.runs()[-1]
+    backup = manifest(sandbox, run_id, "backup")
+    assert backup["destinations"] == ["local"] and list(backup["failed_destinations"]) == ["offsite"]
+    # What the dead endpoint left behind, seen directly on moto: an unfinished upload, no run.
+    uploads = bucket.client.list_multipart_uploads(Bucket=bucket.name).get("Uploads", [])
+    assert [u["Key"] for u in uploads] == [f"{PREFIX}{run_id}/logs.tar.zst"]
+    assert f"{PREFIX}{run_id}/MANIFEST.json" not in bucket.keys()
+    use_s3(sandbox, bucket)  # straight to moto, as after the endpoint came back
+    listed = sandbox.run("status", "--runs-on", "offsite", env=bucket.env)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split() == []
+
+
+# --- verification of what the bucket holds ---------------------------------------------------
+
+
+def _flip(data: bytes) -> bytes:
+    mid = len(data) // 2
+    return data[:mid] + bytes(b ^ 0xFF for b in data[mid:mid + 8]) + data[mid + 8:]
+
+
+@pytest.mark.parametrize("tamper", [_flip, lambda data: data[: len(data) // 2]], ids=["flipped", "truncated"])
+def test_archive_damaged_in_bucket_before_verify_fails_verify_and_clean_refuses(sandbox, bucket, tamper):
+    use_s3(sandbox, bucket)
+    small_files(sandbox)
+    before = sandbox.snapshot()
+    assert sandbox.run("scan", env=bucket.env).returncode == 0
+    run_id = sandbox.runs()[-1]
+    r = sandbox.run("backup", "--run", run_id, env=bucket.env)
+    assert r.returncode == 0, r.stderr
+    key = f"{PREFIX}{run_id}/logs.tar.zst"
+    good = bucket.get(key)
+    bucket.client.put_object(Bucket=bucket.name, Key=key, Body=tamper(good))
+
+    verify = sandbox.run("verify", "--run", run_id, env=bucket.env)
+    clean = sandbox.run("clean", "--run", run_id, env=bucket.env)
+
+    assert verify.returncode == 1, verify.stderr
+    assert "offsite" in verify.stderr and "local" not in verify.stderr.split("verification failed:", 1)[-1]
+    assert clean.returncode == 2, clean.stderr
+    assert sandbox.snapshot() == before
+
+
+# --- no local state, no credentials, no overwrite ---------------------------------------------
+
+
+def test_restore_from_bucket_alone_after_state_and_local_copy_are_gone(sandbox, bucket, tmp_path):
+    use_s3(sandbox, bucket)
+    small_files(sandbox)
+    before = sandbox.snapshot()
+    mtimes = {rel: int((sandbox.data / rel).stat().st_mtime) for rel in before}
+    assert sandbox.run("maintenance", env=bucket.env).returncode == 0
+    run_id = sandbox.runs()[-1]
+    assert sandbox.snapshot() == {}
+    shutil.rmtree(sandbox.state)
+    shutil.rmtree(sandbox.backups)
+
+    listed = sandbox.run("status", "--runs-on", "offsite", env=bucket.env)
+    target = tmp_path / "restored"
+    r = sandbox.run("restore", "--run", run_id, "--dest", "offsite", "--to", str(target), env=bucket.env)
+
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split() == [run_id]
+    assert r.returncode == 0, r.stderr
+    got = {str(p.relative_to(target)): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    assert got == before
+    assert {rel: int((target / rel).stat().st_mtime) for rel in got} == mtimes
+
+
+def test_credentials_from_environment_never_reach_any_file(sandbox, bucket, tmp_path):
+    # A third destination on a bucket that does not exist: its error is logged and recorded too.
+    use_s3(sandbox, bucket, extra=[{"name": "missing", "type": "s3", "bucket": f"{bucket.name}-nope",
+                                    "endpoint_url": bucket.server.url}])
+    small_files(sandbox)
+    before = sandbox.snapshot()
+
+    chain = sandbox.run("maintenance", env=bucket.env)
+    listed = sandbox.run("status", "--runs-on", "offsite", env=bucket.env)
+    restore = sandbox.run("restore", "--dest", "offsite", "--to", str(tmp_path / "restored"), env=bucket.env)
+
+    assert chain.returncode == 0, chain.stderr
+    run_id = sandbox.runs()[-1]
+    assert list(manifest(sandbox, run_id, "backup")["failed_destinations"]) == ["missing"]
+    assert listed.returncode == 0 and restore.returncode == 0, listed.stderr + restore.stderr
+    assert {str(p.relative_to(tmp_path / "restored")) for p in (tmp_path / "restored").rglob("*") if p.is_file()} == set(before)
+    assert (sandbox.logs).is_dir() and any(sandbox.logs.iterdir())
+    checked = 0
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            checked += 1
+            assert ACCESS_KEY.encode() not in data, f"the access key id is written in {path}"
+            assert SECRET_KEY.encode() not in data, f"the secret key is written in {path}"
+    assert checked >= 10  # config, manifests, entry files, journal, logs, the local run, restored files
+    for out in (chain, listed, restore):
+        assert ACCESS_KEY not in out.stdout + out.stderr and SECRET_KEY not in out.stdout + out.stderr
+
+
+def test_backup_refuses_a_run_already_published_on_the_bucket_and_leaves_it_unchanged(sandbox, bucket):
+    use_s3(sandbox, bucket)
+    small_files(sandbox)
+    before = sandbox.snapshot()
+    assert sandbox.run("scan", env=bucket.env).returncode == 0
+    run_id = sandbox.runs()[-1]
+    key = f"{PREFIX}{run_id}/MANIFEST.json"
+    foreign = b'{"format": "qts-ops-run", "note": "published by someone else"}\n'
+    bucket.client.put_object(Bucket=bucket.name, Key=key, Body=foreign)
+
+    r = sandbox.run("backup", "--run", run_id, env=bucket.env)
+    clean = sandbox.run("clean", "--run", run_id, env=bucket.env)
+
+    assert r.returncode == 1, r.stderr
+    assert "already holds run" in r.stderr
+    assert bucket.get(key) == foreign
+    assert bucket.keys() == [key]
+    assert not (sandbox.backups / run_id).exists()
+    assert not (sandbox.run_dir(run_id) / "backup.ok.json").exists()
+    assert clean.returncode == 2
+    assert sandbox.snapshot() == before
+
+
+def test_publish_does_not_overwrite_a_manifest_that_appeared_while_staging(bucket):
+    # In-process, with a real client: the conditional write (If-None-Match: *) of MANIFEST.json
+    # is the last line of defence when another writer publishes the same run first.
+    dest = S3Destination("offsite", bucket.name, PREFIX, client=bucket.client)
+    run_id = "20261126T031700Z-4f2a"
+    staging = dest.begin_run(run_id)
+    staging.create("logs.tar.zst").write(b"our archive")
+    staging.create("MANIFEST.json").write(b"our manifest")
+    theirs = b"their manifest"
+    bucket.client.put_object(Bucket=bucket.name, Key=f"{PREFIX}{run_id}/MANIFEST.json", Body=theirs)
+
+    with pytest.raises(DestinationError, match="already holds run"):
+        staging.publish()
+
+    assert bucket.get(f"{PREFIX}{run_id}/MANIFEST.json") == theirs
+
+
+# --- retries: a fake client, because a real server cannot produce a throttling storm ----------
+
+
+def _client_error(code: str, status: int, op: str = "HeadObject") -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, op)
+
+
+class FakeClient:
+    """The one client method the retry loop calls, failing with a scripted list of real
+    botocore exceptions before answering."""
+
+    def __init__(self, failures: list[Exception]):
+        self.failures = list(failures)
+        self.calls = 0
+
+    def head_object(self, **kwargs):
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return {"ContentLength": 1}
+
+
+class Sleeps(list):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+TRANSIENT = {
+    "slowdown": lambda: _client_error("SlowDown", 503),
+    "service-unavailable-503": lambda: _client_error("ServiceUnavailable", 503),
+    "bare-503": lambda: _client_error("503", 503),
+    "connection-refused": lambda: EndpointConnectionError(endpoint_url="http://127.0.0.1:9/"),
+}
+
+
+@pytest.mark.parametrize("make", TRANSIENT.values(), ids=TRANSIENT.keys())
+def test_transient_errors_are_retried_with_growing_backoff_then_raise(make, monkeypatch):
+    monkeypatch.setattr(s3mod.random, "random", lambda: 0.5)  # jitter at its midpoint: exact delays
+    client, sleeps = FakeClient([make() for _ in range(ATTEMPTS)]), Sleeps()
+    dest = S3Destination("offsite", "bkt", PREFIX, client=client, sleep=sleeps)
+
+    with pytest.raises(DestinationError, match="head_object failed"):
+        dest.has_run("20261126T031700Z-4f2a")
+
+    assert client.calls == ATTEMPTS
+    assert sleeps == [BACKOFF_S * 2**i for i in range(ATTEMPTS - 1)]
+
+
+def test_backoff_jitter_stays_within_half_to_one_and_a_half_of_each_step():
+    client, sleeps = FakeClient([_client_error("SlowDown", 503) for _ in range(ATTEMPTS)]), Sleeps()
+    dest = S3Destination("offsite", "bkt", PREFIX, client=client, sleep=sleeps)
+
+    with pytest.raises(DestinationError):
+        dest.call("head_object", Bucket="bkt", Key="k")
+
+    assert len(sleeps) == ATTEMPTS - 1
+    for i, s in enumerate(sleeps):
+        assert 0.5 * BACKOFF_S * 2**i <= s <= 1.5 * BACKOFF_S * 2**i
+
+
+def test_transient_error_followed_by_success_returns_the_answer():
+    client, sleeps = FakeClient([_client_error("SlowDown", 503), _client_error("InternalError", 500)]), Sleeps()
+    dest = S3Destination("offsite", "bkt", PREFIX, client=client, sleep=sleeps)
+
+    assert dest.has_run("20261126T031700Z-4f2a") is True
+    assert client.calls == 3 and len(sleeps) == 2
+
+
+@pytest.mark.parametrize("code,status", [("AccessDenied", 403), ("InvalidAccessKeyId", 403), ("NoSuchBucket", 404)])
+def test_permanent_error_is_not_retried(code, status):
+    client, sleeps = FakeClient([_client_error(code, status)]), Sleeps()
+    dest = S3Destination("offsite", "bkt", PREFIX, client=client, sleep=sleeps)
+
+    with pytest.raises(DestinationError, match=code):
+        dest.call("head_object", Bucket="bkt", Key="k")
+
+    assert client.calls == 1 and sleeps == []
+
+
+def test_missing_manifest_means_no_run_without_retrying():
+    client, sleeps = FakeClient([_client_error("404", 404)]), Sleeps()
+    dest = S3Destination("offsite", "bkt", PREFIX, client=client, sleep=sleeps)
+
+    assert dest.has_run("20261126T031700Z-4f2a") is False
+    assert client.calls == 1 and sleeps == []
