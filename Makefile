@@ -17,6 +17,7 @@ RUN ?=
 POLICY ?=
 TO ?=
 DEST ?=
+FILE ?=
 run_arg = $(if $(RUN),--run $(RUN))
 
 .DEFAULT_GOAL := help
@@ -61,13 +62,21 @@ plan: $(STAMP)
 status: $(STAMP)
 	$(PY) scripts/status.py --config $(CONFIG)
 
-.PHONY: restore ## restore RUN= [POLICY=] [TO=dir] [DEST=name]; never overwrites a file
+.PHONY: restore ## restore RUN= [POLICY=] or FILE=<original path>, [TO=dir] [DEST=name]; never overwrites
 restore: $(STAMP)
-	$(PY) scripts/restore.py --config $(CONFIG) --run "$(RUN)" $(if $(POLICY),--policy $(POLICY)) $(if $(TO),--to "$(TO)") $(if $(DEST),--dest $(DEST))
+	$(PY) scripts/restore.py --config $(CONFIG) $(if $(FILE),--file "$(FILE)",--run "$(RUN)") $(if $(POLICY),--policy $(POLICY)) $(if $(TO),--to "$(TO)") $(if $(DEST),--dest $(DEST))
+
+.PHONY: find ## FILE=<path or glob>: where the copies of deleted files live
+find: $(STAMP)
+	$(PY) scripts/find.py --config $(CONFIG) --file "$(FILE)"
 
 .PHONY: demo ## build a sandbox of aged trading data under demo/ and run the whole job on it
 demo: $(STAMP)
 	$(PY) scripts/demo.py
+
+.PHONY: bench ## time the job against a shell pipeline, restic and the disk (BENCH_SCALE=small: 20x less data)
+bench: $(STAMP)
+	$(PY) scripts/bench.py
 
 .PHONY: test ## the whole test suite
 test: $(STAMP)

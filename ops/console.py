@@ -42,6 +42,16 @@ class Console:
         elif self.verbose:
             print("warning: " + msg, file=sys.stderr)
 
+    def summary(self, title: str, figures: dict) -> None:
+        """The end of a run: a panel on a terminal, one line with --verbose, nothing under cron."""
+        if self._rich:
+            from rich.panel import Panel
+
+            body = "\n".join(f"{k.replace('_', ' ')}: {v}" for k, v in figures.items())
+            self._rich.print(Panel(body, title=title, expand=False))
+        elif self.verbose:
+            print(f"{title}: " + " ".join(f"{k}={v}" for k, v in figures.items()), file=sys.stderr)
+
     def error(self, exc: OpsError, step: str) -> None:
         lines = [f"qts-ops {step}: {exc.message}"]
         if exc.hint:
@@ -50,6 +60,7 @@ class Console:
             lines.append("Nothing unverified was deleted.")
         if self.log_path:
             lines.append(f"Log: {self.log_path}")
+        lines.append("Look closer: make status (or scripts/status.py --json)")
         text = "\n".join(lines)
         if self._rich:
             self._rich.print(text, style="bold red", markup=False)

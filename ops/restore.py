@@ -14,6 +14,7 @@ import os
 from itertools import zip_longest
 from pathlib import Path
 
+from ops import catalogue
 from ops.archive import EXTENSIONS, ArchiveError, ArchiveReader
 from ops.atomic import temp_name
 from ops.checksums import parse_lines
@@ -32,8 +33,7 @@ class Untrusted(Exception):
     pass
 
 
-def _pick_destination(config: Config, run_id: str, dest_name: str | None) -> Destination:
-    names = [dest_name] if dest_name else [d.name for d in config.destinations]
+def _pick_destination(config: Config, run_id: str, names: list[str]) -> Destination:
     for name in names:
         dest = open_destination(config.destination(name))
         if dest.has_run(run_id):
@@ -155,7 +155,8 @@ def _conflicts(dest, run_id, info, listed, target: Path) -> list[Path]:
             os.close(target_fd)
 
 
-def _restore_policy(dest, run_id, manifest, listed, policy, target: Path, log, ui) -> int:
+def _restore_policy(dest, run_id, manifest, listed, policy, target: Path, log, ui, only: bytes | None = None) -> int:
+    """Extract one policy's archive beneath ``target`` (or just the member named ``only``)."""
     info = manifest["policies"][policy]
     target.mkdir(parents=True, exist_ok=True)
     target_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -170,6 +171,8 @@ def _restore_policy(dest, run_id, manifest, listed, policy, target: Path, log, u
                 reason = unsafe_reason(member.name) or (None if member.is_regular else f"member type {member.typeflag!r}")
                 if reason or member.name != line[1]:
                     raise Untrusted(f"{info['archive']}: refusing member {member.name!r}: {reason or 'not in ' + info['sums']}")
+                if only is not None and member.name != only:
+                    continue
                 _extract_member(reader, member, target_fd, line[0])
                 count += 1
                 log.event("restored", f"{policy}: {os.fsdecode(member.name)}", policy=policy, path=os.fsdecode(member.name))
@@ -187,7 +190,7 @@ def restore(config: Config, run_id: str | None, ui: Console, policy: str | None 
     log = StepLog(config.log_dir, "restore", run_id)
     ui.log_path = log.path
     try:
-        dest = _pick_destination(config, run_id, dest_name)
+        dest = _pick_destination(config, run_id, [dest_name] if dest_name else [d.name for d in config.destinations])
         manifest, listed = _load_index(dest, run_id)
         policies = [policy] if policy else sorted(manifest["policies"])
         targets = {}
@@ -220,3 +223,52 @@ def restore(config: Config, run_id: str | None, ui: Console, policy: str | None 
         raise StepFailed(f"restore of run {run_id} failed: {exc}") from None
     finally:
         log.close()
+
+
+def restore_file(config: Config, path: str, ui: Console, to: str | None = None, dest_name: str | None = None) -> int:
+    """One deleted file back from its newest verified copy, to its place or under TO/<policy>/."""
+    wanted = os.path.normpath(os.path.abspath(path))
+    entry = None
+    for found in catalogue.find(config.state_dir, wanted):
+        if found["path"] == wanted:
+            entry = found  # runs come oldest first: the last one is the newest copy
+    if entry is None:
+        raise StepFailed(f"no deleted file {wanted} is in the catalogue", hint="list what is there: make find FILE='<glob>'")
+    run_id, rel = entry["run"], entry["rel"]
+    root = Path(entry["path"][: len(entry["path"]) - len(rel)])
+    target = Path(to) / entry["policy"] if to else root
+    log = StepLog(config.log_dir, "restore", run_id)
+    ui.log_path = log.path
+    try:
+        names = [dest_name] if dest_name else [n for n in entry["destinations"] if n in {d.name for d in config.destinations}]
+        dest = _pick_destination(config, run_id, names)
+        manifest, listed = _load_index(dest, run_id)
+        info = manifest["policies"].get(entry["policy"])
+        if info is None:
+            raise Untrusted(f"run {run_id} on {dest.describe()} has no archive for policy {entry['policy']!r}")
+        if _exists_under(target, os.fsencode(rel)):
+            raise StepFailed(f"{target / rel} already exists; nothing was restored",
+                             hint="restore it elsewhere with TO=<dir>, or move the file aside")
+        if _restore_policy(dest, run_id, manifest, listed, entry["policy"], target, log, ui, only=os.fsencode(rel)) != 1:
+            raise Untrusted(f"{info['archive']} does not hold {rel!r}")
+        log.event("file_restored", f"{wanted} restored from run {run_id} on {dest.name} to {target / rel}",
+                  path=wanted, target=str(target / rel), destination=dest.name)
+        ui.info(f"restore: {target / rel} restored from run {run_id} on {dest.name}, SHA-256 checked")
+        return 0
+    except (Untrusted, ArchiveError, ValueError) as exc:
+        raise StepFailed(f"refusing to restore {wanted}: {exc}") from None
+    except (DestinationError, OSError) as exc:
+        raise StepFailed(f"restore of {wanted} failed: {exc}") from None
+    finally:
+        log.close()
+
+
+def _exists_under(target: Path, name: bytes) -> bool:
+    try:
+        target_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        return _exists(target_fd, name)
+    finally:
+        os.close(target_fd)

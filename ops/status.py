@@ -1,7 +1,10 @@
 """status: recent runs and each step's state, the lock holder, and what needs an operator."""
 
+import calendar
 import json
+import os
 import sys
+import time
 
 from ops.config import Config
 from ops.console import Console
@@ -9,6 +12,8 @@ from ops.destinations import DestinationError, open_destination
 from ops.errors import Refused, StepFailed
 from ops.lock import read_holder
 from ops.manifest import STEPS, Run, list_runs, open_sealed
+from ops.retention.policy import format_age, format_size, matcher
+from ops.retention.walk import walk_files
 
 
 def _step_state(run: Run, step: str) -> dict:
@@ -41,6 +46,21 @@ def _counts(step: str, doc: dict) -> dict:
     return {"files": doc.get("deleted", 0), "bytes": doc.get("deleted_bytes", 0), "kept": doc.get("kept", 0)}
 
 
+def summarize(config: Config, run_id: str) -> dict:
+    """One run's figures from its manifests: what cron's one summary line says."""
+    run = Run(config.state_dir, run_id)
+    steps = {s: _step_state(run, s) for s in STEPS}
+    return {
+        "expired": steps["scan"].get("files", 0),
+        "archived": steps["backup"].get("files", 0),
+        "archived_bytes": steps["backup"].get("bytes", 0),
+        "verified_on": ",".join(steps["verify"].get("verified", [])) or "-",
+        "deleted": steps["clean"].get("files", 0),
+        "freed_bytes": steps["clean"].get("bytes", 0),
+        "kept": steps["clean"].get("kept", 0),
+    }
+
+
 def collect(config: Config, limit: int = 10) -> dict:
     all_runs = list_runs(config.state_dir)
     runs = []
@@ -64,18 +84,39 @@ def collect(config: Config, limit: int = 10) -> dict:
     destinations = {}
     for d in config.destinations:
         try:
-            destinations[d.name] = {"runs": len(open_destination(d).list_runs())}
+            dest = open_destination(d)
+            destinations[d.name] = {"runs": len(dest.list_runs()), "bytes": dest.bytes_used()}
         except (OSError, DestinationError) as exc:
             destinations[d.name] = {"error": str(exc)}
+    last_at = finished[-1]["steps"]["clean"].get("finished_at") if finished else None
+    age = time.time() - calendar.timegm(time.strptime(last_at, "%Y-%m-%dT%H:%M:%SZ")) if last_at else None
     return {
         "state_dir": str(config.state_dir),
         "lock_holder": read_holder(config.state_dir),
         "last_complete_run": finished[-1]["run"] if finished else None,
-        "last_complete_at": finished[-1]["steps"]["clean"].get("finished_at") if finished else None,
+        "last_complete_at": last_at,
+        "last_complete_age_seconds": int(age) if age is not None else None,
+        "policies": {p.name: _on_disk(p) for p in config.policies},
         "runs": runs,
         "destinations": destinations,
         "problems": problems,
     }
+
+
+def _on_disk(policy) -> dict:
+    """What the policy governs right now: files, bytes and the oldest file's mtime."""
+    matches = matcher(policy)
+    if not os.path.isdir(policy.root):
+        return {"missing": True}
+    files = size = 0
+    oldest = None
+    for f in walk_files(policy.root, lambda path, why: None):
+        if matches(f.path):
+            files += 1
+            size += f.size
+            oldest = f.mtime_ns if oldest is None else min(oldest, f.mtime_ns)
+    return {"files": files, "bytes": size,
+            "oldest": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(oldest / 1e9)) if oldest else None}
 
 
 def _cell(st: dict) -> str:
@@ -107,9 +148,14 @@ def status(config: Config, ui: Console, as_json: bool = False) -> int:
     ui.table(f"Runs in {info['state_dir']}", ["run", *STEPS], rows)
     holder = info["lock_holder"]
     print(f"lock: {'held by pid %s (run %s, step %s) since %s' % (holder.get('pid'), holder.get('run'), holder.get('step'), holder.get('since')) if holder is not None else 'free'}")
-    print(f"last complete run: {info['last_complete_run'] or 'none'}" + (f" at {info['last_complete_at']}" if info["last_complete_at"] else ""))
+    age = info["last_complete_age_seconds"]
+    print(f"last complete maintenance: {info['last_complete_run'] or 'none'}"
+          + (f" at {info['last_complete_at']} ({format_age(age * 10**9)} ago)" if age is not None else ""))
+    ui.table("Policies on disk", ["policy", "files", "bytes", "oldest file"],
+             [[n, p.get("files", "root missing"), format_size(p.get("bytes", 0)), p.get("oldest") or "-"]
+              for n, p in info["policies"].items()])
     for name, d in info["destinations"].items():
-        print(f"destination {name}: " + (f"{d['runs']} runs" if "runs" in d else f"error: {d['error']}"))
+        print(f"destination {name}: " + (f"{d['runs']} runs, {format_size(d['bytes'])}" if "runs" in d else f"error: {d['error']}"))
     for p in info["problems"]:
         print(f"problem: {p}")
     return 0

@@ -45,6 +45,10 @@ class Destination(ABC):
     def list_runs(self) -> list[str]: ...
 
     @abstractmethod
+    def bytes_used(self) -> int:
+        """Bytes this destination's published runs take."""
+
+    @abstractmethod
     def begin_run(self, run_id: str) -> Staging:
         """Start writing ``run_id``; leftovers of an interrupted attempt are discarded."""
 

@@ -66,6 +66,13 @@ class LocalDestination(Destination):
         except FileNotFoundError:
             return []
 
+    def bytes_used(self) -> int:
+        total = 0
+        for run_id in self.list_runs():
+            with os.scandir(self.path / run_id) as it:
+                total += sum(e.stat(follow_symlinks=False).st_size for e in it if e.is_file(follow_symlinks=False))
+        return total
+
     def begin_run(self, run_id: str) -> LocalStaging:
         ensure_private_dir(self.path)
         if self.has_run(run_id):

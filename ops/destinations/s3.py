@@ -114,6 +114,18 @@ class S3Destination(Destination):
                 return sorted(runs)
             token = page["NextContinuationToken"]
 
+    def bytes_used(self) -> int:
+        total, token = 0, None
+        while True:
+            kw = {"Bucket": self.bucket, "Prefix": self.prefix}
+            if token:
+                kw["ContinuationToken"] = token
+            page = self.call("list_objects_v2", **kw)
+            total += sum(o["Size"] for o in page.get("Contents", []))
+            if not page.get("IsTruncated"):
+                return total
+            token = page["NextContinuationToken"]
+
     def begin_run(self, run_id: str) -> "S3Staging":
         if self.has_run(run_id):
             raise DestinationError(f"{self.describe()} already holds run {run_id}; refusing to overwrite a published run")

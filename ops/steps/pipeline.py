@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ops import hooks
+from ops.compaction import compact_finished_runs
 from ops.config import Config
 from ops.console import Console
 from ops.errors import FAILED, Refused, StepFailed
@@ -17,6 +19,7 @@ from ops.steps.clean import clean_work
 from ops.steps.runner import run_step
 from ops.steps.scan import scan_work
 from ops.steps.verify import verify_work
+from ops.status import summarize
 
 WORK = {"scan": scan_work, "backup": backup_work, "verify": verify_work, "clean": clean_work}
 SCRIPTS = Path(__file__).resolve().parent.parent.parent / "scripts"
@@ -74,18 +77,20 @@ def maintenance(config: Config, ui: Console, new_run: bool = False) -> int:
         try:
             for step in STEPS:
                 cmd = [sys.executable, str(SCRIPTS / f"{step}.py"), "--config", str(config.path), "--run", run_id]
-                if ui.verbose:
-                    cmd.append("--verbose")
                 code = subprocess.run(cmd, env=env, pass_fds=(fd,)).returncode
                 if code < 0:  # killed by a signal: a failed step, reported with a code from the table
                     log.event("stopped", f"{step} was killed by signal {-code}; later steps not run",
                               level="error", exit_code=FAILED, signal=-code)
+                    hooks.on_failure(config, log, run_id, step, FAILED)
                     raise StepFailed(f"{step} of run {run_id} was killed by signal {-code}; later steps not run",
                                      hint="run maintenance again: it resumes this run where it stopped")
                 if code:
                     log.event("stopped", f"{step} exited {code}; later steps not run", level="error", exit_code=code)
+                    hooks.on_failure(config, log, run_id, step, code)
                     return code
             log.event("done", f"maintenance of run {run_id} complete")
+            ui.summary(f"maintenance run {run_id}", summarize(config, run_id))
+            compact_finished_runs(config, log)
             return 0
         finally:
             log.close()

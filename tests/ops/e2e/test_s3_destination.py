@@ -297,9 +297,9 @@ class CuttingProxy:
 
 
 def test_endpoint_dying_mid_multipart_upload_publishes_nothing_and_deletes_nothing(sandbox, bucket):
-    proxy = CuttingProxy(bucket.server.port, cut_after=PART_SIZE + (4 << 20))  # inside the second part
+    proxy = CuttingProxy(bucket.server.port, cut_after=PART_SIZE // 2)  # halfway through the first part
     use_s3(sandbox, bucket, endpoint=proxy.url)
-    sandbox.file("big.log", os.urandom(2 * PART_SIZE + (4 << 20)))
+    sandbox.file("big.log", os.urandom(PART_SIZE + (1 << 20)))
     sandbox.file("a.log", "alpha\n")
     before = sandbox.snapshot()
 
@@ -386,11 +386,12 @@ def test_credentials_from_environment_never_reach_any_file(sandbox, bucket, tmp_
     before = sandbox.snapshot()
 
     chain = sandbox.run("maintenance", env=bucket.env)
+    run_id = sandbox.runs()[-1]
     listed = sandbox.run("status", "--runs-on", "offsite", env=bucket.env)
-    restore = sandbox.run("restore", "--dest", "offsite", "--to", str(tmp_path / "restored"), env=bucket.env)
+    restore = sandbox.run("restore", "--run", run_id, "--dest", "offsite", "--to", str(tmp_path / "restored"),
+                          env=bucket.env)
 
     assert chain.returncode == 0, chain.stderr
-    run_id = sandbox.runs()[-1]
     assert list(manifest(sandbox, run_id, "backup")["failed_destinations"]) == ["missing"]
     assert listed.returncode == 0 and restore.returncode == 0, listed.stderr + restore.stderr
     assert {str(p.relative_to(tmp_path / "restored")) for p in (tmp_path / "restored").rglob("*") if p.is_file()} == set(before)

@@ -1,0 +1,39 @@
+"""The operator's ``on_failure`` command: any alerting, wired by one line of config.
+
+It runs through the shell with the run id, failing step and exit code in its environment,
+for at most ``TIMEOUT_S`` seconds. Its own failure or hang is logged and otherwise ignored:
+it can never change the run's result.
+"""
+
+import os
+import signal
+import subprocess
+
+from ops.config import Config
+from ops.logs import StepLog
+
+TIMEOUT_S = 60
+
+
+def on_failure(config: Config, log: StepLog, run_id: str, step: str, code: int) -> None:
+    if not config.on_failure:
+        return
+    env = dict(os.environ, QTS_OPS_RUN_ID=run_id, QTS_OPS_STEP=step, QTS_OPS_EXIT_CODE=str(code),
+               QTS_OPS_LOG=str(log.path))
+    try:
+        # Its own session: on timeout the whole group goes, not just the shell, so no
+        # grandchild keeps the pipe (and us) waiting.
+        proc = subprocess.Popen(config.on_failure, shell=True, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    except OSError as exc:
+        log.event("on_failure", f"on_failure could not start: {exc}", level="warning")
+        return
+    try:
+        output, _ = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        log.event("on_failure", f"on_failure did not finish within {TIMEOUT_S}s; killed", level="warning")
+        return
+    log.event("on_failure", f"on_failure exited {proc.returncode}", level="info" if proc.returncode == 0 else "warning",
+              exit_code=proc.returncode, output=output.decode(errors="replace")[-2000:])
