@@ -108,6 +108,7 @@ class Config:
     policies: tuple[Policy, ...] = field(default=())
     metrics_file: Path | None = None  # Prometheus textfile, rewritten atomically after every step
     on_failure: str | None = None  # shell command run when a run fails (QTS_OPS_RUN_ID, QTS_OPS_EXIT_CODE)
+    on_failure_timeout: Duration = Duration("60s", 60)
     compact_runs_after: Duration = Duration("90d", 90 * 86400)
 
     def policy(self, name: str) -> Policy:
@@ -241,7 +242,8 @@ def load_config(path: str | os.PathLike) -> Config:
     r = _Reader(path)
 
     top = r.mapping(doc if doc is not None else {}, "", {"version", "state_dir", "log_dir", "backup", "policies",
-                                                          "metrics_file", "on_failure", "compact_runs_after"}, {"version"})
+                                                          "metrics_file", "on_failure", "on_failure_timeout",
+                                                          "compact_runs_after"}, {"version"})
     if type(top["version"]) is not int or top["version"] != 1:
         raise r.fail("version", f"unsupported schema version {top['version']!r} (this toolkit reads version 1)")
     state_dir = r.directory(top.get("state_dir", "var/state"), "state_dir", base)
@@ -343,5 +345,6 @@ def load_config(path: str | os.PathLike) -> Config:
         path, state_dir, log_dir, compression, quorum, tuple(destinations), tuple(policies),
         metrics_file=metrics_file,
         on_failure=r.string(top["on_failure"], "on_failure") if "on_failure" in top else None,
+        on_failure_timeout=r.duration(top.get("on_failure_timeout", "60s"), "on_failure_timeout"),
         compact_runs_after=r.duration(top.get("compact_runs_after", "90d"), "compact_runs_after"),
     )

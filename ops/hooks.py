@@ -1,7 +1,7 @@
 """The operator's ``on_failure`` command: any alerting, wired by one line of config.
 
 It runs through the shell with the run id, failing step and exit code in its environment,
-for at most ``TIMEOUT_S`` seconds. Its own failure or hang is logged and otherwise ignored:
+for at most ``on_failure_timeout`` (default 60s). Its own failure or hang is logged and otherwise ignored:
 it can never change the run's result.
 """
 
@@ -11,8 +11,6 @@ import subprocess
 
 from ops.config import Config
 from ops.logs import StepLog
-
-TIMEOUT_S = 60
 
 
 def on_failure(config: Config, log: StepLog, run_id: str, step: str, code: int) -> None:
@@ -29,11 +27,11 @@ def on_failure(config: Config, log: StepLog, run_id: str, step: str, code: int) 
         log.event("on_failure", f"on_failure could not start: {exc}", level="warning")
         return
     try:
-        output, _ = proc.communicate(timeout=TIMEOUT_S)
+        output, _ = proc.communicate(timeout=config.on_failure_timeout.seconds)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-        log.event("on_failure", f"on_failure did not finish within {TIMEOUT_S}s; killed", level="warning")
+        log.event("on_failure", f"on_failure did not finish within {config.on_failure_timeout.text}; killed", level="warning")
         return
     log.event("on_failure", f"on_failure exited {proc.returncode}", level="info" if proc.returncode == 0 else "warning",
               exit_code=proc.returncode, output=output.decode(errors="replace")[-2000:])

@@ -250,7 +250,7 @@ class Bench:
         tar = lib.shell("tar -cf", "tar --null -T ../out/list -cf ../out/plain.tar", log, self.data)
         if not tar.ok:
             return [tar]
-        return [tar, lib.shell("sync (not counted)", "sync", log, self.data, counted=False)]
+        return [tar, lib.shell("sync", "sync", log, self.data, counted=False)]
 
     # ------------------------------------------------------------------ running
 
@@ -421,8 +421,8 @@ def targets(summary: list[dict], scale: lib.Scale, restic_why: str) -> list[dict
 
     def add(name, value, limit, why_missing=None, unit="×"):
         if value is None:
-            out.append({"target": name, "status": "SKIP", "value": None, "limit": limit,
-                        "why": why_missing or "a row it needs did not run or failed"})
+            out.append({"target": name, "status": "SKIP", "value": None, "limit": limit, "unit": unit,
+                        "why": why_missing or "a row it needs was not run or failed"})
         else:
             out.append({"target": name, "status": "PASS" if value <= limit else "FAIL", "value": round(value, 3),
                         "limit": limit, "unit": unit})
@@ -479,7 +479,7 @@ def print_report(summary: list[dict], tgts: list[dict], restic_why: str, result_
                 if row in ("maintenance", "maintenance-low", "steps"):
                     ratios = [lib.fmt_ratio(ratio(med, median(summary, ds, b))) for b in BASELINES]
                     if e.get("step_work_s"):
-                        note += " work " + " ".join(f"{s}={v['median']:.1f}" for s, v in e["step_work_s"].items())
+                        note += " in-step work " + " ".join(f"{s} {lib.fmt_s(v['median'])}" for s, v in e["step_work_s"].items())
         else:
             label = "  · " + phase + ("" if e.get("counted", True) else " (not in total)")
             work = e.get("work_s")
@@ -503,8 +503,8 @@ def print_report(summary: list[dict], tgts: list[dict], restic_why: str, result_
         print(f"restic: {restic_why}" + ("" if "installed" in restic_why else " — its rows were skipped"))
     trow = []
     for t in tgts:
-        v = "-" if t["value"] is None else f"{t['value']:.2f}{t.get('unit', '×')}"
-        trow.append([t["status"], t["target"], v, f"<= {t['limit']}{t.get('unit', '×')}", t.get("why", "")])
+        v = "-" if t["value"] is None else f"{t['value']:.2f}{t['unit']}"
+        trow.append([t["status"], t["target"], v, f"<= {t['limit']}{t['unit']}", t.get("why", "")])
     lib.render_table("Targets from the issue", ["", "target", "measured", "limit", "why skipped"], trow, right={2, 3})
     print(f"figures: {result_path}")
 
