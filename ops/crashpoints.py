@@ -9,11 +9,12 @@ import os
 import signal
 
 ENV = "QTS_OPS_CRASH_AT"
+_TARGET = os.environ.get(ENV)  # read once: reach() sits on per-file hot paths
 _seen: dict[str, int] = {}
 
 
 def reach(point: str) -> None:
-    target = os.environ.get(ENV)
+    target = _TARGET
     if not target:
         return
     name, _, nth = target.partition(":")

@@ -48,21 +48,25 @@ class ArchiveWriter:
         The digest is of exactly the bytes stored in the member.
         """
         out = self._out
-        out.write(tarformat.member_header(name, size, mtime, mode, uid, gid))
+        # Header, content and padding leave in one write when the file fits one chunk:
+        # per-call overhead, not bytes, is what small files cost.
+        head = tarformat.member_header(name, size, mtime, mode, uid, gid)
+        pad = tarformat.padding(size)
         sha = hashlib.sha256()
         got = 0
         for chunk in chunks:
-            chunk = chunk[: size - got]
+            if len(chunk) > size - got:
+                chunk = chunk[: size - got]
             sha.update(chunk)
-            out.write(chunk)
             got += len(chunk)
             if got >= size:
-                break
-        if got < size:
-            filler = b"\x00" * (size - got)
-            sha.update(filler)
-            out.write(filler)
-        out.write(tarformat.padding(size))
+                out.write(head + chunk + pad)
+                return sha.hexdigest(), got
+            out.write(head + chunk)
+            head = b""
+        filler = b"\x00" * (size - got)  # the source shrank (or is empty): keep the member whole
+        sha.update(filler)
+        out.write(head + filler + pad)
         return sha.hexdigest(), got
 
     def close(self) -> tuple[str, int]:
