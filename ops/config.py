@@ -125,6 +125,8 @@ class Config:
 
 
 def parse_size(text, allow_percent: bool) -> Size:
+    if type(text) is int and text >= 0:  # a bare YAML number is bytes
+        return Size(str(text), bytes=text)
     if isinstance(text, str):
         m = PERCENT_RE.match(text)
         if m and allow_percent and float(m.group(1)) < 100:
@@ -307,6 +309,8 @@ def load_config(path: str | os.PathLike) -> Config:
         path_date = p.get("path_date")
         if age_from == "path" and path_date is None:
             raise r.fail(f"{key}.path_date", "required with age_from: path (a regex with named groups y, m, d)")
+        if path_date is not None and age_from != "path":
+            raise r.fail(f"{key}.path_date", "is only read with age_from: path; set that too, or remove path_date")
         if path_date is not None:
             try:
                 compile_path_date(r.string(path_date, f"{key}.path_date"))

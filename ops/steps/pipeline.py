@@ -1,16 +1,17 @@
 """The four steps by name, which run each acts on, and the chain that runs them in order."""
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from ops import hooks
+from ops import hooks, metrics
 from ops.compaction import compact_finished_runs
 from ops.config import Config
 from ops.console import Console
-from ops.errors import FAILED, Refused, StepFailed
+from ops.errors import FAILED, LOCKED, LockBusy, Refused, StepFailed
 from ops.lock import LOCK_FD_ENV, hold_lock
 from ops.logs import StepLog
 from ops.manifest import STEPS, Run, list_runs, new_run_id
@@ -69,11 +70,17 @@ def maintenance(config: Config, ui: Console, new_run: bool = False) -> int:
     Each step is its own process (as cron or an operator would run it) and inherits the
     lock descriptor, so no other chain can slip in between two steps.
     """
-    with hold_lock(config.state_dir, {"step": "maintenance"}) as fd:
+    with contextlib.ExitStack() as held:
+        try:
+            fd = held.enter_context(hold_lock(config.state_dir, {"step": "maintenance"}))
+        except LockBusy:  # what cron runs most: its refusal counts as contention, like a step's
+            metrics.record_step(config, "maintenance", LOCKED, 0.0)
+            raise
         run_id = new_run_id() if new_run else run_to_continue(config)
         log = StepLog(config.log_dir, "maintenance", run_id)
         log.event("start", f"maintenance of run {run_id}")
         env = dict(os.environ, **{LOCK_FD_ENV: str(fd)})
+        env.pop("VERBOSE", None)  # the chain's one summary line is ours; the steps stay quiet under cron
         try:
             for step in STEPS:
                 cmd = [sys.executable, str(SCRIPTS / f"{step}.py"), "--config", str(config.path), "--run", run_id]

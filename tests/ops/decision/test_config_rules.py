@@ -170,3 +170,17 @@ def test_scan_script_names_older_than_when_no_rule_says_when_files_expire(sandbo
     cfg["policies"][0]["keep_daily"] = 7  # the control: a calendar rule is enough
     sandbox.write_config(cfg)
     assert sandbox.run("scan").returncode == 0
+
+
+def test_path_date_without_age_from_path_names_the_key(tmp_path):
+    cfg = tmp_path / "retention.yaml"
+    cfg.write_text("version: 1\npolicies:\n  - {name: t, root: d, older_than: 1d, path_date: '(?P<y>\\d{4})(?P<m>\\d\\d)(?P<d>\\d\\d)'}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert "policies[0].path_date" in err.value.message and str(cfg) in err.value.message
+
+
+def test_max_total_size_as_a_bare_number_is_bytes(tmp_path):
+    cfg = tmp_path / "retention.yaml"
+    cfg.write_text("version: 1\npolicies:\n  - {name: t, root: d, max_total_size: 1000}\n")
+    assert load_config(cfg).policies[0].max_total_size.bytes == 1000

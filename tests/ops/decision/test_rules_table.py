@@ -8,7 +8,7 @@ hand from the rule, not copied from the implementation's output.
 """
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -100,7 +100,6 @@ class Row:
     now: int = NOW
     tz: object = BERLIN
     disk: Disk | None = None
-    notes: str = field(default="", repr=False)
 
 
 def params(rows: list[Row]):

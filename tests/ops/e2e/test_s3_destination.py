@@ -28,9 +28,9 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from ops.destinations.base import DestinationError
-from tests.ops.e2e.e2e_support import log_events
+from e2e_support import log_events
 from ops.destinations import s3 as s3mod
+from ops.destinations.base import DestinationError
 from ops.destinations.s3 import ATTEMPTS, BACKOFF_S, PART_SIZE, S3Destination
 
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
@@ -110,10 +110,7 @@ class Bucket:
         self.server = server
         self.name = name
         self.env = aws_env
-
-    @property
-    def client(self):
-        return self.server.client()
+        self.client = server.client()  # the same URL after a restart, so it outlives one
 
     def create(self) -> None:
         self.client.create_bucket(Bucket=self.name)

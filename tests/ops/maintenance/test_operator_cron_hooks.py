@@ -1,0 +1,169 @@
+"""Cron manners and the on_failure hook, through scripts/maintenance.py and make as cron runs them.
+
+No TTY (pipes): a success prints nothing (cron sends no mail), VERBOSE=1 prints one summary
+line, a failure prints one paragraph on stderr. ``on_failure`` runs only on failure, with the
+run's identity in its environment, and neither its exit code nor its hanging (with a
+grandchild holding on) can change the result or keep maintenance waiting.
+"""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Sandbox
+
+from ._operator_support import aged, corrupt, maintenance_script, make
+from ._support import log_records, run_ok
+
+EXPIRED = {"logs/a.log": b"alpha\n" * 30, "logs/sub/b.log": b"bravo\n" * 20}
+
+
+def _host(sandbox) -> None:
+    for rel, content in EXPIRED.items():
+        aged(sandbox, rel.removeprefix("logs/"), content)
+    aged(sandbox, "recent.log", b"young\n", age_days=1)
+
+
+def _log_file(sandbox) -> Path:
+    (path,) = sandbox.logs.iterdir()  # one file per month; a test runs within one
+    return path
+
+
+@pytest.fixture(scope="module")
+def succeeded(tmp_path_factory):
+    """A maintenance that succeeds under cron, with an on_failure hook that leaves a mark."""
+    sandbox = Sandbox(tmp_path_factory.mktemp("succeeded"))
+    marker = sandbox.base / "hook-ran"
+    sandbox.config["on_failure"] = f"touch '{marker}'"
+    sandbox.write_config()
+    _host(sandbox)
+    return sandbox, maintenance_script(sandbox), marker
+
+
+@pytest.fixture(scope="module")
+def failed(tmp_path_factory):
+    """A maintenance that resumes a backed-up run whose archive rotted: verify fails (exit 1).
+    The on_failure hook writes its whole environment to a file."""
+    sandbox = Sandbox(tmp_path_factory.mktemp("failed"))
+    env_file = sandbox.base / "hook.env"
+    sandbox.config["on_failure"] = f"env > '{env_file}'"
+    sandbox.write_config()
+    _host(sandbox)
+    run_ok(sandbox, "scan")
+    run_ok(sandbox, "backup")
+    run_id = sandbox.runs()[-1]
+    corrupt(sandbox.backups / run_id / "logs.tar.zst")
+    data = sandbox.snapshot()
+    return sandbox, maintenance_script(sandbox), run_id, data, env_file
+
+
+def test_successful_maintenance_without_a_tty_prints_nothing(succeeded):
+    sandbox, result, _marker = succeeded
+    assert result.returncode == 0, result.stderr
+    assert (result.stdout, result.stderr) == ("", "")
+    assert set(sandbox.snapshot()) == {"logs/recent.log"}, "the quiet run did its work"
+
+
+def test_on_failure_hook_does_not_run_on_success(succeeded):
+    sandbox, result, marker = succeeded
+    assert result.returncode == 0
+    assert not marker.exists()
+    assert [r for r in log_records(sandbox) if r["event"] == "on_failure"] == []
+
+
+def test_verbose_maintenance_prints_exactly_one_summary_line(sandbox):
+    _host(sandbox)
+    result = maintenance_script(sandbox, env={"VERBOSE": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    (run_id,) = sandbox.runs()
+    assert lines[0].startswith(f"maintenance run {run_id}:"), lines[0]
+    assert "deleted=2" in lines[0] and f"freed_bytes={sum(map(len, EXPIRED.values()))}" in lines[0], lines[0]
+
+
+def test_failed_maintenance_prints_one_paragraph_with_the_failure_the_log_and_how_to_look_closer(failed):
+    sandbox, result, _run_id, data, _env = failed
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""
+    text = result.stderr.strip("\n")
+    assert "\n\n" not in text, f"more than one paragraph:\n{result.stderr}"
+    lines = text.splitlines()
+    assert sum(line.startswith("qts-ops ") for line in lines) == 1, result.stderr
+    assert lines[0].startswith("qts-ops verify: verification failed"), lines[0]
+    assert "logs.tar.zst" in lines[0] or "local" in lines[0], "names what failed"
+    assert "Nothing unverified was deleted." in lines
+    assert f"Log: {_log_file(sandbox)}" in lines
+    assert any(line.startswith("Look closer:") and "make status" in line for line in lines), result.stderr
+    assert sandbox.snapshot() == data, "what the paragraph claims: nothing was deleted"
+
+
+def test_on_failure_hook_gets_the_run_step_exit_code_and_log(failed):
+    sandbox, result, run_id, _data, env_file = failed
+    assert result.returncode == 1
+    env = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line.startswith("QTS_OPS_"))
+    assert env["QTS_OPS_RUN_ID"] == run_id
+    assert env["QTS_OPS_STEP"] == "verify"
+    assert env["QTS_OPS_EXIT_CODE"] == "1"
+    assert env["QTS_OPS_LOG"] == str(_log_file(sandbox))
+    assert "QTS_OPS_LOCK_FD" not in env, "the hook must not be handed the chain's lock"
+
+
+def _failing_scan_config(sandbox, hook: str, timeout: str | None = None) -> None:
+    """The policy root is gone (missing_ok: false): scan fails with exit 1, quickly."""
+    sandbox.config["policies"][0]["root"] = "data/gone"
+    sandbox.config["on_failure"] = hook
+    if timeout:
+        sandbox.config["on_failure_timeout"] = timeout
+    sandbox.write_config()
+
+
+def test_on_failure_hook_exit_code_never_changes_the_maintenance_exit_code(sandbox):
+    marker = sandbox.base / "hook-ran"
+    _failing_scan_config(sandbox, f"echo ran > '{marker}'; exit 3")
+    result = maintenance_script(sandbox)
+    assert result.returncode == 1, result.stderr
+    assert marker.read_text() == "ran\n"
+    (record,) = [r for r in log_records(sandbox) if r["event"] == "on_failure"]
+    assert record["exit_code"] == 3 and record["level"] == "warning"
+
+
+def _gone_or_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_on_failure_hook_that_hangs_is_killed_with_its_grandchild_after_the_timeout(sandbox):
+    pid_file = sandbox.base / "grandchild.pid"
+    _failing_scan_config(sandbox, f"sleep 30 & echo $! > '{pid_file}'; sleep 30", timeout="1s")
+    started = time.monotonic()
+    result = maintenance_script(sandbox, timeout=60)
+    elapsed = time.monotonic() - started
+    grandchild = int(pid_file.read_text())
+    try:
+        assert result.returncode == 1, result.stderr
+        assert elapsed < 8, f"maintenance waited {elapsed:.1f}s for a hook limited to 1s"
+        deadline = time.monotonic() + 3
+        while not _gone_or_zombie(grandchild) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gone_or_zombie(grandchild), "the hook's grandchild outlived the timeout"
+        (record,) = [r for r in log_records(sandbox) if r["event"] == "on_failure"]
+        assert record["level"] == "warning" and "killed" in record["msg"], record
+    finally:
+        if not _gone_or_zombie(grandchild):
+            os.kill(grandchild, 9)  # the sleep this test's hook started, by its pid
+
+
+def test_make_maintenance_from_the_repo_root_prints_nothing_on_success(sandbox):
+    _host(sandbox)
+    result = make("maintenance", f"CONFIG={sandbox.config_path}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (result.stdout, result.stderr) == ("", "")
+    assert len(sandbox.runs()) == 1
+    assert set(sandbox.snapshot()) == {"logs/recent.log"}
