@@ -17,6 +17,10 @@ class DestinationError(Exception):
 class Staging(ABC):
     """A run being written; invisible to readers until ``publish``."""
 
+    # Names an interrupted, never-published attempt left that this one replaces; a
+    # destination that discards such leftovers itself (local) leaves this empty.
+    leftovers: list[str] = []
+
     @abstractmethod
     def create(self, name: str) -> BinaryIO:
         """A new file of the run, open for binary writing."""

@@ -245,6 +245,10 @@ def backup_work(ctx: StepContext):
     for dest in others:
         try:
             stagings[dest.name] = dest.begin_run(run_id)
+            if stagings[dest.name].leftovers:
+                ctx.log.event("replacing_leftovers", f"{dest.name}: {len(stagings[dest.name].leftovers)} objects of an "
+                              "interrupted, never-published attempt at this run are replaced", level="warning",
+                              destination=dest.name, objects=stagings[dest.name].leftovers[:20])
         except (DestinationError, OSError) as exc:
             failed[dest.name] = f"{type(exc).__name__}: {exc}"
             ctx.log.event("destination_failed", f"{dest.name}: {exc}", level="error", destination=dest.name)

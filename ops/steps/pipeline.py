@@ -78,6 +78,7 @@ def maintenance(config: Config, ui: Console, new_run: bool = False) -> int:
             raise
         run_id = new_run_id() if new_run else run_to_continue(config)
         log = StepLog(config.log_dir, "maintenance", run_id)
+        ui.log_path = log.path  # named in the error paragraph when a step is killed
         log.event("start", f"maintenance of run {run_id}")
         env = dict(os.environ, **{LOCK_FD_ENV: str(fd)})
         env.pop("VERBOSE", None)  # the chain's one summary line is ours; the steps stay quiet under cron

@@ -167,3 +167,25 @@ def test_make_maintenance_from_the_repo_root_prints_nothing_on_success(sandbox):
     assert (result.stdout, result.stderr) == ("", "")
     assert len(sandbox.runs()) == 1
     assert set(sandbox.snapshot()) == {"logs/recent.log"}
+
+
+def test_maintenance_whose_step_is_killed_prints_one_paragraph_with_the_log_and_calls_the_hook(sandbox):
+    env_file = sandbox.base / "hook.env"
+    sandbox.config["on_failure"] = f"env > '{env_file}'"
+    sandbox.write_config()
+    _host(sandbox)
+    data = sandbox.snapshot()
+    result = maintenance_script(sandbox, env={"QTS_OPS_CRASH_AT": "backup.after_archive"})
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""
+    text = result.stderr.strip("\n")
+    assert "\n\n" not in text, result.stderr
+    lines = text.splitlines()
+    (run_id,) = sandbox.runs()
+    assert lines[0] == f"qts-ops maintenance: backup of run {run_id} was killed by signal 9; later steps not run"
+    assert "Nothing unverified was deleted." in lines
+    assert f"Log: {_log_file(sandbox)}" in lines, "the paragraph must name the log file"
+    assert any(line.startswith("Look closer:") and "make status" in line for line in lines), result.stderr
+    env = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line.startswith("QTS_OPS_"))
+    assert (env["QTS_OPS_RUN_ID"], env["QTS_OPS_STEP"], env["QTS_OPS_EXIT_CODE"]) == (run_id, "backup", "1")
+    assert sandbox.snapshot() == data
