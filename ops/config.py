@@ -29,7 +29,7 @@ DESTINATION_KEYS = {
 }
 CALENDAR = ("keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
 POLICY_KEYS = {"name", "root", "include", "exclude", "older_than", "settle", "keep_last", "missing_ok",
-               "age_from", "path_date", "min_age", "max_total_size", "min_free", "protect", *CALENDAR}
+               "age_from", "path_date", "min_age", "max_total_size", "min_free", "protect", "compression", *CALENDAR}
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,7 @@ class Policy:
     keep_weekly: int = 0
     keep_monthly: int = 0
     keep_yearly: int = 0
+    compression: str | None = None  # overrides backup.compression (none for parquet and other packed data)
 
     @property
     def calendar(self) -> dict[str, int]:
@@ -198,6 +199,11 @@ class _Reader:
                 raise self.fail(f"{key}[{i}]", str(exc)) from None
         return patterns
 
+    def choice(self, value, key: str, allowed: tuple[str, ...]) -> str:
+        if value not in allowed:
+            raise self.fail(key, f"expected one of {', '.join(allowed)}, got {value!r}")
+        return value
+
     def size(self, value, key: str, allow_percent: bool = False) -> Size:
         try:
             return parse_size(value, allow_percent)
@@ -252,9 +258,7 @@ def load_config(path: str | os.PathLike) -> Config:
     log_dir = r.directory(top.get("log_dir", "var/log"), "log_dir", base)
 
     backup = r.mapping(top.get("backup", {}), "backup", {"compression", "require_verified_copies", "destinations"})
-    compression = backup.get("compression", "zstd")
-    if compression not in COMPRESSIONS:
-        raise r.fail("backup.compression", f"expected one of {', '.join(COMPRESSIONS)}, got {compression!r}")
+    compression = r.choice(backup.get("compression", "zstd"), "backup.compression", COMPRESSIONS)
     raw_dests = backup.get("destinations", [{"name": "local", "type": "local", "path": "var/backups"}])
     r.typed(raw_dests, "backup.destinations", list, "a list of destinations")
     if not raw_dests:
@@ -332,6 +336,7 @@ def load_config(path: str | os.PathLike) -> Config:
             min_free=r.size(p["min_free"], f"{key}.min_free", allow_percent=True) if "min_free" in p else None,
             protect=r.globs(p.get("protect", []), f"{key}.protect"),
             **{k: r.count(p.get(k, 0), f"{key}.{k}") for k in CALENDAR},
+            compression=r.choice(p["compression"], f"{key}.compression", COMPRESSIONS) if "compression" in p else None,
         )
         if policy.older_than is None and not policy.calendar and not policy.has_space_rules:
             raise r.fail(f"{key}.older_than", "required unless keep_daily/weekly/monthly/yearly, max_total_size "

@@ -54,7 +54,8 @@ def _load_index(dest: Destination, run_id: str) -> tuple[dict, dict[str, str]]:
     if manifest.get("run_id") != run_id or manifest.get("compression") not in EXTENSIONS:
         raise Untrusted("MANIFEST.json does not describe this run")
     for name, p in manifest.get("policies", {}).items():
-        if not NAME_RE.match(name) or p.get("archive") != name + EXTENSIONS[manifest["compression"]] \
+        compression = p.setdefault("compression", manifest["compression"])
+        if not NAME_RE.match(name) or compression not in EXTENSIONS or p.get("archive") != name + EXTENSIONS[compression] \
                 or p.get("sums") != f"{name}.sha256":
             raise Untrusted(f"MANIFEST.json names an unexpected file for policy {name!r}")
         for key in ("archive", "sums"):
@@ -163,7 +164,7 @@ def _restore_policy(dest, run_id, manifest, listed, policy, target: Path, log, u
     try:
         count = 0
         with dest.open_read(run_id, info["archive"]) as raw:
-            reader = ArchiveReader(raw, manifest["compression"])
+            reader = ArchiveReader(raw, info["compression"])
             sums = _checked_sums(dest, run_id, info["sums"], listed[info["sums"]])
             for member, line in zip_longest(reader.members(), sums):
                 if member is None or line is None:

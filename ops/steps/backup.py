@@ -25,7 +25,7 @@ from ops.steps.runner import StepContext
 
 PENDING = "backup.pending.json"
 # What MANIFEST.json tells a restore that has no local state.
-RESTORE_KEYS = ("root", "archive", "archive_sha256", "archive_bytes", "sums", "sums_sha256", "members", "member_bytes")
+RESTORE_KEYS = ("root", "compression", "archive", "archive_sha256", "archive_bytes", "sums", "sums_sha256", "members", "member_bytes")
 
 
 def records_name(policy: str) -> str:
@@ -151,7 +151,7 @@ def _write_policy(ctx: StepContext, name: str, scanned: dict, fanout: Fanout, co
             crashpoints.reach("backup.after_member")
         archive_sha, archive_bytes = writer.close()
     info = {
-        "root": scanned["root"], "archive": archive, "archive_sha256": archive_sha, "archive_bytes": archive_bytes,
+        "root": scanned["root"], "compression": compression, "archive": archive, "archive_sha256": archive_sha, "archive_bytes": archive_bytes,
         "sums": sums_name, "sums_sha256": sums.sha256, "members": counts["archived"] + counts["changed"], "member_bytes": archived_bytes, **counts,
     }
     return info, records.sha256
@@ -226,6 +226,14 @@ def _reachable(ctx: StepContext, failed: dict[str, str]) -> tuple[list, list]:
     return published, others
 
 
+def _compression(ctx: StepContext, policy: str) -> str:
+    """The policy's own ``compression`` (parquet is already compressed), else the global one."""
+    for p in ctx.config.policies:
+        if p.name == policy and p.compression:
+            return p.compression
+    return ctx.config.compression
+
+
 def backup_work(ctx: StepContext):
     run_id = ctx.run.id
     compression = ctx.config.compression
@@ -258,7 +266,7 @@ def backup_work(ctx: StepContext):
     try:
         policies, files = {}, {}
         for name, info in scanned.items():
-            policies[name], files[records_name(name)] = _write_policy(ctx, name, info, fanout, compression)
+            policies[name], files[records_name(name)] = _write_policy(ctx, name, info, fanout, _compression(ctx, name))
             crashpoints.reach("backup.after_archive")
         manifest = dumps_document({
             "format": "qts-ops-run", "schema": 1, "run_id": run_id, "host": socket.gethostname(),

@@ -35,7 +35,7 @@ def _archived_records(ctx: StepContext, policy: str, scanned: dict):
 
 
 def _verify_policy(ctx: StepContext, dest: Destination, policy: str, info: dict, advance) -> None:
-    compression = ctx.chain["backup"]["compression"]
+    compression = info.get("compression", ctx.chain["backup"]["compression"])
     scanned = ctx.chain["scan"]["policies"][policy]
     with dest.open_read(ctx.run.id, info["archive"]) as raw, dest.open_read(ctx.run.id, info["sums"]) as sums_raw:
         reader = ArchiveReader(raw, compression)

@@ -184,3 +184,13 @@ def test_max_total_size_as_a_bare_number_is_bytes(tmp_path):
     cfg = tmp_path / "retention.yaml"
     cfg.write_text("version: 1\npolicies:\n  - {name: t, root: d, max_total_size: 1000}\n")
     assert load_config(cfg).policies[0].max_total_size.bytes == 1000
+
+
+def test_policy_compression_overrides_the_global_one_and_is_checked(tmp_path):
+    cfg = tmp_path / "retention.yaml"
+    cfg.write_text("version: 1\npolicies:\n  - {name: t, root: d, older_than: 1d, compression: none}\n")
+    assert load_config(cfg).policies[0].compression == "none"
+    cfg.write_text("version: 1\npolicies:\n  - {name: t, root: d, older_than: 1d, compression: lz4}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert "policies[0].compression" in err.value.message

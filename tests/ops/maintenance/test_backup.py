@@ -51,3 +51,16 @@ def test_backup_archive_extracts_with_gnu_tar_and_checks_with_sha256sum(sandbox,
     assert sha256sum_check(published / "logs.sha256", out).returncode == 1
     # Backup never deletes: every original is still there.
     assert sandbox.snapshot() == {f"logs/{rel}": c for rel, c in FILES.items()}
+
+
+def test_policy_compression_none_writes_a_plain_tar_that_verifies_and_restores(sandbox, tmp_path):
+    sandbox.config["backup"]["compression"] = "zstd"
+    sandbox.config["policies"][0]["compression"] = "none"
+    sandbox.write_config()
+    sandbox.file("a.log", b"already compressed, say parquet")
+    assert sandbox.run("maintenance").returncode == 0
+    run_id = sandbox.runs()[-1]
+    assert sorted(p.name for p in (sandbox.backups / run_id).iterdir()) == ["MANIFEST.json", "SHA256SUMS", "logs.sha256", "logs.tar"]
+    out = tmp_path / "restored"
+    assert sandbox.run("restore", "--run", run_id, "--to", str(out)).returncode == 0
+    assert (out / "logs" / "a.log").read_bytes() == b"already compressed, say parquet"
