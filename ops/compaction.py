@@ -29,7 +29,16 @@ def _finished_at(run: Run) -> float | None:
 
 
 def compact_finished_runs(config: Config, log: StepLog, now: float | None = None) -> int:
-    now = time.time() if now is None else now
+    """Pack old finished runs; housekeeping, so an error here is logged, never a failed run."""
+    try:
+        return _compact(config, log, time.time() if now is None else now)
+    except OSError as exc:
+        log.event("compaction_failed", f"compaction of old runs failed: {exc}; the runs stay as they are",
+                  level="warning")
+        return 0
+
+
+def _compact(config: Config, log: StepLog, now: float) -> int:
     runs = list_runs(config.state_dir)
     done = 0
     for run_id in runs[:-1]:  # never the newest: it decides what the next maintenance resumes

@@ -51,10 +51,11 @@ def _locked_state(state_dir: Path):
 
 def _per_policy(step: str, body: dict, chain: dict) -> dict[str, dict[str, int]]:
     """Counter increments by policy from a step's success manifest body (and its chain)."""
-    out: dict[str, dict[str, int]] = {}
-    if step == "scan":
-        out = {name: {} for name in body.get("policies", {})}
-    elif step == "verify":
+    # Every policy the run scanned had this step succeed, even with nothing to do, so a
+    # per-policy "last success" alert does not fire for a quiet policy.
+    scanned = body.get("policies", {}) if step == "scan" else chain.get("scan", {}).get("policies", {})
+    out: dict[str, dict[str, int]] = {name: {} for name in scanned}
+    if step == "verify":
         copies = len(body.get("verified", []))
         for name, p in chain.get("backup", {}).get("policies", {}).items():
             out[name] = {"verified_files": p.get("members", 0) * copies, "verified_bytes": p.get("member_bytes", 0) * copies}
@@ -149,5 +150,8 @@ def render(config: Config, data: dict) -> str:
 
 
 def write_textfile(config: Config, data: dict) -> None:
-    config.metrics_file.parent.mkdir(parents=True, exist_ok=True)
+    directory = config.metrics_file.parent
+    if not directory.is_dir():
+        directory.mkdir(parents=True)
+        directory.chmod(0o755)  # an exporter running as another user must reach the file
     atomic_write(config.metrics_file, render(config, data).encode(), mode=0o644)

@@ -157,7 +157,7 @@ def test_status_json_reports_age_policies_on_disk_and_destination_usage(two_runs
     assert info["last_complete_run"] == second_run
     age = info["last_complete_age_seconds"]
     finished = os.stat(sandbox.run_dir(second_run) / "clean.ok.json").st_mtime
-    assert isinstance(age, int) and abs(age - (time.time() - finished)) <= 2, age
+    assert isinstance(age, int) and abs(age - (time.time() - finished)) <= 3, age
     on_disk = [p for p in (sandbox.data / "logs").rglob("*.log") if p.is_file()]  # other tests may have restored some
     oldest = min(p.stat().st_mtime_ns for p in on_disk)
     assert info["policies"] == {"logs": {"files": len(on_disk), "bytes": sum(p.stat().st_size for p in on_disk),
