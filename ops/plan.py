@@ -11,6 +11,7 @@ from ops.console import Console
 from ops.logs import StepLog
 from ops.retention.evaluate import RootMissing, evaluate, root_identity
 from ops.retention.policy import format_size
+from ops.steps.scan import clock_behind
 
 
 def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 20) -> int:
@@ -20,10 +21,13 @@ def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 2
             root_identity(policy)
         except RootMissing:
             pass
+    behind = clock_behind(config.state_dir, now_ns)
+    if behind:
+        ui.warn(f"{behind}: scan would refuse to expire anything until the clock is right")
     log = StepLog(config.log_dir, "plan")
     out = sys.stdout
     if as_json:
-        out.write('{"now_ns": %d, "policies": [' % now_ns)
+        out.write('{"now_ns": %d, "clock_behind": %s, "policies": [' % (now_ns, json.dumps(behind)))
     rows, totals = [], Counter()
     try:
         for i, policy in enumerate(config.policies):

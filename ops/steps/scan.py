@@ -17,32 +17,32 @@ def entries_name(policy: str) -> str:
     return f"scan.{policy}.jsonl"
 
 
-def check_clock(ctx: StepContext, now_ns: int) -> None:
-    """Refuse to expire anything while the clock reads earlier than the last recorded scan.
+def clock_behind(state_dir, now_ns: int, this_run: str | None = None) -> str | None:
+    """Why the clock cannot be trusted (it reads earlier than the last recorded scan), or None.
 
     A clock set back (a dead RTC battery, a bad NTP source) makes every age wrong; the
     files are safe only if nothing is decided until an operator has looked.
     """
-    for run_id in reversed(list_runs(ctx.config.state_dir)):
-        if run_id == ctx.run.id:
+    for run_id in reversed(list_runs(state_dir)):
+        if run_id == this_run:
             continue
         try:
-            last = json.loads(Run(ctx.config.state_dir, run_id).ok_path("scan").read_bytes())["now_ns"]
+            last = json.loads(Run(state_dir, run_id).ok_path("scan").read_bytes())["now_ns"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if now_ns < last - FUTURE_TOLERANCE_NS:
-            raise StepFailed(
-                f"the clock reads {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(now_ns / 1e9))}, earlier than "
-                f"run {run_id} scanned ({time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(last / 1e9))}); "
-                "refusing to expire anything",
-                hint="check the system clock (timedatectl, NTP); nothing is expired until it is right",
-            )
-        return
+            return (f"the clock reads {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(now_ns / 1e9))}, earlier than "
+                    f"run {run_id} scanned ({time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(last / 1e9))})")
+        return None
+    return None
 
 
 def scan_work(ctx: StepContext):
     now_ns = time.time_ns()
-    check_clock(ctx, now_ns)
+    behind = clock_behind(ctx.config.state_dir, now_ns, ctx.run.id)
+    if behind:
+        raise StepFailed(f"{behind}; refusing to expire anything",
+                         hint="check the system clock (timedatectl, NTP); nothing is expired until it is right")
     policies, files = {}, {}
     totals = Counter()
     for policy in ctx.config.policies:
