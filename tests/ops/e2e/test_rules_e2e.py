@@ -280,3 +280,15 @@ def test_a_clock_within_the_tolerance_of_the_last_scan_is_not_refused(sandbox):
     [second] = [r for r in sandbox.runs() if r != first]
     entries = (sandbox.run_dir(second) / "scan.logs.jsonl").read_text().splitlines()
     assert [json.loads(line)["path"] for line in entries] == ["2025/old.log"]
+
+
+def test_plan_says_the_clock_is_behind_the_last_scan(sandbox):
+    sandbox.file("young.log", age_days=1)
+    assert sandbox.run("scan", env=UTC).returncode == 0
+    [first] = sandbox.runs()
+    res = sandbox.run("plan", "--json", env=UTC)
+    assert json.loads(res.stdout)["clock_behind"] is None
+    _forge_scan_manifest(sandbox.run_dir(first) / "scan.ok.json", time.time_ns() + DAY_NS)
+    res = sandbox.run("plan", "--json", env=UTC)
+    assert res.returncode == 0, res.stderr
+    assert "earlier than run " + first in json.loads(res.stdout)["clock_behind"]
