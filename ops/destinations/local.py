@@ -37,7 +37,13 @@ class LocalStaging(Staging):
         if self.final.exists():
             raise DestinationError(f"{self.final} already exists; refusing to overwrite a published run")
         os.rename(self.dir, self.final)
-        fsync_dir(self.final.parent)
+        try:
+            fsync_dir(self.final.parent)
+        except OSError:
+            # An fsync error is never retried and trusted: the run goes back to staging
+            # (abort discards it), so no rerun can adopt a run that may not be on disk.
+            os.rename(self.final, self.dir)
+            raise
 
     def abort(self) -> None:
         for f in self._files:

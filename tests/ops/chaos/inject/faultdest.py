@@ -7,8 +7,9 @@ destination named in the spec is a ``FaultyLocalDestination``; every other desti
 and every byte that is not faulted, goes through the unchanged code of ops/destinations/
 local.py. Nothing here is imported by ops itself.
 
-Spec: ``<fault>;dest=<name>[;n=<int>][;after=<bytes>][;chunk=<bytes>]``
-  read-eio     reads of a published file fail with EIO once ``after`` bytes were read
+Spec: ``<fault>;dest=<name>[;n=<int>][;after=<bytes>][;chunk=<bytes>][;match=<suffix>]``
+  read-eio     reads of a published file (whose name ends with ``match``) fail with EIO
+               once ``after`` bytes of it were read
   fsync-eio    the n-th os.fsync made while publishing (file or directory) fails with EIO
   short-write  every write reaching the file descriptor is cut to ``chunk`` bytes (the
                kernel may do so: a short write), the buffered file above must finish it
@@ -28,10 +29,10 @@ MECHANISM = "LocalDestination/LocalStaging subclass (tests/ops/chaos/inject/faul
 
 def parse(spec: str) -> dict:
     kind, *fields = spec.split(";")
-    out = {"kind": kind, "n": 1, "after": 0, "chunk": 512, "dest": "local"}
+    out = {"kind": kind, "n": 1, "after": 0, "chunk": 512, "dest": "local", "match": ""}
     for f in fields:
         key, _, value = f.partition("=")
-        out[key] = value if key == "dest" else int(value)
+        out[key] = value if key in ("dest", "match") else int(value)
     return out
 
 
@@ -139,7 +140,7 @@ class FaultyLocalDestination(LocalDestination):
 
     def open_read(self, run_id: str, name: str):
         f = super().open_read(run_id, name)
-        if self.fault["kind"] != "read-eio":
+        if self.fault["kind"] != "read-eio" or not name.endswith(self.fault["match"]):
             return f
         return io.BufferedReader(_FaultyRawReader(f.detach(), self.fault["after"]), 1 << 20)
 
