@@ -30,7 +30,7 @@ class ArchiveWriter:
     """
 
     def __init__(self, raw: BinaryIO, compression: str):
-        self._sink = HashingWriter(raw)
+        self._sink = HashingWriter(raw, background=True)
         if compression == "zstd":
             self._out = zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(self._sink, closefd=False)
         elif compression == "gzip":
@@ -96,7 +96,7 @@ class ArchiveReader:
     """Streams members out of a (compressed) tar; constant memory whatever the size."""
 
     def __init__(self, raw: BinaryIO, compression: str):
-        self._src = HashingReader(raw)
+        self._src = HashingReader(raw, background=True)
         if compression == "zstd":
             self._in = zstandard.ZstdDecompressor().stream_reader(self._src, read_across_frames=True, closefd=False)
         elif compression == "gzip":
