@@ -36,7 +36,7 @@ def _decide_and_act(beneath: Beneath, entry: dict, record: dict) -> tuple[str, s
         return "kept", f"not verified in an archive: {record.get('reason', record['status'])}"
     path = entry["path"]
     try:
-        st = beneath.lstat(path)
+        st = beneath.lstat(path, fresh=True)  # the unlink below uses the directory checked here
     except FileNotFoundError:
         return "gone", "already gone (deleted before, or by someone else)"
     except OSError as exc:
@@ -93,7 +93,7 @@ class _DirTracker:
             if self.before[d] > cutoff:
                 continue
             try:
-                dir_fd, name = self.beneath.parent(d)
+                dir_fd, name = self.beneath.parent(d, fresh=True)
                 os.rmdir(name, dir_fd=dir_fd)
             except OSError:
                 continue  # not empty, or not ours to judge: leave it
@@ -133,7 +133,10 @@ def _catalogue_lines(ctx: StepContext, journal_path):
     """What the catalogue keeps of each deletion, across every attempt of this clean."""
     backup = ctx.chain["backup"]
     for (policy, scanned, entry, record), decided in zip(_pairs(ctx), iter_lines(journal_path)):
-        if decided["outcome"] != "deleted":
+        # "gone" with a verified member counts too: after a crash, a file unlinked before
+        # its journal line reached the disk reads as gone on the rerun, and must still be
+        # findable. Its copy is verified either way.
+        if decided["outcome"] not in ("deleted", "gone") or record["status"] != "archived":
             continue
         yield {"path": os.path.join(scanned["root"], entry["path"]), "policy": policy, "rel": entry["path"],
                "run": ctx.run.id, "destinations": ctx.chain["verify"]["verified"],
@@ -168,6 +171,7 @@ def clean_work(ctx: StepContext):
             if record["status"] == "archived":
                 dirs.touch(entry["path"])
             outcome, reason = _decide_and_act(beneath, entry, record)
+            crashpoints.reach("clean.before_journal")
             counts = per_policy[policy]
             counts[outcome] += 1
             if outcome == "deleted":

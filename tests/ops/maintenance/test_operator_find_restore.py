@@ -216,3 +216,19 @@ def test_compaction_packs_old_finished_runs_and_find_and_restore_still_work(sand
     run_ok(sandbox, "restore", "--file", a_log)
     run_ok(sandbox, "restore", "--file", str(sandbox.data / "logs" / "b.log"))
     assert sandbox.snapshot() == {"logs/a.log": b"second a, newer copy\n", "logs/b.log": b"only b\n"}
+
+
+def test_a_file_unlinked_just_before_a_crash_is_still_in_the_catalogue(sandbox):
+    """SIGKILL between an unlink and its journal line: the rerun sees the file gone, and
+    the catalogue must still say where its verified copy is."""
+    for name in ("a.log", "b.log", "c.log"):
+        sandbox.file(name, f"content of {name}\n")
+    crashed = sandbox.run("maintenance", env={"QTS_OPS_CRASH_AT": "clean.before_journal:2"})
+    assert crashed.returncode == 1, crashed.stderr
+    rerun = sandbox.run("maintenance")
+    assert rerun.returncode == 0, rerun.stderr
+    assert sandbox.snapshot() == {}
+    for name in ("a.log", "b.log", "c.log"):
+        found = sandbox.run("find", "--file", str(sandbox.data / "logs" / name), "--json")
+        assert found.returncode == 0, (name, found.stderr)
+        assert json.loads(found.stdout.splitlines()[-1])["run"] == sandbox.runs()[-1]
