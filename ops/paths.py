@@ -58,7 +58,9 @@ class Beneath:
     """A policy root held open by descriptor; files are reached beneath it only.
 
     The parent directory of the last path is cached, so consecutive files of one directory
-    cost one openat each.
+    cost one openat each. A caller about to delete passes ``fresh=True``: the cached
+    descriptor still points at a directory the core has since moved out of the root (a
+    symlink left in its place), so the walk starts again from the root.
     """
 
     def __init__(self, root: Path, expect_dev_ino: tuple[int, int] | None = None):
@@ -86,14 +88,14 @@ class Beneath:
             os.close(self._dir_fd)
         self._dir_rel, self._dir_fd = None, None
 
-    def parent(self, relpath: str) -> tuple[int, bytes]:
+    def parent(self, relpath: str, fresh: bool = False) -> tuple[int, bytes]:
         """(descriptor of the parent directory, final name) for a checked relative path.
 
         Raises OSError (ELOOP, ENOTDIR, ENOENT) when a component is missing or is a symlink.
         """
         raw = os.fsencode(relpath)
         dir_rel, _, name = raw.rpartition(b"/")
-        if dir_rel != self._dir_rel:
+        if fresh or dir_rel != self._dir_rel:
             self._drop_cache()
             fd = self.fd
             try:
@@ -119,8 +121,8 @@ class Beneath:
             raise OSError(errno.EINVAL, "not a regular file")
         return fd, st
 
-    def lstat(self, relpath: str) -> os.stat_result:
-        dir_fd, name = self.parent(relpath)
+    def lstat(self, relpath: str, fresh: bool = False) -> os.stat_result:
+        dir_fd, name = self.parent(relpath, fresh)
         return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
 
     def unlink(self, relpath: str) -> None:
