@@ -18,6 +18,8 @@ POLICY ?=
 TO ?=
 DEST ?=
 FILE ?=
+CHAOS_SEED ?=
+CHAOS_TRIALS ?= 20
 run_arg = $(if $(RUN),--run $(RUN))
 
 .DEFAULT_GOAL := help
@@ -77,6 +79,10 @@ demo: $(STAMP)
 .PHONY: bench ## time the job against a shell pipeline, restic and the disk (BENCH_SCALE=small: 20x less data)
 bench: $(STAMP)
 	$(PY) scripts/bench.py
+
+.PHONY: chaos ## fault campaign on the real scripts in throw-away sandboxes (CHAOS_SEED=, CHAOS_TRIALS=20)
+chaos: $(STAMP)
+	$(PY) scripts/chaos.py $(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) --trials $(CHAOS_TRIALS)
 
 .PHONY: test ## the whole test suite
 test: $(STAMP)

@@ -40,6 +40,9 @@ OLDER_THAN_DAYS = 30
 
 # Which working copies (under bench/work/data/) each dataset's run covers.
 ROOTS = {"LARGE": ("large",), "MANY": ("many",), "MIXED": ("large", "many")}
+# Incompressible data is stored uncompressed where the config allows it per policy (an
+# operator would); otherwise it goes through the one global codec, zstd.
+PER_POLICY = {"large": {"compression": "none"}}
 # Rows that leave the data as it was share one copy; the others delete it.
 KEEPING_ROWS = ("tar", "floor", "restic")
 DELETING_ROWS = ("maintenance", "maintenance-low", "steps", "shell")
@@ -64,6 +67,8 @@ class Trial:
     repeat: int
     phases: list[Phase]
     loadavg: tuple
+    other_cpu_s: float = 0.0   # CPU the rest of the machine used while this trial ran (noise)
+    span_s: float = 0.0
     facts: dict = field(default_factory=dict)  # out_bytes, left_files, ...
 
     @property
@@ -81,6 +86,18 @@ class Trial:
 
 def say(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def per_policy_compression() -> bool:
+    """Whether this checkout's retention.yaml schema has a per-policy ``compression`` key."""
+    sys.path.insert(0, str(REPO))
+    try:
+        from ops.config import POLICY_KEYS
+    except ImportError:
+        return False
+    finally:
+        sys.path.remove(str(REPO))
+    return "compression" in POLICY_KEYS
 
 
 def new_run_id() -> str:
@@ -103,12 +120,14 @@ def ensure_restic(allow_install: bool) -> tuple[str | None, str]:
         r = subprocess.run(attempt, capture_output=True, text=True, env=env)
         if attempt[1] == "install" and r.returncode == 0 and shutil.which("restic"):
             return shutil.which("restic"), "installed with apt-get"
-    return None, f"apt-get install restic failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}"
+    last = (r.stderr or r.stdout).strip().splitlines()
+    return None, "apt-get install restic failed" + (f": {last[-1]}" if last else "")
 
 
 class Bench:
-    def __init__(self, scale: lib.Scale, repeat: int, restic: str | None, logs: Path):
+    def __init__(self, scale: lib.Scale, repeat: int, restic: str | None, logs: Path, rows: list[str]):
         self.scale = scale
+        self.rows = rows
         self.repeat = repeat
         self.restic = restic
         self.logs = logs
@@ -138,7 +157,8 @@ class Bench:
             "backup": {"compression": "zstd", "require_verified_copies": 1,
                        "destinations": [{"name": "local", "type": "local", "path": str(self.var / "backups")}]},
             "policies": [{"name": name, "root": str(root), "older_than": f"{OLDER_THAN_DAYS}d", "settle": "10m",
-                          "keep_last": 0, "missing_ok": False} for name, root in roots.items()],
+                          "keep_last": 0, "missing_ok": False, **(PER_POLICY.get(name, {}) if per_policy_compression() else {})}
+                         for name, root in roots.items()],
         }
         path = WORK / "config" / f"{dataset.lower()}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,7 +173,7 @@ class Bench:
             started = time.monotonic()
             lib.rmtree(self.data / name)
             self.data.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["cp", "-a", "--", str(self.pristine / name), str(self.data / name)], check=True)
+            lib.copy_tree(self.pristine / name, self.data / name)
             self.intact[name] = True
             say(f"  fresh copy of {name} ({time.monotonic() - started:.1f} s, untimed)")
 
@@ -255,9 +275,9 @@ class Bench:
     # ------------------------------------------------------------------ running
 
     def rows_for(self, rep: int) -> list[str]:
-        deleting = list(DELETING_ROWS)
-        k = rep % len(deleting)
-        keeping = [r for r in KEEPING_ROWS if r != "restic" or self.restic]
+        deleting = [r for r in DELETING_ROWS if r in self.rows]
+        k = rep % len(deleting) if deleting else 0
+        keeping = [r for r in KEEPING_ROWS if r in self.rows and (r != "restic" or self.restic)]
         return keeping + deleting[k:] + deleting[:k]
 
     def run_trial(self, ds: str, row: str, rep: int) -> Trial:
@@ -265,14 +285,14 @@ class Bench:
         self.fresh(roots)
         self.reset_outputs()
         os.sync()  # the copy's and the last trial's writeback must not land in this trial's time
-        load = os.getloadavg()
+        load, busy, own, t0 = os.getloadavg(), lib.cpu_busy_s(), lib.own_cpu_s(), time.monotonic()
         fn = {"maintenance": lambda: self.row_maintenance(ds, rep),
               "maintenance-low": lambda: self.row_maintenance(ds, rep, low=True),
               "steps": lambda: self.row_steps(ds, rep), "shell": lambda: self.row_shell(ds, rep),
               "restic": lambda: self.row_restic(ds, rep), "floor": lambda: self.row_floor(ds, rep),
               "tar": lambda: self.row_tar(ds, rep)}[row]
         phases = fn()
-        trial = Trial(ds, row, rep, phases, load)
+        trial = Trial(ds, row, rep, phases, load, noise(busy, own), time.monotonic() - t0)
         if row in DELETING_ROWS:
             for name in roots:
                 self.intact[name] = False
@@ -315,14 +335,19 @@ class Bench:
                     say(f"{ds} {row} ({rep + 1}/{self.repeat})")
                     self.reset_outputs()
                     os.sync()
-                    load = os.getloadavg()
+                    load, busy, own, t0 = os.getloadavg(), lib.cpu_busy_s(), lib.own_cpu_s(), time.monotonic()
                     cmd = [PY, SCRIPTS / f"{row}.py", "--config", cfg]
                     p = lib.timed(row, cmd, self.log(ds, row, rep), env=self.env())
-                    t = Trial(ds, row, rep, [p], load)
+                    t = Trial(ds, row, rep, [p], load, noise(busy, own), time.monotonic() - t0)
                     self.trials.append(t)
                     say(f"  {t.total_s:.2f} s, peak RSS {t.peak_rss_kib / 1024:.0f} MiB, "
                         f"{'ok' if t.ok else f'FAILED: exit {p.exit_code}'}")
         self.reset_outputs()
+
+
+def noise(busy_before: float, own_before: float) -> float:
+    """CPU seconds that processes other than the bench and its children used since then."""
+    return max(0.0, (lib.cpu_busy_s() - busy_before) - (lib.own_cpu_s() - own_before))
 
 
 def step_work_times(log_dir: Path, run_id: str | None) -> dict[str, float]:
@@ -415,7 +440,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def targets(summary: list[dict], scale: lib.Scale, restic_why: str) -> list[dict]:
+def targets(summary: list[dict], scale: lib.Scale, restic_skipped: str | None) -> list[dict]:
     """The issue's targets, each PASS, FAIL or SKIP with the measured ratio and its limit."""
     out = []
 
@@ -433,7 +458,7 @@ def targets(summary: list[dict], scale: lib.Scale, restic_why: str) -> list[dict
     add("MIXED maintenance <= 0.5x shell pipeline", ratio(m("MIXED", "maintenance"), m("MIXED", "shell")), 0.5)
     add("LARGE maintenance <= 0.5x shell pipeline", ratio(m("LARGE", "maintenance"), m("LARGE", "shell")), 0.5)
     add("LARGE maintenance <= 0.5x restic backup+check", ratio(m("LARGE", "maintenance"), m("LARGE", "restic")), 0.5,
-        None if m("LARGE", "restic") or restic_why == "on PATH" else f"restic unavailable: {restic_why}")
+        restic_skipped and f"restic rows skipped: {restic_skipped}")
     add("LARGE maintenance <= 1.5x floor", ratio(m("LARGE", "maintenance"), m("LARGE", "floor")), 1.5)
     add("MANY maintenance <= 0.6x shell pipeline", ratio(m("MANY", "maintenance"), m("MANY", "shell")), 0.6)
     add("MANY backup step <= 2x GNU tar -cf", ratio(m("MANY", "steps", "backup"), m("MANY", "tar", "tar -cf")), 2.0)
@@ -450,7 +475,8 @@ def targets(summary: list[dict], scale: lib.Scale, restic_why: str) -> list[dict
     return out
 
 
-def print_report(summary: list[dict], tgts: list[dict], restic_why: str, result_path: Path) -> None:
+def print_report(summary: list[dict], tgts: list[dict], restic_skipped: str | None, trials: list[Trial],
+                 result_path: Path) -> None:
     cols = ["dataset", "row / phase", "median s", "min–max s", "MB/s", "files/s", "peak RSS MiB", "CPU s",
             "×shell", "×restic", "×floor", "×tar", "note"]
     rows: list[list[str]] = []
@@ -499,8 +525,15 @@ def print_report(summary: list[dict], tgts: list[dict], restic_why: str, result_
         ])
     lib.render_table("QTS Ops bench (median of good trials; ratios are row median / baseline median)", cols, rows,
                      right={2, 3, 4, 5, 6, 7, 8, 9, 10, 11})
-    if restic_why != "on PATH":
-        print(f"restic: {restic_why}" + ("" if "installed" in restic_why else " — its rows were skipped"))
+    if restic_skipped:
+        print(f"restic rows skipped: {restic_skipped}")
+    span = sum(t.span_s for t in trials)
+    if span:
+        other = sum(t.other_cpu_s for t in trials)
+        worst = max(trials, key=lambda t: t.other_cpu_s / t.span_s if t.span_s else 0)
+        print(f"noise: other processes used {other:.0f} CPU s during {span:.0f} s of trials "
+              f"({other / span / (os.cpu_count() or 1):.0%} of {os.cpu_count()} CPUs; worst trial "
+              f"{worst.dataset} {worst.row} #{worst.repeat + 1}: {worst.other_cpu_s / worst.span_s / (os.cpu_count() or 1):.0%})")
     trow = []
     for t in tgts:
         v = "-" if t["value"] is None else f"{t['value']:.2f}{t['unit']}"
@@ -518,6 +551,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=None, help="trials per row (default: BENCH_REPEAT or 3)")
     p.add_argument("--only", default="LARGE,MANY,MIXED,SCALE", metavar="LIST",
                    help="datasets to run, comma-separated (default: %(default)s)")
+    p.add_argument("--rows", default=",".join(KEEPING_ROWS + DELETING_ROWS), metavar="LIST",
+                   help="rows to run on LARGE, MANY and MIXED (default: %(default)s)")
     p.add_argument("--no-install", action="store_true", help="do not try `apt-get install restic`")
     args = p.parse_args(argv)
     small = args.quick or os.environ.get("BENCH_SCALE", "full").lower() == "small"
@@ -531,6 +566,9 @@ def main(argv=None) -> int:
     unknown = set(only) - {"LARGE", "MANY", "MIXED", "SCALE"}
     if unknown:
         p.error(f"unknown dataset(s) {', '.join(sorted(unknown))}")
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    if set(rows) - set(KEEPING_ROWS + DELETING_ROWS):
+        p.error(f"unknown row(s) {', '.join(sorted(set(rows) - set(KEEPING_ROWS + DELETING_ROWS)))}")
     for tool in ("find", "xargs", "tar", "zstd", "sha256sum", "cp", "rm", "sync", "cat"):
         if not shutil.which(tool):
             print(f"bench: {tool} is not on PATH; the shell baseline needs it", file=sys.stderr)
@@ -538,13 +576,15 @@ def main(argv=None) -> int:
 
     started = time.time()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
-    restic, restic_why = ensure_restic(not args.no_install) if {"LARGE", "MANY", "MIXED"} & set(only) else (None, "not needed")
-    say(f"scale {scale.name}, {repeat} trial(s) per row, datasets {', '.join(only)}; restic: {restic_why}")
+    wants_restic = {"LARGE", "MANY", "MIXED"} & set(only) and "restic" in rows
+    restic, restic_why = ensure_restic(not args.no_install) if wants_restic else (None, "not run")
+    say(f"scale {scale.name}, {repeat} trial(s) per row, datasets {', '.join(only)}; restic: {restic_why}; "
+        f"codec zstd" + (f", policy overrides {PER_POLICY}" if per_policy_compression() else ""))
     facts = lib.machine_facts()
 
     lib.rmtree(WORK)
     logs = BENCH / "results" / f"{stamp}-logs"
-    bench = Bench(scale, repeat, restic, logs)
+    bench = Bench(scale, repeat, restic, logs, rows)
     pristine = bench.pristine
     pristine.mkdir(parents=True, exist_ok=True)
     needed = sorted({n for d in only if d in ROOTS for n in ROOTS[d]} | ({"scale"} if "SCALE" in only else set()))
@@ -563,20 +603,22 @@ def main(argv=None) -> int:
         lib.rmtree(WORK)
 
     summary = summarise(bench.trials, bench.stamps)
-    tgts = targets(summary, scale, restic_why)
+    restic_skipped = None if restic or not wants_restic else restic_why
+    tgts = targets(summary, scale, restic_skipped)
     facts["loadavg_end"] = os.getloadavg()
     results = BENCH / "results"
     results.mkdir(parents=True, exist_ok=True)
     result_path = results / f"{stamp}-{scale.name}.json"
     doc = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
            "elapsed_s": round(time.time() - started, 1), "scale": lib.as_dict(scale), "repeat": repeat,
-           "machine": facts, "restic": restic_why, "datasets": bench.stamps, "summary": summary, "targets": tgts,
+           "machine": facts, "restic": restic_why,
+           "policy_overrides": PER_POLICY if per_policy_compression() else {}, "datasets": bench.stamps, "summary": summary, "targets": tgts,
            "trials": [{"dataset": t.dataset, "row": t.row, "repeat": t.repeat, "ok": t.ok, "total_s": t.total_s,
-                       "loadavg": t.loadavg, "facts": t.facts, "phases": [lib.as_dict(p) for p in t.phases]}
+                       "loadavg": t.loadavg, "other_cpu_s": round(t.other_cpu_s, 2), "span_s": round(t.span_s, 3), "facts": t.facts, "phases": [lib.as_dict(p) for p in t.phases]}
                       for t in bench.trials],
            "child_logs": str(logs)}
     result_path.write_text(json.dumps(doc, indent=1) + "\n")
-    print_report(summary, tgts, restic_why, result_path)
+    print_report(summary, tgts, restic_skipped, bench.trials, result_path)
     return 0 if bench.trials and all(t.ok for t in bench.trials) else 1
 
 
