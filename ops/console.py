@@ -85,6 +85,40 @@ class Console:
             print("\t".join(str(x) for x in row))
 
     @contextlib.contextmanager
+    def live_counts(self, title: str, columns: list[str]):
+        """Yield ``show(policy, counts)``: a live table of per-policy counts on a terminal only."""
+        if not self._rich:
+            yield lambda key, counts: None
+            return
+        import time as _time
+
+        from rich.live import Live
+        from rich.table import Table
+
+        rows: dict[str, dict] = {}
+        last = [0.0]
+
+        def table() -> Table:
+            t = Table(title=title)
+            t.add_column("policy")
+            for c in columns:
+                t.add_column(c, justify="right")
+            for key, counts in rows.items():
+                t.add_row(key, *(str(counts.get(c, 0)) for c in columns))
+            return t
+
+        with Live(table(), console=self._rich, transient=False, auto_refresh=False) as live:
+            def show(key: str, counts: dict) -> None:
+                rows[key] = counts
+                now = _time.monotonic()
+                if now - last[0] >= 0.25:  # a redraw per file would cost more than the unlink
+                    last[0] = now
+                    live.update(table(), refresh=True)
+
+            yield show
+            live.update(table(), refresh=True)
+
+    @contextlib.contextmanager
     def progress(self, description: str, total: int):
         """Yield ``advance(n_bytes)``; a rich bar on a terminal, nothing otherwise."""
         if not self._rich:

@@ -151,9 +151,9 @@ def clean_work(ctx: StepContext):
     done_before = _resume_point(journal_path)
     if done_before:
         ctx.log.event("resume", f"resuming after {done_before} decisions already journaled")
-    total = sum(p["member_bytes"] for p in ctx.chain["backup"]["policies"].values())
     journal_fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    with os.fdopen(journal_fd, "ab", buffering=0) as jf, ctx.ui.progress("clean", total) as advance:
+    with os.fdopen(journal_fd, "ab", buffering=0) as jf, \
+            ctx.ui.live_counts(f"clean {ctx.run.id}", ["deleted", "kept", "gone", "deleted_bytes"]) as show:
         journal = HashingLineWriter(jf)
         beneath = dirs = None
         for index, (policy, scanned, entry, record) in enumerate(_pairs(ctx), 1):
@@ -182,7 +182,7 @@ def clean_work(ctx: StepContext):
                            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
             ctx.log.event(outcome, f"{entry['path']}: {reason}", level="info" if outcome != "kept" else "warning",
                           policy=policy, path=entry["path"], reason=reason)
-            advance(entry["size"] if record["status"] != "skipped" else 0)
+            show(policy, counts)
             if journal.count % JOURNAL_SYNC_EVERY == 0:
                 os.fsync(journal_fd)
             crashpoints.reach("clean.after_unlink")
