@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ops.atomic import atomic_write, ensure_private_dir
 from ops.errors import Refused, UsageError
-from ops.jsonl import dumps_document
+from ops.jsonl import decode_line, dumps_document
 from ops.paths import check_manifest_path
 
 STEPS = ("scan", "backup", "verify", "clean")
@@ -170,7 +170,7 @@ class Run:
                 for n, line in enumerate(f, 1):
                     sha.update(line)
                     try:
-                        entry = json.loads(line)
+                        entry = decode_line(line)
                         check_manifest_path(entry["path"], f"{path.name} line {n}")
                     except (ValueError, KeyError, TypeError):
                         raise Refused(f"run {self.id}: {path.name} line {n} is not a valid entry") from None
