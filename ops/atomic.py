@@ -58,7 +58,15 @@ def atomic_file(path: Path, mode: int = PRIVATE_FILE):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    try:
+        fsync_dir(path.parent)
+    except OSError:
+        # The new name may not survive a crash, and an fsync error is never retried and
+        # trusted: take the file away, so the step fails without leaving a result that
+        # a rerun would believe (a success manifest above all).
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        raise
 
 
 def atomic_write(path: Path, data: bytes, mode: int = PRIVATE_FILE) -> None:

@@ -41,7 +41,8 @@ def evaluate(policy: Policy, now_ns: int, on_skip: Callable[[str, str], None]) -
     matches = matcher(policy)
 
     def skipped(path: str, why: str) -> None:
-        if matches(path) or path == ".":
+        # A directory that cannot be read may hide matching files: always said.
+        if matches(path) or path == "." or why.startswith("cannot read directory"):
             on_skip(path, why)
 
     files = (f for f in walk_files(Path(policy.root), skipped) if matches(f.path))

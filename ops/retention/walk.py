@@ -1,4 +1,9 @@
-"""Walking a policy root: iterative (no recursion limit), never following a symlink."""
+"""Walking a policy root: iterative (no recursion limit), never following a symlink.
+
+Directories are opened one component at a time beneath the root's descriptor, never by
+their full path: a tree deeper than PATH_MAX (4096 bytes from /) is walked whole, and a
+directory swapped for a symlink mid-walk is not entered.
+"""
 
 import os
 import stat
@@ -6,6 +11,33 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ops.retention.policy import MARKER, FileInfo
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_MAX_OPEN = 64  # descriptors kept along the current path (the root always); deeper ones are reopened
+
+
+class _DirChain:
+    """Open directories from the root down to the last one listed, as (rel, fd)."""
+
+    def __init__(self, root: Path):
+        self.chain = [("", os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))]
+
+    def open(self, rel: str) -> int:
+        while len(self.chain) > 1 and not (rel == self.chain[-1][0] or rel.startswith(self.chain[-1][0] + "/")):
+            os.close(self.chain.pop()[1])
+        base, fd = self.chain[-1]
+        for part in (rel[len(base):].lstrip("/").split("/") if rel != base else ()):
+            fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            base = f"{base}/{part}" if base else part
+            self.chain.append((base, fd))
+            if len(self.chain) > _MAX_OPEN:
+                os.close(self.chain.pop(1)[1])
+        return fd
+
+    def close(self) -> None:
+        for _rel, fd in self.chain:
+            os.close(fd)
+        self.chain = []
 
 
 def walk_files(root: Path, on_skip: Callable[[str, str], None]) -> Iterator[FileInfo]:
@@ -17,10 +49,22 @@ def walk_files(root: Path, on_skip: Callable[[str, str], None]) -> Iterator[File
     (the marker included) with that marker's path.
     """
     stack = [("", "")]
+    try:
+        dirs = _DirChain(root)
+    except OSError as exc:
+        on_skip(".", f"cannot read directory: {exc.strerror}")
+        return
+    try:
+        yield from _walk(dirs, stack, on_skip)
+    finally:
+        dirs.close()
+
+
+def _walk(dirs: _DirChain, stack: list, on_skip: Callable[[str, str], None]) -> Iterator[FileInfo]:
     while stack:
         rel, marker = stack.pop()
         try:
-            with os.scandir(os.path.join(root, rel) if rel else root) as it:
+            with os.scandir(dirs.open(rel)) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             on_skip(rel or ".", f"cannot read directory: {exc.strerror}")

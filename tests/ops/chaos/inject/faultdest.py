@@ -1,5 +1,11 @@
 """The fault-injecting destination: the real LocalDestination / LocalStaging, subclassed.
 
+Why a subclass and not a failing disk: EIO from a real block device needs device-mapper
+(dm-error, dm-flakey), and this kernel has none (``dmsetup version``: /dev/mapper/control
+missing). So the faults are injected at the one seam the toolkit owns, the destination:
+the faulted call raises exactly the OSError a failing disk would, everything around it is
+the real code.
+
 Active only in chaos runs: ``sitecustomize.py`` beside this file (on PYTHONPATH for the
 chain's processes) or the campaign's forked runner calls ``install()`` when
 QTS_CHAOS_FAULT is set. ``install`` replaces ``open_destination`` so that the one local
