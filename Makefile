@@ -84,6 +84,6 @@ bench: $(STAMP)
 chaos: $(STAMP)
 	$(PY) scripts/chaos.py $(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) --trials $(CHAOS_TRIALS)
 
-.PHONY: test ## the whole test suite
+.PHONY: test ## the whole test suite (both cores: most tests are real processes waiting on real I/O)
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 tests
