@@ -8,6 +8,7 @@ simply taken again, and a file already unlinked then reads as "already gone", so
 is ever deleted twice and none is deleted unverified.
 """
 
+import itertools
 import os
 import stat
 import time
@@ -129,19 +130,19 @@ def _pairs(ctx: StepContext):
             yield policy, scanned, entry, record
 
 
-def _catalogue_lines(ctx: StepContext, journal_path):
-    """What the catalogue keeps of each deletion, across every attempt of this clean."""
-    backup = ctx.chain["backup"]
-    for (policy, scanned, entry, record), decided in zip(_pairs(ctx), iter_lines(journal_path)):
-        # "gone" with a verified member counts too: after a crash, a file unlinked before
-        # its journal line reached the disk reads as gone on the rerun, and must still be
-        # findable. Its copy is verified either way.
-        if decided["outcome"] not in ("deleted", "gone") or record["status"] != "archived":
-            continue
-        yield {"path": os.path.join(scanned["root"], entry["path"]), "policy": policy, "rel": entry["path"],
-               "run": ctx.run.id, "destinations": ctx.chain["verify"]["verified"],
-               "archive": backup["policies"][policy]["archive"], "sha256": record["sha256"], "size": entry["size"],
-               "mtime_ns": entry["mtime_ns"], "deleted_at": decided.get("at")}
+def _catalogue_line(ctx: StepContext, policy: str, scanned: dict, entry: dict, record: dict, decided: dict):
+    """What the catalogue keeps of a deletion, or None for a file that stays.
+
+    "gone" with a verified member counts too: after a crash, a file unlinked before its
+    journal line reached the disk reads as gone on the rerun, and must still be findable.
+    Its copy is verified either way.
+    """
+    if decided["outcome"] not in ("deleted", "gone") or record["status"] != "archived":
+        return None
+    return {"path": os.path.join(scanned["root"], entry["path"]), "policy": policy, "rel": entry["path"],
+            "run": ctx.run.id, "destinations": ctx.chain["verify"]["verified"],
+            "archive": ctx.chain["backup"]["policies"][policy]["archive"], "sha256": record["sha256"],
+            "size": entry["size"], "mtime_ns": entry["mtime_ns"], "deleted_at": decided.get("at")}
 
 
 def clean_work(ctx: StepContext):
@@ -151,6 +152,22 @@ def clean_work(ctx: StepContext):
     done_before = _resume_point(journal_path)
     if done_before:
         ctx.log.event("resume", f"resuming after {done_before} decisions already journaled")
+    # One pass: the catalogue lines come out of the same loop that decides, and the
+    # decisions of an earlier attempt are read back from its journal, in the same order.
+    earlier = itertools.islice(iter_lines(journal_path), done_before) if done_before else iter(())
+    lines = _clean_pass(ctx, per_policy, journal_path, done_before, earlier)
+    catalogued = catalogue.write_run(ctx.config.state_dir, ctx.run.id, lines)
+    totals = sum(per_policy.values(), Counter())
+    ctx.summary.update(deleted=totals["deleted"], kept=totals["kept"], gone=totals["gone"])
+    body = {k: totals[k] for k in ("deleted", "deleted_bytes", "kept", "kept_changed", "gone", "dirs_removed")}
+    body.update(resumed_after=done_before, catalogued=catalogued,
+                policies={p: {k: c[k] for k in ("deleted", "deleted_bytes", "kept", "kept_changed", "gone")}
+                          for p, c in per_policy.items()})
+    return body, {JOURNAL: sha256_file(journal_path)}
+
+
+def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: int, earlier):
+    """Decide (and unlink) every file of the run; yield the catalogue line of each deletion."""
     journal_fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     with os.fdopen(journal_fd, "ab", buffering=0) as jf, \
             ctx.ui.live_counts(f"clean {ctx.run.id}", ["deleted", "kept", "gone", "deleted_bytes"]) as show:
@@ -167,6 +184,12 @@ def clean_work(ctx: StepContext):
                     raise StepFailed(f"policy {policy}: cannot open root {scanned['root']}: {exc}") from None
                 dirs, current, settle_ns = _DirTracker(beneath), policy, scanned["settle_ns"]
             if index <= done_before:
+                decided = next(earlier)
+                if decided["path"] != entry["path"]:
+                    raise Refused(f"run {ctx.run.id}: {JOURNAL} line {index} does not match the run's entries")
+                line = _catalogue_line(ctx, policy, scanned, entry, record, decided)
+                if line:
+                    yield line
                 continue
             if record["status"] == "archived":
                 dirs.touch(entry["path"])
@@ -178,23 +201,19 @@ def clean_work(ctx: StepContext):
                 counts["deleted_bytes"] += entry["size"]
             elif reason.startswith("changed since backup"):
                 counts["kept_changed"] += 1
-            journal.write({"policy": policy, "path": entry["path"], "outcome": outcome, "reason": reason,
-                           "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            decided = {"policy": policy, "path": entry["path"], "outcome": outcome, "reason": reason,
+                       "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            journal.write(decided)
             ctx.log.event(outcome, f"{entry['path']}: {reason}", level="info" if outcome != "kept" else "warning",
                           policy=policy, path=entry["path"], reason=reason)
             show(policy, counts)
             if journal.count % JOURNAL_SYNC_EVERY == 0:
                 os.fsync(journal_fd)
             crashpoints.reach("clean.after_unlink")
+            line = _catalogue_line(ctx, policy, scanned, entry, record, decided)
+            if line:
+                yield line
         if beneath is not None:
             per_policy[current]["dirs_removed"] += dirs.prune(settle_ns, ctx.log, current)
             beneath.close()
         os.fsync(journal_fd)
-    catalogued = catalogue.write_run(ctx.config.state_dir, ctx.run.id, _catalogue_lines(ctx, journal_path))
-    totals = sum(per_policy.values(), Counter())
-    ctx.summary.update(deleted=totals["deleted"], kept=totals["kept"], gone=totals["gone"])
-    body = {k: totals[k] for k in ("deleted", "deleted_bytes", "kept", "kept_changed", "gone", "dirs_removed")}
-    body.update(resumed_after=done_before, catalogued=catalogued,
-                policies={p: {k: c[k] for k in ("deleted", "deleted_bytes", "kept", "kept_changed", "gone")}
-                          for p, c in per_policy.items()})
-    return body, {JOURNAL: sha256_file(journal_path)}
