@@ -60,9 +60,9 @@ clean: $(STAMP)
 plan: $(STAMP)
 	$(PY) scripts/plan.py --config $(CONFIG)
 
-.PHONY: status ## recent runs, each step's state, the lock holder, problems
+.PHONY: status ## recent runs, each step's state, the lock holder, problems; DEST=name lists that destination's runs
 status: $(STAMP)
-	$(PY) scripts/status.py --config $(CONFIG)
+	$(PY) scripts/status.py --config $(CONFIG) $(if $(DEST),--runs-on $(DEST))
 
 .PHONY: restore ## restore RUN= [POLICY=] or FILE=<original path>, [TO=dir] [DEST=name]; never overwrites
 restore: $(STAMP)
