@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import stat
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -309,3 +310,14 @@ def test_plan_json_with_a_missing_required_root_fails_without_half_a_document(sa
     assert r.returncode == 1
     assert str(sandbox.data / "logs") in r.stderr
     assert r.stdout == ""
+
+
+def test_make_status_with_dest_lists_the_runs_that_destination_holds(sandbox):
+    sandbox.file("old.log", b"x")
+    assert sandbox.run("maintenance").returncode == 0
+    repo = Path(__file__).resolve().parents[3]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "QTS_OPS_LOCK"))}
+    out = subprocess.run(["make", "-s", "status", f"CONFIG={sandbox.config_path}", "DEST=local"],
+                         cwd=repo, capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == sandbox.runs()
