@@ -54,7 +54,7 @@ class Sandbox:
     def run(self, script: str, *args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run scripts/<script>.py with this sandbox's config, as cron would (no TTY)."""
         cmd = [sys.executable, str(SCRIPTS / f"{script}.py"), "--config", str(self.config_path), *args]
-        full_env = dict(os.environ, QTS_OPS_PRIORITY="normal", **(env or {}))
+        full_env = {**os.environ, "QTS_OPS_PRIORITY": "normal", **(env or {})}
         full_env.pop("QTS_OPS_LOCK_FD", None)
         return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout, cwd=self.base)
 

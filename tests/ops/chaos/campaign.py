@@ -595,6 +595,16 @@ def settle(sb: Sandbox, ds: Dataset, out: Outcome, passes: int = 2) -> None:
     out.kept_forever = left
 
 
+def recover_and_judge(sb: Sandbox, ds: Dataset, scratch: Path, out: Outcome) -> None:
+    """The end of a trial: one clean maintenance must recover, then the oracle, then settling."""
+    rec = real_run(sb)
+    out.recovered = rec.code == 0
+    if rec.code:
+        out.bad(f"recovery maintenance exited {rec.code}: {rec.out[-400:]}")
+    judge(sb, ds, scratch, out)
+    settle(sb, ds, out)
+
+
 def data_ids(sb: Sandbox) -> dict:
     return read_tree(sb.data, content=False).ids
 
@@ -662,12 +672,7 @@ def trial_sigkill_point(rng, sb, scratch, out):
         _after_fault(sb, ds, out, f"SIGKILL at {spec}")
         if not killed and got.code == 0:
             break  # the run completed before reaching the point: nothing more to crash
-    rec = real_run(sb)
-    out.recovered = rec.code == 0
-    if rec.code:
-        out.bad(f"recovery maintenance exited {rec.code}: {rec.out[-400:]}")
-    judge(sb, ds, scratch, out)
-    settle(sb, ds, out)
+    recover_and_judge(sb, ds, scratch, out)
 
 
 def trial_sigkill_time(rng, sb, scratch, out):
@@ -699,12 +704,7 @@ def trial_sigkill_time(rng, sb, scratch, out):
                 out.notes.append(f"killed during {during}")
         proc.communicate()
         _after_fault(sb, ds, out, "SIGKILL of the process group")
-    rec = real_run(sb)
-    out.recovered = rec.code == 0
-    if rec.code:
-        out.bad(f"recovery maintenance exited {rec.code}: {rec.out[-400:]}")
-    judge(sb, ds, scratch, out)
-    settle(sb, ds, out)
+    recover_and_judge(sb, ds, scratch, out)
 
 
 def _mount_tmpfs(where: Path, size: str) -> str | None:
@@ -764,12 +764,7 @@ def trial_disk_full(rng, sb, scratch, out, target: str):
         if remount.returncode:
             out.bad(f"remount failed: {remount.stderr}")
             return
-        rec = real_run(sb)
-        out.recovered = rec.code == 0
-        if rec.code:
-            out.bad(f"recovery maintenance exited {rec.code}: {rec.out[-400:]}")
-        judge(sb, ds, scratch, out)
-        settle(sb, ds, out)
+        recover_and_judge(sb, ds, scratch, out)
     finally:
         _umount(mnt)
 
@@ -813,12 +808,7 @@ def trial_io_read(rng, sb, scratch, out):
             raise TrialAbort
         if data_ids(sb) != before:
             out.bad(f"data changed after a failed verify ({spec})")
-    rec = real_run(sb)
-    out.recovered = rec.code == 0
-    if rec.code:
-        out.bad(f"recovery maintenance exited {rec.code}: {rec.out[-400:]}")
-    judge(sb, ds, scratch, out)
-    settle(sb, ds, out)
+    recover_and_judge(sb, ds, scratch, out)
 
 
 def trial_io_fsync(rng, sb, scratch, out):
@@ -854,12 +844,7 @@ def trial_io_fsync(rng, sb, scratch, out):
             out.bad(f"backup with {spec} exited {got.code} with {len(dests)} destination(s): {got.out[-300:]}")
         if ok or got.code == 0:
             break  # published on the other destination: nothing left to fail on this run
-    rec = real_run(sb)
-    out.recovered = rec.code == 0
-    if rec.code:
-        out.bad(f"recovery maintenance exited {rec.code}: {rec.out[-400:]}")
-    judge(sb, ds, scratch, out)
-    settle(sb, ds, out)
+    recover_and_judge(sb, ds, scratch, out)
 
 
 def trial_io_short(rng, sb, scratch, out):
@@ -893,12 +878,7 @@ def trial_io_short(rng, sb, scratch, out):
             if got.code != 1 or published:
                 out.bad(f"backup with {spec} exited {got.code}, published={published} (expected 1, not published)")
         _after_fault(sb, ds, out, spec)
-    rec = real_run(sb)
-    out.recovered = rec.code == 0
-    if rec.code:
-        out.bad(f"recovery maintenance exited {rec.code}: {rec.out[-400:]}")
-    judge(sb, ds, scratch, out)
-    settle(sb, ds, out)
+    recover_and_judge(sb, ds, scratch, out)
 
 
 # Corruption ------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The oracle the fault tests share: what a run left on the destination, in the log and on
 the lock, judged with standard tools (GNU tar, sha256sum) rather than with ops' own code."""
 
+import contextlib
 import fcntl
 import json
 import os
@@ -9,6 +10,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[3] / "scripts"
 ARCHIVE_SUFFIX = ".tar.zst"
@@ -149,3 +152,21 @@ def assert_nothing_lost(sandbox, before: dict[str, bytes], scratch: Path, backup
             assert path in restored, f"{path} was deleted but no published archive holds it"
             assert restored[path] == before[path], f"{path} was deleted and its archived copy differs"
     return gone
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str):
+    """A real small filesystem mounted at ``where`` for the block; skips the test, naming the
+    missing capability, where this machine does not let the tests mount one."""
+    got = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
+                         capture_output=True, text=True)
+    if got.returncode != 0:
+        pytest.skip(f"mounting a tmpfs needs CAP_SYS_ADMIN (root in the mount namespace): {got.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def remount(where: Path, size: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["mount", "-o", f"remount,size={size}", str(where)], capture_output=True, text=True)

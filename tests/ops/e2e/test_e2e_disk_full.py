@@ -3,15 +3,10 @@ written is visible, and once there is room a rerun completes the run."""
 
 import json
 import os
-import subprocess
 
 import pytest
 
-from e2e_support import assert_nothing_lost, lock_is_free, published_runs
-
-
-def _mount(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["mount", *args], capture_output=True, text=True)
+from e2e_support import assert_nothing_lost, lock_is_free, published_runs, remount, tmpfs
 
 
 @pytest.fixture
@@ -19,15 +14,10 @@ def small_destination(sandbox, tmp_path):
     """A 256 KiB tmpfs as the sandbox's only backup destination."""
     mnt = tmp_path / "small"
     mnt.mkdir()
-    got = _mount("-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mnt))
-    if got.returncode != 0:
-        pytest.skip(f"mounting a tmpfs needs CAP_SYS_ADMIN (root in the mount namespace): {got.stderr.strip()}")
-    try:
+    with tmpfs(mnt, "256k"):
         sandbox.config["backup"]["destinations"] = [{"name": "small", "type": "local", "path": "small"}]
         sandbox.write_config()
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 # Incompressible data, more than fits: while_archiving overflows in the middle of the
@@ -51,8 +41,8 @@ def test_backup_to_a_full_destination_fails_deletes_nothing_and_a_rerun_with_roo
     assert os.listdir(small_destination) == [], "a half-written run (or its staging) was left on the destination"
     assert lock_is_free(sandbox.state)
 
-    remount = _mount("-o", "remount,size=16m", str(small_destination))
-    assert remount.returncode == 0, remount.stderr
+    remounted = remount(small_destination, "16m")
+    assert remounted.returncode == 0, remounted.stderr
     again = sandbox.run("maintenance")
     assert again.returncode == 0, again.stderr
     assert sandbox.runs() == [run_id]

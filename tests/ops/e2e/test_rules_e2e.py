@@ -8,13 +8,12 @@ The scripts run with TZ=UTC, so a date in a name means UTC midnight, as the test
 
 import json
 import os
-import subprocess
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from e2e_support import assert_nothing_lost, published_runs, tar_members
+from e2e_support import assert_nothing_lost, published_runs, tar_members, tmpfs
 from ops.manifest import seal_document
 
 UTC = {"TZ": "UTC"}
@@ -127,14 +126,8 @@ def small_root(sandbox):
     """A 1 MiB tmpfs mounted as data/fills, the policy root whose free space min_free reads."""
     mnt = sandbox.data / "fills"
     mnt.mkdir()
-    got = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mnt)],
-                         capture_output=True, text=True)
-    if got.returncode != 0:
-        pytest.skip(f"mounting a tmpfs needs CAP_SYS_ADMIN (root in the mount namespace): {got.stderr.strip()}")
-    try:
+    with tmpfs(mnt, "1m"):
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def test_min_free_deletes_the_oldest_files_until_the_root_filesystem_has_room(sandbox, small_root, tmp_path):

@@ -50,6 +50,28 @@ def tree(base: Path, ignore: tuple[str, ...] = ("var/log", "var/state/lock")) ->
     return out
 
 
+def path_tree(base: Path, skip: tuple[str, ...] = ("var/log",)) -> dict[str, tuple]:
+    """Every path under ``base`` (str keys, not following links) with what identifies it,
+    minus ``skip``: files by mode, mtime, ctime, link count and SHA-256."""
+    out = {}
+    for dirpath, dirs, files in os.walk(base):
+        for name in dirs + files:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(base))
+            if any(rel == s or rel.startswith(s + "/") for s in skip):
+                continue
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode):
+                out[rel] = ("file", st.st_mode, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, sha256(p))
+            elif stat.S_ISLNK(st.st_mode):
+                out[rel] = ("symlink", os.readlink(p))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", st.st_mode, st.st_mtime_ns)
+            else:
+                out[rel] = ("other", st.st_mode)
+    return out
+
+
 def tree_diff(before: dict, after: dict) -> list[str]:
     """Readable differences between two ``tree`` snapshots (empty when identical)."""
     lines = []

@@ -189,3 +189,17 @@ def test_maintenance_whose_step_is_killed_prints_one_paragraph_with_the_log_and_
     env = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line.startswith("QTS_OPS_"))
     assert (env["QTS_OPS_RUN_ID"], env["QTS_OPS_STEP"], env["QTS_OPS_EXIT_CODE"]) == (run_id, "backup", "1")
     assert sandbox.snapshot() == data
+
+
+def test_the_chain_runs_at_low_cpu_and_io_priority(sandbox, tmp_path):
+    """Invariant 7: the core comes first. The on_failure hook is a child of the chain, so
+    it reports the niceness and I/O class every step inherited."""
+    out = tmp_path / "priority"
+    sandbox.config["policies"][0]["root"] = "data/missing"  # scan fails: the hook runs
+    sandbox.config["on_failure"] = f"cut -d' ' -f19 /proc/$$/stat > {out}; ionice -p $$ >> {out}"
+    sandbox.write_config()
+    result = sandbox.run("maintenance", env={"QTS_OPS_PRIORITY": "low"})
+    assert result.returncode == 1, result.stderr
+    nice, io_class = out.read_text().splitlines()
+    assert int(nice) >= 10
+    assert io_class == "best-effort: prio 7"

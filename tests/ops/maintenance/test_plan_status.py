@@ -1,10 +1,8 @@
 """plan and status: read-only reports, through scripts/plan.py and scripts/status.py as processes."""
 
 import fcntl
-import hashlib
 import json
 import os
-import stat
 import subprocess
 import time
 from collections import Counter
@@ -12,26 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from ._support import path_tree
+
 MIN = 60
-
-
-def _tree(base: Path, skip: tuple[str, ...] = ("var/log",)) -> dict[str, tuple]:
-    """Every path under ``base`` (not following links) with what identifies it, minus ``skip``."""
-    out = {}
-    for dirpath, dirs, files in os.walk(base):
-        for name in dirs + files:
-            p = Path(dirpath) / name
-            rel = str(p.relative_to(base))
-            if any(rel == s or rel.startswith(s + "/") for s in skip):
-                continue
-            st = os.lstat(p)
-            if stat.S_ISREG(st.st_mode):
-                out[rel] = ("file", st.st_mode, st.st_mtime_ns, st.st_ctime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
-            elif stat.S_ISLNK(st.st_mode):
-                out[rel] = ("symlink", os.readlink(p))
-            else:
-                out[rel] = ("dir" if stat.S_ISDIR(st.st_mode) else "other", st.st_mode, st.st_mtime_ns)
-    return out
 
 
 def _log_lines(sandbox, step: str) -> list[dict]:
@@ -82,7 +63,7 @@ def _plan_json(sandbox) -> dict:
 
 def test_plan_on_a_fresh_host_writes_nothing_but_log_lines(sandbox):
     _varied(sandbox)
-    before = _tree(sandbox.base)
+    before = path_tree(sandbox.base)
 
     text = sandbox.run("plan")
     as_json = sandbox.run("plan", "--json")
@@ -90,7 +71,7 @@ def test_plan_on_a_fresh_host_writes_nothing_but_log_lines(sandbox):
     assert (text.returncode, as_json.returncode) == (0, 0), (text.stderr, as_json.stderr)
     assert "var" not in before
     assert os.listdir(sandbox.base / "var") == ["log"]  # var/ exists only to hold the log
-    assert _tree(sandbox.base, skip=("var",)) == before
+    assert path_tree(sandbox.base, skip=("var",)) == before
     planned = [d for d in _log_lines(sandbox, "plan") if d.get("event") == "planned"]
     assert len(planned) == 2 * 3  # one line per policy per invocation
 
@@ -100,12 +81,12 @@ def test_plan_after_a_run_leaves_data_state_and_backups_untouched(sandbox):
     assert sandbox.run("maintenance").returncode == 0
     sandbox.file("old-again.log", "expired since", age_days=45)
     log_files = {p.name: p.stat().st_size for p in sandbox.logs.iterdir()}
-    before = _tree(sandbox.base)
+    before = path_tree(sandbox.base)
 
     r = sandbox.run("plan", "--json")
 
     assert r.returncode == 0, r.stderr
-    assert _tree(sandbox.base) == before
+    assert path_tree(sandbox.base) == before
     assert sum(p.stat().st_size for p in sandbox.logs.iterdir()) > sum(log_files.values())
     planned = [d for d in _log_lines(sandbox, "plan") if d.get("event") == "planned"]
     assert len(planned) == 3  # one line per policy
@@ -177,13 +158,13 @@ def test_plan_agrees_with_what_the_next_scan_records(sandbox):
 
 def test_plan_with_invalid_config_exits_78_and_writes_nothing(sandbox):
     sandbox.write_config(dict(sandbox.config, surprise=1))
-    before = _tree(sandbox.base)
+    before = path_tree(sandbox.base)
 
     r = sandbox.run("plan", "--json")
 
     assert r.returncode == 78
     assert "surprise" in r.stderr
-    assert _tree(sandbox.base) == before
+    assert path_tree(sandbox.base) == before
 
 
 # -- status ----------------------------------------------------------------------------------
@@ -195,7 +176,7 @@ def _status_json(sandbox) -> dict:
 
 
 def test_status_on_an_empty_sandbox_exits_zero_and_changes_nothing(sandbox):
-    before = _tree(sandbox.base)
+    before = path_tree(sandbox.base)
 
     text = sandbox.run("status")
     doc = _status_json(sandbox)
@@ -204,7 +185,7 @@ def test_status_on_an_empty_sandbox_exits_zero_and_changes_nothing(sandbox):
     assert "lock: free" in text.stdout
     assert doc["runs"] == [] and doc["problems"] == []
     assert doc["lock_holder"] is None and doc["last_complete_run"] is None
-    assert _tree(sandbox.base) == before
+    assert path_tree(sandbox.base) == before
 
 
 def test_status_after_maintenance_shows_the_run_with_all_four_steps_ok(sandbox):
@@ -213,7 +194,7 @@ def test_status_after_maintenance_shows_the_run_with_all_four_steps_ok(sandbox):
     sandbox.file("young.log", "y", age_days=1)
     assert sandbox.run("maintenance").returncode == 0
     run_id = sandbox.runs()[-1]
-    before = _tree(sandbox.base)
+    before = path_tree(sandbox.base)
 
     doc = _status_json(sandbox)
     text = sandbox.run("status")
@@ -231,7 +212,7 @@ def test_status_after_maintenance_shows_the_run_with_all_four_steps_ok(sandbox):
     assert 0 <= doc["last_complete_age_seconds"] < 600
     assert doc["policies"]["logs"]["files"] == len([p for p in (sandbox.data / "logs").rglob("*.log") if p.is_file()])
     assert text.returncode == 0 and run_id in text.stdout
-    assert _tree(sandbox.base) == before
+    assert path_tree(sandbox.base) == before
 
 
 def test_status_after_a_failed_verify_names_the_run_and_the_step(sandbox):

@@ -16,6 +16,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
+from ._support import path_tree
 import zstandard
 
 from conftest import Sandbox
@@ -25,27 +27,6 @@ LONG_NAME = "l" * 70 + "/" + "n" * 70 + ".log"  # > 100 bytes: a GNU long-name r
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _tree(base: Path, skip: tuple[str, ...] = ("var/log",)) -> dict[str, tuple]:
-    """Every path under ``base`` (not following links) with what identifies it, minus ``skip``."""
-    out = {}
-    for dirpath, dirs, files in os.walk(base):
-        for name in dirs + files:
-            p = Path(dirpath) / name
-            rel = str(p.relative_to(base))
-            if any(rel == s or rel.startswith(s + "/") for s in skip):
-                continue
-            st = os.lstat(p)
-            if stat.S_ISREG(st.st_mode):
-                out[rel] = ("file", st.st_mode, st.st_mtime_ns, st.st_nlink, _sha(p.read_bytes()))
-            elif stat.S_ISLNK(st.st_mode):
-                out[rel] = ("symlink", os.readlink(p))
-            elif stat.S_ISDIR(st.st_mode):
-                out[rel] = ("dir", st.st_mode, st.st_mtime_ns)
-            else:
-                out[rel] = ("other", st.st_mode)
-    return out
 
 
 def _two_policies(sandbox) -> None:
@@ -134,7 +115,7 @@ def test_restore_puts_every_deleted_file_back_under_its_root_with_content_and_mt
 
 def test_restore_to_dir_writes_under_dir_slash_policy_and_leaves_roots_alone(sandbox, after_maintenance, tmp_path):
     run_id, originals = after_maintenance
-    data_before = _tree(sandbox.data)
+    data_before = path_tree(sandbox.data)
     target = tmp_path / "elsewhere"
 
     r = sandbox.run("restore", "--run", run_id, "--to", str(target))
@@ -142,7 +123,7 @@ def test_restore_to_dir_writes_under_dir_slash_policy_and_leaves_roots_alone(san
     assert r.returncode == 0, r.stderr
     _assert_restored(target, originals, {"logs", "dumps"})
     assert sorted(os.listdir(target)) == ["dumps", "logs"]
-    assert _tree(sandbox.data) == data_before
+    assert path_tree(sandbox.data) == data_before
 
 
 def test_restore_policy_option_restores_only_that_policy(sandbox, after_maintenance):
@@ -156,13 +137,13 @@ def test_restore_policy_option_restores_only_that_policy(sandbox, after_maintena
 
 def test_restore_unknown_policy_fails_and_writes_nothing(sandbox, after_maintenance):
     run_id, _ = after_maintenance
-    before = _tree(sandbox.base)
+    before = path_tree(sandbox.base)
 
     r = sandbox.run("restore", "--run", run_id, "--policy", "nosuch")
 
     assert r.returncode == 1
     assert "nosuch" in r.stderr
-    assert _tree(sandbox.base) == before
+    assert path_tree(sandbox.base) == before
 
 
 def test_restore_works_without_any_local_state(sandbox):
@@ -178,12 +159,12 @@ def test_restore_works_without_any_local_state(sandbox):
 def test_restore_twice_refuses_the_second_time_and_keeps_the_first_result(sandbox, after_maintenance):
     run_id, originals = after_maintenance
     assert sandbox.run("restore", "--run", run_id).returncode == 0
-    before = _tree(sandbox.base)
+    before = path_tree(sandbox.base)
 
     r = sandbox.run("restore", "--run", run_id)
 
     assert r.returncode == 1
-    assert _tree(sandbox.base) == before
+    assert path_tree(sandbox.base) == before
 
 
 # -- never overwrite ------------------------------------------------------------------------
@@ -193,7 +174,7 @@ def test_restore_with_an_existing_target_file_lists_the_conflict_and_writes_noth
     run_id, originals = after_maintenance
     policy, rel = conflict
     existing = sandbox.file(rel, b"the operator's newer copy", age_days=0, root=policy)
-    before = _tree(sandbox.base)
+    before = path_tree(sandbox.base)
 
     r = sandbox.run("restore", "--run", run_id)
 
@@ -201,7 +182,7 @@ def test_restore_with_an_existing_target_file_lists_the_conflict_and_writes_noth
     assert str(existing) in r.stderr
     assert existing.read_bytes() == b"the operator's newer copy"
     # nothing else came back either, from this policy or any other
-    assert _tree(sandbox.base) == before
+    assert path_tree(sandbox.base) == before
     for (p, other), _ in originals.items():
         if (p, other) != conflict:
             assert not (sandbox.data / p / other).exists(), other
@@ -324,14 +305,14 @@ def test_restore_refuses_hostile_member_even_with_forged_checksums(sandbox, afte
     forged = _forge_run(sandbox, run_id, _hostile(case, tmp_path))
     target_to = tmp_path / "restored"
     allowed_new = {"restored", "restored/logs", "restored/logs/fine.log", "data/logs/fine.log"}
-    before = _tree(tmp_path)
+    before = path_tree(tmp_path)
 
     for args in (["--to", str(target_to)], []):  # under TO/<policy>/, then straight into the policy root
         r = sandbox.run("restore", "--run", forged, *args)
         assert r.returncode == 1, (args, r.stdout, r.stderr)
         assert "refusing" in r.stderr, r.stderr
 
-    after = _tree(tmp_path)
+    after = path_tree(tmp_path)
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
     # only the target may change: its directory, and the innocent member, restored intact
     assert changed - allowed_new - {"data/logs"} == set(), changed
@@ -434,13 +415,13 @@ def test_restore_refuses_manifest_that_does_not_match_sha256sums(sandbox, after_
         doc = json.loads(path.read_bytes())
         doc["policies"]["logs"]["root"] = str(tmp_path / "elsewhere")
         path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    before = _tree(sandbox.base)
+    before = path_tree(sandbox.base)
 
     r = sandbox.run("restore", "--run", run_id)
 
     assert r.returncode == 1
     assert "MANIFEST.json" in r.stderr
-    assert _tree(sandbox.base) == before
+    assert path_tree(sandbox.base) == before
     assert not (tmp_path / "elsewhere").exists()
 
 
@@ -448,25 +429,25 @@ def test_restore_refuses_when_sha256sums_lists_no_manifest(sandbox, after_mainte
     run_id, _ = after_maintenance
     sums = sandbox.backups / run_id / "SHA256SUMS"
     sums.write_text("".join(line + "\n" for line in sums.read_text().splitlines() if "MANIFEST.json" not in line))
-    before = _tree(sandbox.base)
+    before = path_tree(sandbox.base)
 
     r = sandbox.run("restore", "--run", run_id)
 
     assert r.returncode == 1
-    assert _tree(sandbox.base) == before
+    assert path_tree(sandbox.base) == before
 
 
 # -- usage -------------------------------------------------------------------------------------
 
 def test_restore_of_a_run_no_destination_holds_fails_with_a_message(sandbox, after_maintenance):
     run_id, originals = after_maintenance
-    before = _tree(sandbox.base)
+    before = path_tree(sandbox.base)
 
     r = sandbox.run("restore", "--run", "20200101T000000Z-dead")
 
     assert r.returncode == 1
     assert "20200101T000000Z-dead" in r.stderr
-    assert _tree(sandbox.base) == before
+    assert path_tree(sandbox.base) == before
 
 
 def test_restore_without_run_is_a_usage_error(sandbox):

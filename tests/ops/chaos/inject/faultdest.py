@@ -46,7 +46,18 @@ def _eio(what: str) -> OSError:
     return OSError(errno.EIO, f"Input/output error (chaos: injected {what})")
 
 
-class _FaultyRawWriter(io.RawIOBase):
+class _Wrapped(io.RawIOBase):
+    """A raw file around a real one: the descriptor and close pass through."""
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+class _FaultyRawWriter(_Wrapped):
     """A file descriptor whose writes are short (and may fail with EIO)."""
 
     def __init__(self, raw, chunk: int, fail_after: int | None):
@@ -65,15 +76,9 @@ class _FaultyRawWriter(io.RawIOBase):
         self.written += n
         return n
 
-    def fileno(self) -> int:
-        return self.raw.fileno()
-
-    def close(self) -> None:
-        self.raw.close()
-        super().close()
 
 
-class _FaultyRawReader(io.RawIOBase):
+class _FaultyRawReader(_Wrapped):
     """A published file whose reads fail with EIO past ``after`` bytes."""
 
     def __init__(self, raw, after: int):
@@ -92,12 +97,6 @@ class _FaultyRawReader(io.RawIOBase):
         self.done += n
         return n
 
-    def fileno(self) -> int:
-        return self.raw.fileno()
-
-    def close(self) -> None:
-        self.raw.close()
-        super().close()
 
 
 class FaultyLocalStaging(LocalStaging):
