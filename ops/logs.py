@@ -13,6 +13,21 @@ from ops.atomic import PRIVATE_FILE, ensure_private_dir
 from ops.jsonl import dumps_line
 
 
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text
+
+
+def utc_seconds(now: float | None = None) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` in UTC, formatted once per second: clean stamps every file
+    decision, and time.strftime costs more than the rest of a log line (glibc re-reads the
+    time zone on each call). The cache is one tuple replaced whole, so threads share it safely."""
+    global _second
+    whole = int(time.time() if now is None else now)
+    cached = _second
+    if cached[0] != whole:
+        cached = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return cached[1]
+
+
 def log_file(log_dir: Path, when: float | None = None) -> Path:
     return Path(log_dir) / time.strftime("ops-%Y-%m.log", time.gmtime(when))
 
@@ -24,10 +39,11 @@ class StepLog:
         self.run_id = run_id
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
 
-    def event(self, event: str, msg: str = "", level: str = "info", **fields) -> None:
+    def line(self, event: str, msg: str = "", level: str = "info", **fields) -> bytes:
+        """One log line, stamped now, for ``write``."""
         now = time.time()
         record = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z",
+            "ts": f"{utc_seconds(now)}.{int(now % 1 * 1000):03d}Z",
             "level": level,
             "run": self.run_id,
             "step": self.step,
@@ -36,9 +52,17 @@ class StepLog:
         if msg:
             record["msg"] = msg
         record.update(fields)
-        # One write per line: an O_APPEND write is placed whole at the end of the file,
-        # so a crash loses at most the line being written, never corrupts earlier ones.
-        os.write(self._fd, dumps_line(record))
+        return dumps_line(record)
+
+    def write(self, lines: bytes) -> None:
+        """Whole lines in one write: an O_APPEND write is placed whole at the end of the
+        file, so a crash loses at most the lines being written, never corrupts earlier ones.
+        Clean hands over a batch of lines at once: each append is a journaled metadata
+        change on ext4, and one per file cost a fifth of clean's time there."""
+        os.write(self._fd, lines)
+
+    def event(self, event: str, msg: str = "", level: str = "info", **fields) -> None:
+        self.write(self.line(event, msg, level, **fields))
 
     def close(self) -> None:
         os.close(self._fd)

@@ -34,22 +34,24 @@ def _number12(value: int) -> bytes:
     return bytes([0x80 if value >= 0 else 0xFF]) + (value % (1 << 88)).to_bytes(11, "big")
 
 
+# Everything after the typeflag is the same in every header we write: linkname, magic
+# and empty owner names. Its byte sum (plus 8 spaces standing in for the checksum field
+# itself) is taken once, so a header costs a join and a sum over its first 148 bytes.
+_TAIL = b"\x00" * 100 + _GNU_MAGIC + b"\x00" * (32 + 32 + 8 + 8 + 155 + 12)
+_TAIL_SUM = sum(_TAIL) + 8 * 32
+
+
 def _header(name: bytes, size: int, mtime: int, mode: int, typeflag: bytes, uid: int = 0, gid: int = 0) -> bytes:
-    head = (
-        name[:100].ljust(100, b"\x00")
-        + _octal(mode & 0o7777, 8)
-        + _octal(uid & 0o7777777, 8)
-        + _octal(gid & 0o7777777, 8)
-        + _number12(size)
-        + _number12(mtime)
-        + b" " * 8
-        + typeflag
-        + b"\x00" * 100
-        + _GNU_MAGIC
-        + b"\x00" * (32 + 32 + 8 + 8 + 155 + 12)
-    )
-    checksum = b"%06o\x00 " % sum(head)
-    return head[:148] + checksum + head[156:]
+    front = b"".join((
+        name[:100].ljust(100, b"\x00"),
+        _octal(mode & 0o7777, 8),
+        _octal(uid & 0o7777777, 8),
+        _octal(gid & 0o7777777, 8),
+        _number12(size),
+        _number12(mtime),
+    ))
+    checksum = b"%06o\x00 " % (sum(front) + typeflag[0] + _TAIL_SUM)
+    return b"".join((front, checksum, typeflag, _TAIL))
 
 
 def padding(size: int) -> bytes:

@@ -100,7 +100,7 @@ def _read_chunks(fd: int, size: int):
         yield data
 
 
-def _archive_one(beneath: Beneath, writer: ArchiveWriter, entry: dict) -> dict:
+def _archive_one(beneath: Beneath, writer: ArchiveWriter, entry: dict, raw_path: bytes) -> dict:
     path = entry["path"]
     try:
         fd, st = beneath.open_regular(path)
@@ -109,7 +109,7 @@ def _archive_one(beneath: Beneath, writer: ArchiveWriter, entry: dict) -> dict:
     try:
         if stat_key(st) != entry_key(entry):
             return {"path": path, "status": "skipped", "reason": "changed since scan"}
-        sha, got = writer.add(os.fsencode(path), st.st_size, st.st_mtime_ns // 1_000_000_000,
+        sha, got = writer.add(raw_path, st.st_size, st.st_mtime_ns // 1_000_000_000,
                               st.st_mode & 0o7777, st.st_uid, st.st_gid, _read_chunks(fd, st.st_size))
         after = os.fstat(fd)
     finally:
@@ -135,7 +135,8 @@ def _write_policy(ctx: StepContext, name: str, scanned: dict, fanout: Fanout, co
             ctx.ui.progress(f"backup {name}", scanned["expired_bytes"]) as advance:
         records = HashingLineWriter(rf)
         for entry in iter_lines(ctx.run.path(scanned["entries"])):
-            record = _archive_one(beneath, writer, entry)
+            raw_path = os.fsencode(entry["path"])
+            record = _archive_one(beneath, writer, entry, raw_path)
             records.write(record)
             counts[record["status"]] += 1
             if record["status"] == "skipped":
@@ -145,7 +146,7 @@ def _write_policy(ctx: StepContext, name: str, scanned: dict, fanout: Fanout, co
             if record["status"] == "changed":
                 ctx.log.event("changed", f"{record['path']}: {record['reason']}", level="warning",
                               policy=name, path=record["path"])
-            sums.write(sum_line(record["sha256"], os.fsencode(record["path"])))
+            sums.write(sum_line(record["sha256"], raw_path))
             archived_bytes += record["size"]
             advance(record["size"])
             crashpoints.reach("backup.after_member")

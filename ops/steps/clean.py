@@ -12,18 +12,25 @@ import itertools
 import os
 import stat
 import time
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
 
 from ops import catalogue, crashpoints
 from ops.errors import Refused, StepFailed
 from ops.jsonl import HashingLineWriter, iter_lines
+from ops.logs import utc_seconds
 from ops.manifest import sha256_file
 from ops.paths import Beneath, RootChanged, describe_oserror, entry_key, stat_key
 from ops.steps.backup import records_name
 from ops.steps.runner import StepContext
 
 JOURNAL = "clean.journal.jsonl"
-JOURNAL_SYNC_EVERY = 512
+JOURNAL_SYNC_EVERY = 512  # lines; written out after every batch, fsynced after this many
+# Unlinks in flight: 4 threads, each on its own directory, were fastest on this 2-core
+# ext4 host (0.59x the time of one thread on 40,000 small files; 8 gained nothing more).
+UNLINK_THREADS = 4
+UNLINK_BATCH = 256  # files of one directory handed to a thread at once
 _FIELDS = ("device", "inode", "size", "mtime", "ctime")
 
 
@@ -32,26 +39,31 @@ def _changed_fields(st: os.stat_result, entry: dict) -> str:
 
 
 def _decide_and_act(beneath: Beneath, entry: dict, record: dict) -> tuple[str, str]:
-    """('deleted' | 'kept' | 'gone', reason) for one file, unlinking it if safe."""
+    """('deleted' | 'kept' | 'gone', reason) for one file, unlinking it if safe.
+
+    Runs in the unlink threads: it touches nothing but the file system, through a walk
+    from the root that it owns.
+    """
     if record["status"] != "archived":
         return "kept", f"not verified in an archive: {record.get('reason', record['status'])}"
     path = entry["path"]
     try:
-        st = beneath.lstat(path, fresh=True)  # the unlink below uses the directory checked here
+        with beneath.fresh_parent(path) as (dir_fd, name):  # the unlink below uses the directory checked here
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode):
+                return "kept", "no longer a regular file (a symlink or other file took its place)"
+            if stat_key(st) != entry_key(entry):
+                return "kept", f"changed since backup ({_changed_fields(st, entry)})"
+            try:
+                os.unlink(name, dir_fd=dir_fd)
+            except FileNotFoundError:
+                return "gone", "already gone"
+            except OSError as exc:
+                return "kept", f"unlink failed: {describe_oserror(exc)}"
     except FileNotFoundError:
         return "gone", "already gone (deleted before, or by someone else)"
     except OSError as exc:
         return "kept", describe_oserror(exc)
-    if not stat.S_ISREG(st.st_mode):
-        return "kept", "no longer a regular file (a symlink or other file took its place)"
-    if stat_key(st) != entry_key(entry):
-        return "kept", f"changed since backup ({_changed_fields(st, entry)})"
-    try:
-        beneath.unlink(path)
-    except FileNotFoundError:
-        return "gone", "already gone"
-    except OSError as exc:
-        return "kept", f"unlink failed: {describe_oserror(exc)}"
     return "deleted", "verified copy exists; unchanged since backup"
 
 
@@ -94,8 +106,8 @@ class _DirTracker:
             if self.before[d] > cutoff:
                 continue
             try:
-                dir_fd, name = self.beneath.parent(d, fresh=True)
-                os.rmdir(name, dir_fd=dir_fd)
+                with self.beneath.fresh_parent(d) as (dir_fd, name):
+                    os.rmdir(name, dir_fd=dir_fd)
             except OSError:
                 continue  # not empty, or not ours to judge: leave it
             removed += 1
@@ -118,16 +130,20 @@ def _check_quorum(ctx: StepContext) -> None:
                   hint="fix the missing destinations; the next `make maintenance` starts a new run that retries them")
 
 
-def _pairs(ctx: StepContext):
-    """(policy, scanned, entry, record) for every file of the run, in the one fixed order."""
+def _by_policy(ctx: StepContext):
+    """(policy, scanned, pairs) per policy, pairs being its (entry, record) in the one fixed order."""
     scan = ctx.chain["scan"]
     for policy in ctx.chain["backup"]["policies"]:
         scanned = scan["policies"][policy]
-        records = iter_lines(ctx.run.path(records_name(policy)))
-        for entry, record in zip(iter_lines(ctx.run.path(scanned["entries"])), records):
-            if entry["path"] != record["path"]:
-                raise Refused(f"run {ctx.run.id}: scan entries and backup records disagree at {entry['path']!r}")
-            yield policy, scanned, entry, record
+        yield policy, scanned, _pairs(ctx, policy, scanned)
+
+
+def _pairs(ctx: StepContext, policy: str, scanned: dict):
+    records = iter_lines(ctx.run.path(records_name(policy)))
+    for entry, record in zip(iter_lines(ctx.run.path(scanned["entries"])), records):
+        if entry["path"] != record["path"]:
+            raise Refused(f"run {ctx.run.id}: scan entries and backup records disagree at {entry['path']!r}")
+        yield entry, record
 
 
 def _catalogue_line(ctx: StepContext, policy: str, scanned: dict, entry: dict, record: dict, decided: dict):
@@ -167,53 +183,87 @@ def clean_work(ctx: StepContext):
 
 
 def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: int, earlier):
-    """Decide (and unlink) every file of the run; yield the catalogue line of each deletion."""
-    journal_fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    with os.fdopen(journal_fd, "ab", buffering=0) as jf, \
+    """Decide (and unlink) every file of the run; yield the catalogue line of each deletion.
+
+    The checks, unlinks and their log lines run in UNLINK_THREADS threads, a batch of
+    files of one directory at a time: an unlink mostly waits on the file system's journal,
+    several in flight finish sooner than one after another (``rm``'s way), and threads in
+    different directories do not contend for one directory's lock. Results are taken back
+    strictly in entry order, so the journal and the catalogue read exactly as a sequential
+    pass would. A crash can leave files unlinked ahead of their journal lines (at most the
+    batches in flight): the rerun finds them gone, which the batched journal already
+    handles, and their "deleted" log lines were written by the thread that unlinked them.
+    """
+    with open(journal_path, "ab") as jf, ThreadPoolExecutor(UNLINK_THREADS) as pool, \
             ctx.ui.live_counts(f"clean {ctx.run.id}", ["deleted", "kept", "gone", "deleted_bytes"]) as show:
         journal = HashingLineWriter(jf)
-        beneath = dirs = None
-        for index, (policy, scanned, entry, record) in enumerate(_pairs(ctx), 1):
-            if beneath is None or beneath.root != scanned["root"]:
-                if beneath is not None:
-                    per_policy[current]["dirs_removed"] += dirs.prune(settle_ns, ctx.log, current)
-                    beneath.close()
-                try:
-                    beneath = Beneath(scanned["root"], (scanned["root_dev"], scanned["root_ino"]))
-                except (RootChanged, OSError) as exc:
-                    raise StepFailed(f"policy {policy}: cannot open root {scanned['root']}: {exc}") from None
-                dirs, current, settle_ns = _DirTracker(beneath), policy, scanned["settle_ns"]
-            if index <= done_before:
-                decided = next(earlier)
-                if decided["path"] != entry["path"]:
-                    raise Refused(f"run {ctx.run.id}: {JOURNAL} line {index} does not match the run's entries")
+        synced = journal.count
+
+        def act(policy: str, beneath: Beneath, batch: list) -> list[tuple[str, str]]:
+            results, lines = [], []
+            for entry, record in batch:
+                outcome, reason = _decide_and_act(beneath, entry, record)
+                lines.append(ctx.log.line(outcome, f"{entry['path']}: {reason}", policy=policy, path=entry["path"],
+                                          reason=reason, level="info" if outcome != "kept" else "warning"))
+                results.append((outcome, reason))
+            ctx.log.write(b"".join(lines))
+            return results
+
+        def settle(policy: str, scanned: dict, batch: list, future) -> Iterator[dict]:
+            nonlocal synced
+            counts = per_policy[policy]
+            for (entry, record), (outcome, reason) in zip(batch, future.result()):
+                crashpoints.reach("clean.before_journal")
+                counts[outcome] += 1
+                if outcome == "deleted":
+                    counts["deleted_bytes"] += entry["size"]
+                elif reason.startswith("changed since backup"):
+                    counts["kept_changed"] += 1
+                decided = {"policy": policy, "path": entry["path"], "outcome": outcome, "reason": reason,
+                           "at": utc_seconds() + "Z"}
+                journal.write(decided)
+                crashpoints.reach("clean.after_unlink")
                 line = _catalogue_line(ctx, policy, scanned, entry, record, decided)
                 if line:
                     yield line
-                continue
-            if record["status"] == "archived":
-                dirs.touch(entry["path"])
-            outcome, reason = _decide_and_act(beneath, entry, record)
-            crashpoints.reach("clean.before_journal")
-            counts = per_policy[policy]
-            counts[outcome] += 1
-            if outcome == "deleted":
-                counts["deleted_bytes"] += entry["size"]
-            elif reason.startswith("changed since backup"):
-                counts["kept_changed"] += 1
-            decided = {"policy": policy, "path": entry["path"], "outcome": outcome, "reason": reason,
-                       "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            journal.write(decided)
-            ctx.log.event(outcome, f"{entry['path']}: {reason}", level="info" if outcome != "kept" else "warning",
-                          policy=policy, path=entry["path"], reason=reason)
             show(policy, counts)
-            if journal.count % JOURNAL_SYNC_EVERY == 0:
-                os.fsync(journal_fd)
-            crashpoints.reach("clean.after_unlink")
-            line = _catalogue_line(ctx, policy, scanned, entry, record, decided)
-            if line:
-                yield line
-        if beneath is not None:
-            per_policy[current]["dirs_removed"] += dirs.prune(settle_ns, ctx.log, current)
-            beneath.close()
-        os.fsync(journal_fd)
+            jf.flush()
+            if journal.count - synced >= JOURNAL_SYNC_EVERY:
+                os.fsync(jf.fileno())
+                synced = journal.count
+
+        index = 0
+        for policy, scanned, pairs in _by_policy(ctx):
+            try:
+                beneath = Beneath(scanned["root"], (scanned["root_dev"], scanned["root_ino"]))
+            except (RootChanged, OSError) as exc:
+                raise StepFailed(f"policy {policy}: cannot open root {scanned['root']}: {exc}") from None
+            with beneath:
+                dirs, pending, batch, batch_dir = _DirTracker(beneath), deque(), [], None
+                for entry, record in pairs:
+                    index += 1
+                    if index <= done_before:
+                        decided = next(earlier)
+                        if decided["path"] != entry["path"]:
+                            raise Refused(f"run {ctx.run.id}: {JOURNAL} line {index} does not match the run's entries")
+                        line = _catalogue_line(ctx, policy, scanned, entry, record, decided)
+                        if line:
+                            yield line
+                        continue
+                    if record["status"] == "archived":
+                        dirs.touch(entry["path"])  # before any unlink in its directory is under way
+                    directory = entry["path"].rpartition("/")[0]
+                    if batch and (directory != batch_dir or len(batch) >= UNLINK_BATCH):
+                        pending.append((policy, scanned, batch, pool.submit(act, policy, beneath, batch)))
+                        batch = []
+                        if len(pending) > UNLINK_THREADS:
+                            yield from settle(*pending.popleft())
+                    batch_dir = directory
+                    batch.append((entry, record))
+                if batch:
+                    pending.append((policy, scanned, batch, pool.submit(act, policy, beneath, batch)))
+                while pending:
+                    yield from settle(*pending.popleft())
+                per_policy[policy]["dirs_removed"] += dirs.prune(scanned["settle_ns"], ctx.log, policy)
+        jf.flush()
+        os.fsync(jf.fileno())

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from e2e_support import (
-    add_policy, assert_nothing_lost, deleted_counts, lock_is_free, published_runs, tar_members,
+    add_policy, assert_nothing_lost, deleted_counts, lock_is_free, log_events, published_runs, tar_members,
 )
 
 # (crash point, the step that dies there): that step's success manifest must be missing
@@ -71,9 +71,17 @@ def test_rerun_after_sigkill_completes_without_loss_or_double_work(sandbox, tmp_
     for policy, paths in EXPIRED.items():
         assert sorted(tar_members(run_dir / f"{policy}.tar.zst")) == sorted(paths)
 
-    # No file deleted twice: one "deleted" event per deleted path over both attempts.
+    # No file deleted twice: at most one "deleted" event per path over both attempts, and
+    # a path without one was unlinked by the killed attempt (a batch whose log lines the
+    # kill cut off), so the rerun found it gone and catalogued it.
     counts = deleted_counts(sandbox)
-    assert {f"{policy}/{path}": n for (policy, path), n in counts.items()} == {p: 1 for p in expired}
+    deleted = {f"{policy}/{path}": n for (policy, path), n in counts.items()}
+    assert set(deleted) <= expired and all(n == 1 for n in deleted.values()), deleted
+    gone = {f"{e['policy']}/{e['path']}" for e in log_events(sandbox) if e["event"] == "gone"}
+    assert expired - set(deleted) <= gone, "a deleted file has neither a deleted nor a gone line"
+    lines = (sandbox.state / "catalogue" / f"{run_id}.jsonl").read_text().splitlines()
+    catalogued = {f"{e['policy']}/{e['rel']}" for e in map(json.loads, lines)}
+    assert catalogued == expired, "every deletion, logged or cut off, is in the catalogue"
 
     assert lock_is_free(sandbox.state)
 

@@ -1,8 +1,11 @@
 """scripts/clean.py alone: refusal, idempotence, and "provably unchanged" before every unlink."""
 
+import json
 import os
 
-from ._support import RUN_B, chain_to, check_refusals_then_idempotence, decisions, tree
+from ops.steps.clean import JOURNAL, UNLINK_BATCH
+
+from ._support import RUN_B, chain_to, check_refusals_then_idempotence, decisions, log_records, run_ok, tree
 
 
 def test_clean_refuses_a_missing_or_tampered_chain_and_reruns_as_a_no_op(sandbox, subtests):
@@ -74,3 +77,37 @@ def test_clean_deletes_only_unchanged_files_and_keeps_each_changed_one_with_its_
     assert not (root / "2025/09").exists()
     assert (root / "2025/10/new.log").read_bytes() == b"new"
     assert root.is_dir()
+
+
+def test_a_killed_clean_resumes_from_its_journal_and_a_torn_last_line_is_cut_off(sandbox):
+    """The journal is written a batch at a time and fsynced every JOURNAL_SYNC_EVERY lines;
+    a rerun re-reads the complete lines (skipping their work), cuts off a torn one, and
+    decides the rest again: the files the killed attempt unlinked without a journal line
+    read as gone, none is deleted twice, and the catalogue holds every deletion."""
+    names = [f"many/f{i:04d}.log" for i in range(UNLINK_BATCH * 2 + 50)]
+    for name in names:
+        sandbox.file(name, f"content of {name}\n")
+    chain_to(sandbox, "verify", RUN_B)
+    killed = sandbox.run("clean", "--run", RUN_B, env={"QTS_OPS_CRASH_AT": f"clean.after_unlink:{UNLINK_BATCH + 10}"})
+    assert killed.returncode != 0
+    journal = sandbox.run_dir(RUN_B) / JOURNAL
+    complete = journal.read_bytes().count(b"\n")
+    assert 1 <= complete < UNLINK_BATCH + 10, "the first batch's lines were not written before the kill"
+    with open(journal, "ab") as f:
+        f.write(b'{"policy":"logs","path":"many/f')  # a line torn by the crash
+
+    run_ok(sandbox, "clean", "--run", RUN_B)
+    resumed = [r for r in log_records(sandbox) if r["event"] == "resume" and r.get("run") == RUN_B]
+    assert [r["msg"] for r in resumed] == [f"resuming after {complete} decisions already journaled"]
+    assert journal.read_bytes().count(b"\n") == len(names)
+    # (The emptied directory stays: the killed attempt's unlinks made it look freshly touched.)
+    assert [k for k, v in tree(sandbox.data / "logs").items() if v[0] != "dir"] == []
+    outcomes: dict[str, list[str]] = {}
+    for d in decisions(sandbox, RUN_B):
+        outcomes.setdefault(d["path"], []).append(d["event"])
+    assert all(events.count("deleted") <= 1 and "kept" not in events for events in outcomes.values()), outcomes
+    # Journaled before the kill: decided once, never looked at again.
+    journaled = names[:complete]
+    assert all(outcomes[n] == ["deleted"] for n in journaled)
+    catalogue = (sandbox.state / "catalogue" / f"{RUN_B}.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["rel"] for line in catalogue) == sorted(names)
