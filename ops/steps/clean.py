@@ -2,18 +2,20 @@
 
 Each file is reached beneath its root without following symlinks; just before its unlink
 its (device, inode, size, mtime_ns, ctime_ns) must equal what was backed up, else it is
-kept. Every decision is one log line and one journal line. The journal is fsynced in
-batches: it only lets a rerun skip work already decided; a decision lost in a crash is
-simply taken again, and a file already unlinked then reads as "already gone", so no file
-is ever deleted twice and none is deleted unverified.
+kept. Every decision is one log line and one journal line, both written a batch at a
+time; the journal is fsynced every JOURNAL_SYNC_EVERY lines. It only lets a rerun skip
+work already decided: a decision lost in a crash is simply taken again, and a file
+already unlinked then reads as "already gone" (and is catalogued as such), so no file is
+ever deleted twice and none is deleted unverified.
 """
 
+import contextlib
 import itertools
 import os
 import stat
 import time
 from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Iterator
 
 from ops import catalogue, crashpoints
@@ -171,8 +173,10 @@ def clean_work(ctx: StepContext):
     # One pass: the catalogue lines come out of the same loop that decides, and the
     # decisions of an earlier attempt are read back from its journal, in the same order.
     earlier = itertools.islice(iter_lines(journal_path), done_before) if done_before else iter(())
-    lines = _clean_pass(ctx, per_policy, journal_path, done_before, earlier)
-    catalogued = catalogue.write_run(ctx.config.state_dir, ctx.run.id, lines)
+    # closing(): if writing the catalogue fails, the pass is shut down (its unlink threads
+    # stopped) there and then, not whenever the traceback lets the generator go.
+    with contextlib.closing(_clean_pass(ctx, per_policy, journal_path, done_before, earlier)) as lines:
+        catalogued = catalogue.write_run(ctx.config.state_dir, ctx.run.id, lines)
     totals = sum(per_policy.values(), Counter())
     ctx.summary.update(deleted=totals["deleted"], kept=totals["kept"], gone=totals["gone"])
     body = {k: totals[k] for k in ("deleted", "deleted_bytes", "kept", "kept_changed", "gone", "dirs_removed")}
@@ -194,7 +198,8 @@ def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: i
     batches in flight): the rerun finds them gone, which the batched journal already
     handles, and their "deleted" log lines were written by the thread that unlinked them.
     """
-    with open(journal_path, "ab") as jf, ThreadPoolExecutor(UNLINK_THREADS) as pool, \
+    journal_fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    with os.fdopen(journal_fd, "ab") as jf, ThreadPoolExecutor(UNLINK_THREADS) as pool, \
             ctx.ui.live_counts(f"clean {ctx.run.id}", ["deleted", "kept", "gone", "deleted_bytes"]) as show:
         journal = HashingLineWriter(jf)
         synced = journal.count
@@ -238,8 +243,8 @@ def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: i
                 beneath = Beneath(scanned["root"], (scanned["root_dev"], scanned["root_ino"]))
             except (RootChanged, OSError) as exc:
                 raise StepFailed(f"policy {policy}: cannot open root {scanned['root']}: {exc}") from None
-            with beneath:
-                dirs, pending, batch, batch_dir = _DirTracker(beneath), deque(), [], None
+            dirs, pending, batch, batch_dir = _DirTracker(beneath), deque(), [], None
+            try:
                 for entry, record in pairs:
                     index += 1
                     if index <= done_before:
@@ -265,5 +270,13 @@ def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: i
                 while pending:
                     yield from settle(*pending.popleft())
                 per_policy[policy]["dirs_removed"] += dirs.prune(scanned["settle_ns"], ctx.log, policy)
+            finally:
+                # On any way out (an error, an interrupt, the consumer giving up): batches not
+                # yet started never start, and those under way finish before the root's
+                # descriptor is closed and its number can be reused.
+                for *_, future in pending:
+                    future.cancel()
+                wait([future for *_, future in pending])
+                beneath.close()
         jf.flush()
         os.fsync(jf.fileno())
