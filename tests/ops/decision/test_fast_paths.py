@@ -1,0 +1,65 @@
+"""The hand-written fast paths on per-file hot loops must say exactly what the general
+code says: same JSON bytes, same verdict on a path, same tar header, same checksum parse."""
+
+import io
+import tarfile
+
+from hypothesis import given, strategies as st
+
+from ops.archive import tarformat
+from ops.checksums import parse_lines, sum_line
+from ops.jsonl import archived_line, dumps_line
+from ops.paths import unsafe_reason
+
+# Names as file systems hand them over: any text, including the lone surrogates that stand
+# for bytes that are not UTF-8 (U+DC80..U+DCFF), quotes, backslashes and control characters.
+names = st.text(alphabet=st.characters(blacklist_categories=("Cs",)) | st.sampled_from(["\udc80", "\udcff"]),
+               max_size=40) | \
+    st.sampled_from(["a/b.csv", 'quote"d', "back\\slash", "new\nline", "\udcff\udcfe.log", "ünï/cødé"])
+
+
+@given(names, st.text(alphabet="0123456789abcdef", min_size=64, max_size=64), st.integers(0, 2**63))
+def test_archived_line_is_dumps_line_byte_for_byte(path, sha, size):
+    assert archived_line(path, sha, size) == dumps_line({"path": path, "status": "archived", "sha256": sha, "size": size})
+
+
+def _slow_reason(path: str):
+    """The component-by-component check, without the substring shortcut."""
+    return unsafe_reason(path.encode("utf-8", "surrogateescape"))
+
+
+@given(st.lists(st.sampled_from(["a", "b", ".", "..", "", "c.log", "\x00", "\udcff", " "]), min_size=1, max_size=5)
+       .map("/".join) | names)
+def test_the_path_check_shortcut_agrees_with_the_full_check(path):
+    assert (unsafe_reason(path) is None) == (_slow_reason(path) is None)
+
+
+@given(st.binary(min_size=1, max_size=300).filter(lambda b: b"\x00" not in b), st.integers(0, 2**40),
+       st.integers(0, 2**33), st.integers(0, 0o7777), st.integers(0, 2**21 - 1), st.integers(0, 2**21 - 1))
+def test_tar_headers_read_back_through_tarfile(name, size, mtime, mode, uid, gid):
+    head = tarformat.member_header(name, size, mtime, mode, uid, gid)
+    assert len(head) % 512 == 0
+    # tarfile reads the header (and a long-name record) and agrees on every field
+    info = tarfile.TarInfo.frombuf(head[-512:], "utf-8", "surrogateescape")
+    assert (info.size, info.mtime, info.mode, info.uid, info.gid) == (size, mtime, mode, uid, gid)
+    assert tarformat.parse_header(head[-512:])[1:4] == (size, mtime, mode)
+    if len(name) <= 100:
+        assert info.name.encode("utf-8", "surrogateescape") == name
+    else:
+        with tarfile.open(fileobj=io.BytesIO(head + b"\x00" * 1024), mode="r:") as tf:
+            assert tf.next().name.encode("utf-8", "surrogateescape") == name
+
+
+@given(st.binary(min_size=1, max_size=60).filter(lambda b: b"\x00" not in b),
+       st.text(alphabet="0123456789abcdef", min_size=64, max_size=64))
+def test_checksum_lines_parse_back_to_what_was_written(name, sha):
+    assert list(parse_lines([sum_line(sha, name)])) == [(sha, name)]
+
+
+def test_a_checksum_that_is_not_lowercase_hex_is_rejected():
+    for bad in ("A" * 64, "g" * 64, "0" * 63):
+        try:
+            list(parse_lines([bad.encode() + b"  name\n"]))
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad!r} accepted")
