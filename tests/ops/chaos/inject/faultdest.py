@@ -104,15 +104,14 @@ class FaultyLocalStaging(LocalStaging):
         super().__init__(final, staging)
         self.fault = fault
 
-    def create(self, name: str):
-        f = super().create(name)
+    def _buffered(self, fd: int):
+        # Beneath the real staging file (and its early writeback): only the descriptor's
+        # writes are short or fail.
+        f = super()._buffered(fd)
         if self.fault["kind"] not in ("short-write", "write-eio"):
             return f
         fail_after = self.fault["after"] if self.fault["kind"] == "write-eio" else None
-        raw = _FaultyRawWriter(f.detach(), self.fault["chunk"], fail_after)
-        wrapped = io.BufferedWriter(raw, 1 << 20)
-        self._files[-1] = wrapped
-        return wrapped
+        return io.BufferedWriter(_FaultyRawWriter(f.detach(), self.fault["chunk"], fail_after), 1 << 20)
 
     def publish(self) -> None:
         if self.fault["kind"] != "fsync-eio":
