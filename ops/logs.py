@@ -58,7 +58,7 @@ class StepLog:
         """Whole lines in one write: an O_APPEND write is placed whole at the end of the
         file, so a crash loses at most the lines being written, never corrupts earlier ones.
         Clean hands over a batch of lines at once: each append is a journaled metadata
-        change on ext4, and one per file cost a fifth of clean's time there."""
+        change on ext4, and one per file cost about a tenth of clean's time there."""
         os.write(self._fd, lines)
 
     def event(self, event: str, msg: str = "", level: str = "info", **fields) -> None:
