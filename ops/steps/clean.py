@@ -85,11 +85,15 @@ def _resume_point(path) -> int:
 
 
 class _DirTracker:
-    """Directories that held deleted files, with their mtime before this clean touched them."""
+    """Directories that held deleted files, with their mtime before this clean touched them.
 
-    def __init__(self, beneath: Beneath):
+    ``before`` is shared by the policies of one root, so a directory emptied by two of them
+    keeps the mtime from before the first one's unlinks, and the last one prunes it.
+    """
+
+    def __init__(self, beneath: Beneath, before: dict[str, int]):
         self.beneath = beneath
-        self.before: dict[str, int] = {}
+        self.before = before
 
     def touch(self, path: str) -> None:
         parent = path.rpartition("/")[0]
@@ -237,13 +241,14 @@ def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: i
                 os.fsync(jf.fileno())
                 synced = journal.count
 
-        index = 0
+        index, befores = 0, {}
         for policy, scanned, pairs in _by_policy(ctx):
             try:
                 beneath = Beneath(scanned["root"], (scanned["root_dev"], scanned["root_ino"]))
             except (RootChanged, OSError) as exc:
                 raise StepFailed(f"policy {policy}: cannot open root {scanned['root']}: {exc}") from None
-            dirs, pending, batch, batch_dir = _DirTracker(beneath), deque(), [], None
+            dirs = _DirTracker(beneath, befores.setdefault(scanned["root"], {}))
+            pending, batch, batch_dir = deque(), [], None
             try:
                 for entry, record in pairs:
                     index += 1

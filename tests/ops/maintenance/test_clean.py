@@ -111,3 +111,20 @@ def test_a_killed_clean_resumes_from_its_journal_and_a_torn_last_line_is_cut_off
     assert all(outcomes[n] == ["deleted"] for n in journaled)
     catalogue = (sandbox.state / "catalogue" / f"{RUN_B}.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["rel"] for line in catalogue) == sorted(names)
+
+
+def test_a_directory_emptied_by_two_policies_of_one_root_is_removed(sandbox):
+    """Two policies may share a root (logs and journals side by side): a directory whose
+    files both of them deleted is pruned once the second is done, judged by its mtime from
+    before the first one's unlinks."""
+    sandbox.config["policies"].append({"name": "journals", "root": "data/logs", "include": ["**/*.jsonl"],
+                                       "older_than": "30d", "settle": "10m", "keep_last": 0, "missing_ok": False})
+    sandbox.write_config()
+    root = sandbox.data / "logs"
+    sandbox.file("2025/09/a.log", "a log\n")
+    sandbox.file("2025/09/b.jsonl", "a journal\n")
+    sandbox.file("2025/keep.log", "young\n", age_days=0)
+    for d in ("2025/09", "2025"):
+        os.utime(root / d, (1_600_000_000, 1_600_000_000))
+    run_ok(sandbox, "maintenance")
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == ["2025", "2025/keep.log"]
