@@ -31,16 +31,19 @@ def dumps_line(obj) -> bytes:
 
 
 _quote = json.encoder.encode_basestring  # the string quoting the encoders above use
+_ARCHIVED_KEYS = ["path", "status", "sha256", "size"]
 
 
-def archived_line(path: str, sha256: str, size: int) -> bytes:
-    """``dumps_line({"path": path, "status": "archived", "sha256": sha256, "size": size})``,
-    byte for byte, at a fifth of the cost: backup writes one per file archived."""
-    try:
-        return ('{"path":%s,"status":"archived","sha256":"%s","size":%d}\n'
-                % (_quote(path), sha256, size)).encode("utf-8")
-    except UnicodeEncodeError:  # a name that is not UTF-8: the escaped form, as dumps writes it
-        return dumps_line({"path": path, "status": "archived", "sha256": sha256, "size": size})
+def record_line(record: dict) -> bytes:
+    """``dumps_line(record)``, byte for byte. Backup writes one record per file, nearly all
+    of them archived; that shape is formatted directly, at a fifth of json's cost."""
+    if record.get("status") == "archived" and list(record) == _ARCHIVED_KEYS:
+        try:
+            return ('{"path":%s,"status":"archived","sha256":"%s","size":%d}\n'
+                    % (_quote(record["path"]), record["sha256"], record["size"])).encode("utf-8")
+        except UnicodeEncodeError:
+            pass  # a name that is not UTF-8: the escaped form, as dumps writes it
+    return dumps_line(record)
 
 
 def dumps_document(obj) -> bytes:
@@ -63,7 +66,7 @@ class HashingLineWriter:
         self.write_line(dumps_line(obj))
 
     def write_line(self, line: bytes) -> None:
-        """A line already encoded (by ``dumps_line`` or an equivalent such as ``archived_line``)."""
+        """A line already encoded (by ``dumps_line`` or ``record_line``)."""
         self.out.write(line)
         self.count += 1
 
