@@ -18,7 +18,7 @@ from pathlib import Path
 from ops.atomic import atomic_write, ensure_private_dir
 from ops.errors import Refused, UsageError
 from ops.jsonl import decode_line, dumps_document
-from ops.paths import check_manifest_path
+from ops.paths import check_manifest_path, unsafe_reason
 
 STEPS = ("scan", "backup", "verify", "clean")
 SCHEMA = 1
@@ -170,10 +170,13 @@ class Run:
                 for n, line in enumerate(f, 1):
                     sha.update(line)
                     try:
-                        entry = decode_line(line)
-                        check_manifest_path(entry["path"], f"{path.name} line {n}")
+                        relpath = decode_line(line)["path"]
                     except (ValueError, KeyError, TypeError):
-                        raise Refused(f"run {self.id}: {path.name} line {n} is not a valid entry") from None
+                        relpath = None
+                    if not isinstance(relpath, str):
+                        raise Refused(f"run {self.id}: {name} line {n} is not a valid entry")
+                    if unsafe_reason(relpath):  # the message is built only for a line refused
+                        check_manifest_path(relpath, f"{name} line {n}")
         except FileNotFoundError:
             raise Refused(f"run {self.id}: entry file {name} named by {where} is missing") from None
         if sha.hexdigest() != expected:

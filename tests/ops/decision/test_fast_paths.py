@@ -2,13 +2,16 @@
 code says: same JSON bytes, same verdict on a path, same tar header, same checksum parse."""
 
 import io
+import json
 import tarfile
+
+import pytest
 
 from hypothesis import given, strategies as st
 
 from ops.archive import tarformat
 from ops.checksums import parse_lines, sum_line
-from ops.jsonl import dumps_line, record_line
+from ops.jsonl import decode_line, dumps_line, record_line
 from ops.paths import unsafe_reason
 
 # Names as file systems hand them over: any text, including the lone surrogates that stand
@@ -26,6 +29,36 @@ def test_record_line_is_dumps_line_byte_for_byte(path, status, sha, size, with_r
         record["reason"] = "changed while being archived"
     assert record_line(record) == dumps_line(record)
     assert record_line(dict(reversed(record.items()))) == dumps_line(dict(reversed(record.items())))
+
+
+def _loads_or_error(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return ValueError
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | names,
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(names, inner, max_size=3), max_leaves=8),
+       st.sampled_from(["", "\n", " \n", "\r\n", "\t", "x", ",1", "{}", " ]", "\n\n"]))
+def test_decode_line_agrees_with_json_loads(value, tail):
+    text = json.dumps(value) + tail
+    try:
+        line = text.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(value, ensure_ascii=True).encode() + tail.encode()
+    expected = _loads_or_error(line.decode("utf-8"))
+    try:
+        got = decode_line(line)
+    except ValueError:
+        got = ValueError
+    assert got == expected
+
+
+@pytest.mark.parametrize("line", [b"", b"\n", b"  ", b'{"a":1} x\n', b'{"a":1}{"b":2}\n', b'{"a":\n', b"\xff\n", b"nul"])
+def test_decode_line_refuses_what_is_not_one_json_value(line):
+    with pytest.raises(ValueError):
+        decode_line(line)
 
 
 def _slow_reason(path: str):

@@ -173,7 +173,7 @@ def rechain(run_dir: Path) -> None:
         reseal(manifest, mutate)
 
 
-def forge_entry(run_dir: Path, victim: Path, path_in_manifest: str) -> None:
+def forge_entry(run_dir: Path, victim: Path, path_in_manifest: str | int) -> None:
     """Add ``victim`` (a real, old file outside the root) to the run's entries under a forged
     path, with its true stat and checksum in every entry file present, then re-chain."""
     st = os.lstat(victim)
@@ -186,6 +186,13 @@ def forge_entry(run_dir: Path, victim: Path, path_in_manifest: str) -> None:
     if records.exists():
         record = {"path": path_in_manifest, "status": "archived", "sha256": digest, "size": st.st_size}
         records.write_bytes(records.read_bytes() + json.dumps(record, separators=(",", ":")).encode() + b"\n")
+    rechain(run_dir)
+
+
+def forge_line(run_dir: Path, raw: bytes) -> None:
+    """Append one hand-made line to the scan's entry file, then re-chain."""
+    scan_entries = run_dir / "scan.logs.jsonl"
+    scan_entries.write_bytes(scan_entries.read_bytes() + raw + b"\n")
     rechain(run_dir)
 
 
@@ -203,6 +210,11 @@ def tamper_cases(target: str) -> list[tuple[str, callable]]:
         ("scan.logs.jsonl one byte changed", lambda d, o, v: change_one_byte(d / "scan.logs.jsonl", b'"size":')),
         ("forged '..' path with hashes and seals recomputed", lambda d, o, v: forge_entry(d, v, "../victim.log")),
         ("forged absolute path with hashes and seals recomputed", lambda d, o, v: forge_entry(d, v, str(v))),
+        ("forged entry whose path is a number, hashes and seals recomputed", lambda d, o, v: forge_entry(d, v, 5)),
+        ("forged second 'path' key naming '..', hashes and seals recomputed",
+         lambda d, o, v: forge_line(d, b'{"path":"a.log","path":"../victim.log","size":1}')),
+        ("forged line with data after its JSON value, hashes and seals recomputed",
+         lambda d, o, v: forge_line(d, b'{"path":"a.log","size":1} {"path":"../victim.log"}')),
     ]
     if t >= 2:  # the whole chain back to scan is re-checked, not only the direct predecessor
         cases.append(("scan.ok.json one byte changed", lambda d, o, v: change_one_byte(d / "scan.ok.json", b'"finished_at": "')))

@@ -7,6 +7,10 @@ grandchild holding on) can change the result or keep maintenance waiting.
 """
 
 import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +18,7 @@ import pytest
 
 from conftest import Sandbox
 
-from ._operator_support import aged, corrupt, maintenance_script, make
+from ._operator_support import REPO, aged, corrupt, cron_env, maintenance_script, make
 from ._support import log_records, run_ok
 
 EXPIRED = {"logs/a.log": b"alpha\n" * 30, "logs/sub/b.log": b"bravo\n" * 20}
@@ -203,3 +207,41 @@ def test_the_chain_runs_at_low_cpu_and_io_priority(sandbox, tmp_path):
     nice, io_class = out.read_text().splitlines()
     assert int(nice) >= 10
     assert io_class == "best-effort: prio 7"
+
+
+def test_ctrl_c_during_a_step_stops_the_chain_with_no_step_left_behind(sandbox):
+    """An operator's Ctrl-C reaches the whole foreground group: the step under way and
+    maintenance. Maintenance must wait for the step to stop, then exit 1; nothing of the
+    chain may outlive it (a step left running would still hold the lock) and nothing is
+    deleted. The step is kept busy by an S3 endpoint that accepts and never answers."""
+    _host(sandbox)
+    data = sandbox.snapshot()
+    with socket.socket() as blackhole:
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(16)  # connections complete in the backlog; nothing is ever read
+        sandbox.config["backup"]["destinations"].append(
+            {"name": "offsite", "type": "s3", "bucket": "qts-never", "endpoint_url": f"http://127.0.0.1:{blackhole.getsockname()[1]}"})
+        sandbox.write_config()
+        env = cron_env({"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"})
+        proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "maintenance.py"), "--config", str(sandbox.config_path)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=sandbox.base,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not any(r.get("step") == "backup" and r.get("event") == "start" for r in log_records(sandbox)):
+                assert proc.poll() is None and time.monotonic() < deadline, "backup never started"
+                time.sleep(0.05)
+            time.sleep(0.5)  # into the upload, which waits on the silent endpoint
+            os.killpg(proc.pid, signal.SIGINT)
+            _, stderr = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert proc.returncode == 1, stderr
+    assert "interrupted" in stderr
+    with pytest.raises(ProcessLookupError):  # no step, nor anything else of the chain, still running
+        os.killpg(proc.pid, 0)
+    assert sandbox.snapshot() == data
+    result = sandbox.run("scan")  # the lock died with the chain
+    assert result.returncode == 0, result.stderr
