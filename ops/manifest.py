@@ -7,6 +7,7 @@ step re-checks the whole chain back to scan, so a manifest or entry file changed
 byte, truncated, or swapped in from another run is refused (exit 2).
 """
 
+import calendar
 import hashlib
 import json
 import os
@@ -25,8 +26,22 @@ SCHEMA = 1
 RUN_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{4}$")
 
 
-def new_run_id(now: float | None = None) -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + "-" + secrets.token_hex(2)
+def new_run_id(state_dir: Path, now: float | None = None) -> str:
+    """A run id that sorts after every run in ``state_dir``.
+
+    "The newest run" is the last one sorted, so a run started in the same second as the
+    one before it (a quick maintenance does that) must not draw a smaller random suffix.
+    It keeps that second and takes a larger suffix; the same holds if the clock was set
+    back. Only after ffff does the stamp move on a second.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    runs = list_runs(state_dir)
+    if not runs or runs[-1][:16] < stamp:
+        return f"{stamp}-{secrets.token_hex(2)}"
+    last_stamp, last_suffix = runs[-1][:16], int(runs[-1][17:], 16)
+    if last_suffix == 0xFFFF:
+        return new_run_id(state_dir, calendar.timegm(time.strptime(last_stamp, "%Y%m%dT%H%M%SZ")) + 1)
+    return f"{last_stamp}-{last_suffix + 1 + secrets.randbelow(0xFFFF - last_suffix):04x}"
 
 
 def check_run_id(run_id: str) -> str:

@@ -34,7 +34,7 @@ def newest_run(config: Config) -> str:
 def step_main(step: str, run_id: str | None, config: Config, ui: Console) -> int:
     """One step alone: scan starts a new run unless given one; the others take the newest."""
     if run_id is None:
-        run_id = new_run_id() if step == "scan" else newest_run(config)
+        run_id = new_run_id(config.state_dir) if step == "scan" else newest_run(config)
     return run_step(step, config, run_id, ui, WORK[step])
 
 
@@ -49,7 +49,7 @@ def run_to_continue(config: Config) -> str:
         run = Run(config.state_dir, runs[-1])
         if not run.ok_path("clean").exists() and _copies(run) >= config.require_verified_copies:
             return run.id
-    return new_run_id()
+    return new_run_id(config.state_dir)
 
 
 def _copies(run: Run) -> float:
@@ -108,7 +108,7 @@ def maintenance(config: Config, ui: Console, new_run: bool = False) -> int:
         except LockBusy:  # what cron runs most: its refusal counts as contention, like a step's
             metrics.record_step(config, "maintenance", LOCKED, 0.0)
             raise
-        run_id = new_run_id() if new_run else run_to_continue(config)
+        run_id = new_run_id(config.state_dir) if new_run else run_to_continue(config)
         log = StepLog(config.log_dir, "maintenance", run_id)
         ui.log_path = log.path  # named in the error paragraph when a step is killed
         log.event("start", f"maintenance of run {run_id}")
