@@ -11,7 +11,7 @@ from hypothesis import given, strategies as st
 
 from ops.archive import tarformat
 from ops.checksums import parse_lines, sum_line
-from ops.jsonl import decode_line, dumps_line, record_line
+from ops.jsonl import decode_line, dumps, dumps_line, record_line
 from ops.paths import unsafe_reason
 
 # Names as file systems hand them over: any text, including the lone surrogates that stand
@@ -31,6 +31,25 @@ def test_record_line_is_dumps_line_byte_for_byte(path, status, sha, size, with_r
     assert record_line(dict(reversed(record.items()))) == dumps_line(dict(reversed(record.items())))
 
 
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | names,
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(names, inner, max_size=3),
+                           max_leaves=8)
+
+
+@given(json_values)
+def test_dumps_is_json_dumps_byte_for_byte(value):
+    try:
+        expected = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (a name that is not UTF-8): the escaped form
+        expected = json.dumps(value, separators=(",", ":")).encode("ascii")
+    assert dumps(value) == expected
+
+
+def test_dumps_refuses_what_json_refuses():
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        dumps({"a": object()})
+
+
 def _loads_or_error(text: str):
     try:
         return json.loads(text)
@@ -38,8 +57,7 @@ def _loads_or_error(text: str):
         return ValueError
 
 
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | names,
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(names, inner, max_size=3), max_leaves=8),
+@given(json_values,
        st.sampled_from(["", "\n", " \n", "\r\n", "\t", "x", ",1", "{}", " ]", "\n\n"]))
 def test_decode_line_agrees_with_json_loads(value, tail):
     text = json.dumps(value) + tail
