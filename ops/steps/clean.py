@@ -194,9 +194,10 @@ def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: i
     """Decide (and unlink) every file of the run; yield the catalogue line of each deletion.
 
     The checks, unlinks and their log lines run in UNLINK_THREADS threads, a batch of
-    files of one directory at a time: an unlink mostly waits on the file system's journal,
-    several in flight finish sooner than one after another (``rm``'s way), and threads in
-    different directories do not contend for one directory's lock. Results are taken back
+    files of one directory at a time: an unlink mostly waits for the disk to discard its
+    blocks (ext4 mounted with ``discard``), several in flight finish sooner than one after
+    another (``rm``'s way), and threads in different directories do not contend for one
+    directory's lock. Results are taken back
     strictly in entry order, so the journal and the catalogue read exactly as a sequential
     pass would. A crash can leave files unlinked ahead of their journal lines (at most the
     batches in flight): the rerun finds them gone, which the batched journal already
