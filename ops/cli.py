@@ -45,7 +45,23 @@ def _run_id(text: str) -> str:
         raise argparse.ArgumentTypeError(exc.message) from None
 
 
+def _open_standard_descriptors() -> None:
+    """Reopen on /dev/null any of descriptors 0-2 that whoever started us left closed.
+
+    Otherwise the first file the toolkit opens (the lock, a log) takes that number, and
+    whatever is written to "stderr" (a hook's output, a library's warning) lands in it.
+    """
+    for fd, mode, name in ((0, os.O_RDONLY, "stdin"), (1, os.O_WRONLY, "stdout"), (2, os.O_WRONLY, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, mode)  # the lowest free number: this one (0, 1, 2 go in order)
+            if getattr(sys, name) is None:
+                setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))
+
+
 def main(name: str, p: argparse.ArgumentParser, argv, action: Callable[[argparse.Namespace, Config, Console], int]) -> int:
+    _open_standard_descriptors()
     os.umask(0o077)  # everything the toolkit creates is private to its user
     ui = Console()
     try:

@@ -98,12 +98,15 @@ def decode_line(line: bytes):
     json.loads' encoding detection, a measurable share of a million-line manifest.
     Raises ValueError (UnicodeDecodeError included) on a line that is not one JSON value
     (optionally followed by whitespace), as json.loads would, except that leading
-    whitespace is refused too: no writer of ours puts any there."""
+    whitespace is refused too (no writer of ours puts any there), and so is nesting too
+    deep for the parser (json.loads raises RecursionError)."""
     text = line.decode("utf-8")
     try:
         value, end = _scan_once(text, 0)
     except StopIteration as err:
         raise json.JSONDecodeError("Expecting value", text, err.value) from None
+    except RecursionError:  # a forged line of nested brackets: not one of ours, refused like any other
+        raise ValueError("JSON nested too deeply") from None
     if end != len(text) and text[end:].strip(" \t\n\r"):
         raise json.JSONDecodeError("Extra data", text, end)
     return value

@@ -215,6 +215,7 @@ def tamper_cases(target: str) -> list[tuple[str, callable]]:
          lambda d, o, v: forge_line(d, b'{"path":"a.log","path":"../victim.log","size":1}')),
         ("forged line with data after its JSON value, hashes and seals recomputed",
          lambda d, o, v: forge_line(d, b'{"path":"a.log","size":1} {"path":"../victim.log"}')),
+        ("forged line nested too deep to parse, hashes and seals recomputed", lambda d, o, v: forge_line(d, b"[" * 100_000)),
     ]
     if t >= 2:  # the whole chain back to scan is re-checked, not only the direct predecessor
         cases.append(("scan.ok.json one byte changed", lambda d, o, v: change_one_byte(d / "scan.ok.json", b'"finished_at": "')))

@@ -6,6 +6,7 @@ run's identity in its environment, and neither its exit code nor its hanging (wi
 grandchild holding on) can change the result or keep maintenance waiting.
 """
 
+import contextlib
 import os
 import signal
 import socket
@@ -209,11 +210,13 @@ def test_the_chain_runs_at_low_cpu_and_io_priority(sandbox, tmp_path):
     assert io_class == "best-effort: prio 7"
 
 
-def test_ctrl_c_during_a_step_stops_the_chain_with_no_step_left_behind(sandbox):
-    """An operator's Ctrl-C reaches the whole foreground group: the step under way and
-    maintenance. Maintenance must wait for the step to stop, then exit 1; nothing of the
-    chain may outlive it (a step left running would still hold the lock) and nothing is
-    deleted. The step is kept busy by an S3 endpoint that accepts and never answers."""
+@pytest.mark.parametrize("to_group", [True, False], ids=["ctrl-c to the group", "sigint to maintenance only"])
+def test_an_interrupt_during_a_step_stops_the_chain_with_no_step_left_behind(sandbox, to_group):
+    """Ctrl-C reaches the whole foreground group (the step under way and maintenance); a
+    `kill -INT` reaches maintenance alone, which must pass it on. Either way maintenance
+    exits 1 promptly, nothing of the chain outlives it (a step left running would still
+    hold the lock: the next run would get 75) and nothing is deleted. The step is kept
+    busy by an S3 endpoint that accepts connections and never answers."""
     _host(sandbox)
     data = sandbox.snapshot()
     with socket.socket() as blackhole:
@@ -223,25 +226,59 @@ def test_ctrl_c_during_a_step_stops_the_chain_with_no_step_left_behind(sandbox):
             {"name": "offsite", "type": "s3", "bucket": "qts-never", "endpoint_url": f"http://127.0.0.1:{blackhole.getsockname()[1]}"})
         sandbox.write_config()
         env = cron_env({"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"})
-        proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "maintenance.py"), "--config", str(sandbox.config_path)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=sandbox.base,
-                                start_new_session=True)
+        # Output to files, not pipes: a step left behind must not be waited for through them.
+        out, err = sandbox.base / "out", sandbox.base / "err"
+        with open(out, "w") as o, open(err, "w") as e:
+            proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "maintenance.py"), "--config", str(sandbox.config_path)],
+                                    stdout=o, stderr=e, env=env, cwd=sandbox.base, start_new_session=True)
         try:
             deadline = time.monotonic() + 60
             while not any(r.get("step") == "backup" and r.get("event") == "start" for r in log_records(sandbox)):
                 assert proc.poll() is None and time.monotonic() < deadline, "backup never started"
                 time.sleep(0.05)
             time.sleep(0.5)  # into the upload, which waits on the silent endpoint
-            os.killpg(proc.pid, signal.SIGINT)
-            _, stderr = proc.communicate(timeout=30)
+            if to_group:
+                os.killpg(proc.pid, signal.SIGINT)
+            else:
+                os.kill(proc.pid, signal.SIGINT)
+            proc.wait(timeout=30)
+            with pytest.raises(ProcessLookupError):  # no step, nor anything else of the chain, still running
+                os.killpg(proc.pid, 0)
         finally:
-            if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-    assert proc.returncode == 1, stderr
-    assert "interrupted" in stderr
-    with pytest.raises(ProcessLookupError):  # no step, nor anything else of the chain, still running
-        os.killpg(proc.pid, 0)
+            proc.wait()
+    assert proc.returncode == 1, err.read_text()
+    assert "interrupted" in err.read_text()
     assert sandbox.snapshot() == data
     result = sandbox.run("scan")  # the lock died with the chain
     assert result.returncode == 0, result.stderr
+
+
+def _closed(sandbox, redirections: str) -> subprocess.CompletedProcess:
+    script = REPO / "scripts" / "maintenance.py"
+    return subprocess.run(["sh", "-c", f"exec '{sys.executable}' '{script}' --config '{sandbox.config_path}' {redirections}"],
+                          env=cron_env(), cwd=sandbox.base, timeout=120)
+
+
+def test_maintenance_started_with_stdin_stdout_stderr_closed_runs_the_chain(sandbox):
+    """A wrapper may start a cron job with descriptors 0-2 closed: nothing to print to is
+    not an error, and the chain must run as usual."""
+    _host(sandbox)
+    assert _closed(sandbox, "<&- >&- 2>&-").returncode == 0
+    assert set(sandbox.snapshot()) == {"logs/recent.log"}
+    (run_id,) = sandbox.runs()
+    assert (sandbox.run_dir(run_id) / "clean.ok.json").exists()
+
+
+def test_with_stderr_closed_a_failure_keeps_its_exit_code_and_writes_into_none_of_our_files(sandbox):
+    """With descriptor 2 closed, the first file opened would take its number, and the
+    error paragraph meant for stderr could land in the lock or the log."""
+    _host(sandbox)
+    run_ok(sandbox, "scan")
+    (run_id,) = sandbox.runs()
+    corrupt(sandbox.run_dir(run_id) / "scan.ok.json")  # maintenance resumes the run; backup refuses
+    expected = maintenance_script(sandbox)
+    assert expected.returncode == 2 and "Look closer:" in expected.stderr
+    assert _closed(sandbox, ">&- 2>&-").returncode == expected.returncode
+    assert not [p for p in sandbox.base.rglob("*") if p.is_file() and b"Look closer:" in p.read_bytes()]
