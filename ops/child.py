@@ -3,8 +3,8 @@
 maintenance runs each step this way: a real process (its own pid and exit status;
 SIGKILL kills it alone) that skips starting an interpreter and importing the toolkit
 again, about 0.2 s a step on this kind of host. The child leaves only through os._exit,
-never back into its caller's code: there, a ``finally`` could release a lock that the
-parent still holds through the same open file.
+never back into its caller's code, whose handlers (the failure hook, the log lines, the
+summary) would then run a second time.
 """
 
 import os

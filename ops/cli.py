@@ -49,7 +49,7 @@ def _open_standard_descriptors() -> None:
     """Reopen on /dev/null any of descriptors 0-2 that whoever started us left closed.
 
     Otherwise the first file the toolkit opens (the lock, a log) takes that number, and
-    whatever is written to "stderr" (a hook's output, a library's warning) lands in it.
+    whatever is written to "stderr" (an error paragraph, a library's warning) lands in it.
     """
     for fd, mode, name in ((0, os.O_RDONLY, "stdin"), (1, os.O_WRONLY, "stdout"), (2, os.O_WRONLY, "stderr")):
         try:
