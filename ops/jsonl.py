@@ -42,22 +42,6 @@ def dumps_line(obj) -> bytes:
     return dumps(obj) + b"\n"
 
 
-_quote = json.encoder.encode_basestring  # the string quoting the encoders above use
-_ARCHIVED_KEYS = ["path", "status", "sha256", "size"]
-
-
-def record_line(record: dict) -> bytes:
-    """``dumps_line(record)``, byte for byte. Backup writes one record per file, nearly all
-    of them archived; that shape is formatted directly, at a fifth of json's cost."""
-    if record.get("status") == "archived" and list(record) == _ARCHIVED_KEYS:
-        try:
-            return ('{"path":%s,"status":"archived","sha256":"%s","size":%d}\n'
-                    % (_quote(record["path"]), record["sha256"], record["size"])).encode("utf-8")
-        except UnicodeEncodeError:
-            pass  # a name that is not UTF-8: the escaped form, as dumps writes it
-    return dumps_line(record)
-
-
 def dumps_document(obj) -> bytes:
     """A manifest: indented and key-sorted so an operator can read and diff it."""
     try:
@@ -75,11 +59,7 @@ class HashingLineWriter:
         self.count = 0
 
     def write(self, obj) -> None:
-        self.write_line(dumps_line(obj))
-
-    def write_line(self, line: bytes) -> None:
-        """A line already encoded (by ``dumps_line`` or ``record_line``)."""
-        self.out.write(line)
+        self.out.write(dumps_line(obj))
         self.count += 1
 
     @property

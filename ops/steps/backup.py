@@ -18,7 +18,7 @@ from ops.config import NAME_RE
 from ops.destinations import DestinationError, open_destination
 from ops.errors import Refused, StepFailed
 from ops.hashio import HashingWriter, sha256_bytes
-from ops.jsonl import HashingLineWriter, dumps_document, iter_lines, record_line
+from ops.jsonl import HashingLineWriter, dumps_document, iter_lines
 from ops.manifest import open_sealed, seal_document
 from ops.paths import Beneath, RootChanged, describe_oserror, entry_key, stat_key
 from ops.steps.runner import StepContext
@@ -137,7 +137,7 @@ def _write_policy(ctx: StepContext, name: str, scanned: dict, fanout: Fanout, co
         for entry in iter_lines(ctx.run.path(scanned["entries"])):
             raw_path = os.fsencode(entry["path"])
             record = _archive_one(beneath, writer, entry, raw_path)
-            records.write_line(record_line(record))
+            records.write(record)
             counts[record["status"]] += 1
             if record["status"] == "skipped":
                 ctx.log.event("not_archived", f"{record['path']}: {record['reason']}", level="warning",

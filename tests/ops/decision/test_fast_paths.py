@@ -11,7 +11,7 @@ from hypothesis import given, strategies as st
 
 from ops.archive import tarformat
 from ops.checksums import parse_lines, sum_line
-from ops.jsonl import decode_line, dumps, dumps_line, record_line
+from ops.jsonl import decode_line, dumps
 from ops.paths import unsafe_reason
 
 # Names as file systems hand them over: any text, including the lone surrogates that stand
@@ -19,16 +19,6 @@ from ops.paths import unsafe_reason
 names = st.text(alphabet=st.characters(blacklist_categories=("Cs",)) | st.sampled_from(["\udc80", "\udcff"]),
                max_size=40) | \
     st.sampled_from(["a/b.csv", 'quote"d', "back\\slash", "new\nline", "\udcff\udcfe.log", "ünï/cødé"])
-
-
-@given(names, st.sampled_from(["archived", "changed", "skipped"]),
-       st.text(alphabet="0123456789abcdef", min_size=64, max_size=64), st.integers(0, 2**63), st.booleans())
-def test_record_line_is_dumps_line_byte_for_byte(path, status, sha, size, with_reason):
-    record = {"path": path, "status": status, "sha256": sha, "size": size}
-    if with_reason:
-        record["reason"] = "changed while being archived"
-    assert record_line(record) == dumps_line(record)
-    assert record_line(dict(reversed(record.items()))) == dumps_line(dict(reversed(record.items())))
 
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | names,
