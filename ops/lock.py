@@ -16,6 +16,7 @@ from ops.atomic import PRIVATE_FILE, ensure_private_dir
 from ops.errors import LockBusy
 
 LOCK_FD_ENV = "QTS_OPS_LOCK_FD"
+_held: list[int] = []  # descriptors of the lock this process holds through hold_lock
 
 
 def lock_path(state_dir: Path) -> Path:
@@ -67,7 +68,8 @@ def hold_lock(state_dir: Path, who: dict):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise LockBusy(f"inherited lock descriptor does not hold {path}") from None
-        yield fd
+        with _holding(fd):
+            yield fd
         return
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
     try:
@@ -83,6 +85,25 @@ def hold_lock(state_dir: Path, who: dict):
         info = dict(who, pid=os.getpid(), since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
-        yield fd
+        with _holding(fd):
+            yield fd
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def _holding(fd: int):
+    _held.append(fd)
+    try:
+        yield
+    finally:
+        _held.remove(fd)
+
+
+def let_go_in_child() -> None:
+    """In a process forked by the holder to help it: close the lock's descriptors it
+    inherited. The lock is then free the moment its holder dies, as every test of a
+    killed step expects, not only once the last helper has noticed and died too."""
+    for fd in set(_held):  # a step forked by maintenance holds maintenance's descriptor again
+        os.close(fd)
+    _held.clear()

@@ -13,7 +13,7 @@ import pytest
 
 import campaign
 from e2e_support import log_events, popen, published_runs, tar_members
-from ops.steps.clean import UNLINK_THREADS
+from ops.steps.clean import UNLINK_WORKERS
 
 SCRIPTS = campaign.SCRIPTS
 
@@ -125,10 +125,10 @@ def test_clean_deletes_nothing_in_a_directory_the_core_moves_out_of_the_root_whi
 
     assert clean.returncode == 0
     deleted_outside = moved - set(os.listdir(outside / "ticks"))
-    # At most the files whose check and unlink the move fell between, one per unlink thread
+    # At most the files whose check and unlink the move fell between, one per unlink worker
     # (no system call deletes "this name only if its directory is still there"), each of
     # them the very file that was verified; before the fix, all.
-    assert len(deleted_outside) <= UNLINK_THREADS, f"clean deleted {len(deleted_outside)} files outside the root"
+    assert len(deleted_outside) <= UNLINK_WORKERS, f"clean deleted {len(deleted_outside)} files outside the root"
     assert (root / "ticks").is_symlink()
 
 

@@ -3,11 +3,14 @@ lost, nothing is deleted twice, and the destination holds the run exactly once."
 
 import json
 import os
+import signal
+import time
 
 import pytest
 
 from e2e_support import (
-    add_policy, assert_nothing_lost, deleted_counts, lock_is_free, log_events, published_runs, tar_members,
+    add_policy, assert_nothing_lost, deleted_counts, group_pids, lock_is_free, log_events, popen, published_runs,
+    tar_members,
 )
 
 # (crash point, the step that dies there): that step's success manifest must be missing
@@ -108,3 +111,64 @@ def test_rerun_after_crash_between_two_destinations_publishes_the_run_on_both(sa
         assert assert_nothing_lost(sandbox, before, tmp_path / dest.name, backups=dest) == expired
     verify = json.loads(sandbox.run_dir(run_id).joinpath("verify.ok.json").read_text())
     assert verify["verified"] == ["local", "offsite"]
+
+
+def _clean_caught_mid_pass(sandbox, files: int = 5000):
+    """(clean's process, its expired files, the snapshot before) with clean frozen (SIGSTOP on
+    its process group) after its first deletions, while its workers still have batches to do."""
+    names = [f"ticks/f{i:05d}.log" for i in range(files)]
+    for name in names:
+        sandbox.file(name, f"tick {name}\n")
+    before = sandbox.snapshot()
+    for step in ("scan", "backup", "verify"):
+        assert sandbox.run(step).returncode == 0
+    ticks = sandbox.data / "logs" / "ticks"
+    clean = popen(sandbox, "clean")
+    while len(os.listdir(ticks)) > files - 10:
+        assert clean.poll() is None, "clean ended before it could be stopped"
+    os.killpg(clean.pid, signal.SIGSTOP)
+    return clean, {f"logs/{n}" for n in names}, before
+
+
+def _assert_the_rerun_finishes(sandbox, tmp_path, expired: set[str], before: dict) -> None:
+    assert lock_is_free(sandbox.state), "the lock outlived the failed clean"
+    [run_id] = sandbox.runs()
+    assert not sandbox.run_dir(run_id).joinpath("clean.ok.json").exists()
+    rerun = sandbox.run("clean")
+    assert rerun.returncode == 0, rerun.stderr
+    assert assert_nothing_lost(sandbox, before, tmp_path / "restored") == expired
+    counts = deleted_counts(sandbox)
+    assert all(n == 1 for n in counts.values()), "a file was deleted twice"
+    lines = (sandbox.state / "catalogue" / f"{run_id}.jsonl").read_text().splitlines()
+    assert {f"{e['policy']}/{e['rel']}" for e in map(json.loads, lines)} == expired
+
+
+def test_a_clean_whose_unlink_worker_is_killed_fails_and_its_rerun_finishes(sandbox, tmp_path):
+    clean, expired, before = _clean_caught_mid_pass(sandbox)
+    workers = [pid for pid in group_pids(clean.pid) if pid != clean.pid]
+    assert workers, "clean had no worker processes to kill"
+    os.kill(workers[0], signal.SIGKILL)
+    os.killpg(clean.pid, signal.SIGCONT)
+    _, stderr = clean.communicate(timeout=60)
+    assert clean.returncode == 1, stderr
+    assert f"worker process {workers[0]}" in stderr
+    _wait_until_gone(clean.pid)
+    _assert_the_rerun_finishes(sandbox, tmp_path, expired, before)
+
+
+def test_no_unlink_worker_outlives_a_sigkilled_clean(sandbox, tmp_path):
+    """Only clean's own process is killed, its workers frozen mid-batch: they die with it
+    (none goes on deleting), and with them the lock they held."""
+    clean, expired, before = _clean_caught_mid_pass(sandbox)
+    assert len(group_pids(clean.pid)) > 1, "clean had no worker processes"
+    clean.kill()
+    clean.communicate(timeout=60)
+    _wait_until_gone(clean.pid)
+    _assert_the_rerun_finishes(sandbox, tmp_path, expired, before)
+
+
+def _wait_until_gone(pgid: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while group_pids(pgid):
+        assert time.monotonic() < deadline, f"processes of clean still alive: {group_pids(pgid)}"
+        time.sleep(0.01)
