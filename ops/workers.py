@@ -145,4 +145,7 @@ def _serve(tasks: Connection, answers: Connection, work: Callable[[object], obje
             answer = (True, work(task))
         except Exception as exc:  # sent as text: not every exception survives pickling
             answer = (False, f"{type(exc).__name__}: {exc}" if str(exc) else traceback.format_exc())
-        answers.send_bytes(pickle.dumps(answer, pickle.HIGHEST_PROTOCOL))
+        try:
+            answers.send_bytes(pickle.dumps(answer, pickle.HIGHEST_PROTOCOL))
+        except BrokenPipeError:  # the step closed the pool without this answer, or is gone
+            return 0

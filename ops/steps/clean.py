@@ -184,7 +184,7 @@ def clean_work(ctx: StepContext):
     # One pass: the catalogue lines come out of the same loop that decides, and the
     # decisions of an earlier attempt are read back from its journal, in the same order.
     earlier = itertools.islice(iter_lines(journal_path), done_before) if done_before else iter(())
-    # closing(): if writing the catalogue fails, the pass is shut down (its unlink threads
+    # closing(): if writing the catalogue fails, the pass is shut down (its unlink workers
     # stopped) there and then, not whenever the traceback lets the generator go.
     with contextlib.closing(_clean_pass(ctx, per_policy, journal_path, done_before, earlier)) as lines:
         catalogued = catalogue.write_run(ctx.config.state_dir, ctx.run.id, lines)

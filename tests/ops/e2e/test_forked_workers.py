@@ -93,7 +93,7 @@ def test_a_worker_killed_mid_task_is_reported_and_a_task_sent_to_it_later_too(tm
     assert not (tmp_path / "later").exists()
 
 
-def test_close_lets_the_task_under_way_finish_and_reaps_every_worker(tmp_path):
+def test_close_lets_the_task_under_way_finish_and_reaps_every_worker(tmp_path, capfd):
     marker = tmp_path / "task"
     workers = ForkedWorkers(3, _write_pid_then)
     workers.submit((str(marker), 0.3, False))
@@ -104,6 +104,7 @@ def test_close_lets_the_task_under_way_finish_and_reaps_every_worker(tmp_path):
     assert not _alive(pid)
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)  # every worker was reaped: this test process has no child left
+    assert capfd.readouterr().err == "", "a worker whose answer was not wanted complained (cron would mail it)"
 
 
 def test_a_worker_ignores_an_interrupt_and_answers(tmp_path):
