@@ -206,9 +206,11 @@ def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: i
     (ext4 mounted with ``discard``), and several in flight finish sooner than one after
     another (``rm``'s way). Results are taken back strictly in entry order, so the journal
     and the catalogue read exactly as a sequential pass would. A crash can leave files
-    unlinked ahead of their journal lines (at most the batches in flight): the rerun finds
-    them gone, which the batched journal already handles, and their "deleted" log lines
-    were written by the worker that unlinked them.
+    unlinked ahead of their journal lines (at most the batches in flight, up to
+    UNLINK_WORKERS x UNLINK_BATCH files): the rerun finds them gone, logs them so and
+    catalogues them, which the batched journal already handles. A worker writes its
+    batch's log lines when the batch is done, so a crash usually cuts those off. After an
+    error the batches already in workers are finished, nothing new is started.
     """
     archived = sum(p["archived"] for p in ctx.chain["backup"]["policies"].values())
     opened: dict[str, Beneath] = {}  # in each worker: the roots it has opened itself
