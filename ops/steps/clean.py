@@ -230,7 +230,8 @@ def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: i
         return results
 
     journal_fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    # The workers are forked before the live display starts its thread.
+    # The workers are forked before anything else of the pass starts (a fork copies only
+    # the calling thread, so no other may be half-way through anything at that moment).
     with os.fdopen(journal_fd, "ab") as jf, ForkedWorkers(max(1, min(UNLINK_WORKERS, archived)), act) as workers, \
             ctx.ui.live_counts(f"clean {ctx.run.id}", ["deleted", "kept", "gone", "deleted_bytes"]) as show:
         journal = HashingLineWriter(jf)
