@@ -31,15 +31,14 @@ def _flush_std() -> None:
                 pass
 
 
-def run(main: Callable[[], int]) -> int:
-    """``main()`` in a forked child; its exit status as subprocess reports it (the negative
-    signal number if it was killed). A child that raises exits 1 with a traceback.
+def spawn(main: Callable[[], int], mask: set) -> int:
+    """Fork a child that runs ``main()`` and exits with its code, never returning into its
+    caller's code (a child that raises exits 1 with a traceback); the child's pid.
 
-    SIGINT is blocked across the fork and unblocked by each side inside its own handling,
-    so an interrupt can never land in between.
+    The caller blocks SIGINT around this call and passes the mask to restore: the child
+    restores it just before ``main``, the caller when it is ready for an interrupt.
     """
     _flush_std()
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
     pid = os.fork()
     if pid == 0:
         code = FAILED
@@ -56,6 +55,18 @@ def run(main: Callable[[], int]) -> int:
                 _flush_std()
         finally:
             os._exit(code)
+    return pid
+
+
+def run(main: Callable[[], int]) -> int:
+    """``main()`` in a forked child; its exit status as subprocess reports it (the negative
+    signal number if it was killed). A child that raises exits 1 with a traceback.
+
+    SIGINT is blocked across the fork and unblocked by each side inside its own handling,
+    so an interrupt can never land in between.
+    """
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
+    pid = spawn(main, mask)
     try:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         _, status = os.waitpid(pid, 0)

@@ -13,7 +13,7 @@ pipes. A worker:
   that is inside an unlink just then dies as the call returns;
 - takes a task only when the step sends it one, and after ``close`` none: the batch under
   way is finished, nothing else is started;
-- ignores SIGINT: the step decides what an interrupt means, and closes its workers.
+- keeps SIGINT blocked: the step decides what an interrupt means, and closes its workers.
 """
 
 import ctypes
@@ -24,7 +24,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Callable
 
-from ops import lock
+from ops import child, lock
 
 _PR_SET_PDEATHSIG = 1
 
@@ -46,40 +46,40 @@ class ForkedWorkers:
         self._submitted = self._taken = 0
         try:
             for _ in range(count):
-                self._workers.append(self._start())
+                self._start()
         except BaseException:
             self.close()
             raise
 
-    def _start(self) -> tuple[int, Connection, Connection]:
+    def _start(self) -> None:
         tasks_r, tasks_w = os.pipe()
         answers_r, answers_w = os.pipe()
         parent = os.getpid()
+
+        def worker() -> int:
+            os.close(tasks_w)
+            os.close(answers_r)
+            for _, tasks, answers in self._workers:  # the step's ends to the earlier workers
+                tasks.close()
+                answers.close()
+            lock.let_go_in_child()
+            _die_with(parent)
+            return _serve(Connection(tasks_r, writable=False), Connection(answers_w, readable=False), self._work)
+
+        # SIGINT blocked across the fork, and in the worker for good: a Ctrl-C cannot cut in
+        # before the worker is recorded (and so closed and reaped), nor stop a worker.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            pid = os.fork()
+            pid = child.spawn(worker, mask | {signal.SIGINT})
         except OSError:
             for fd in (tasks_r, tasks_w, answers_r, answers_w):
                 os.close(fd)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             raise
-        if pid == 0:
-            code = 1
-            try:
-                os.close(tasks_w)
-                os.close(answers_r)
-                for _, tasks, answers in self._workers:  # the step's ends to the earlier workers
-                    tasks.close()
-                    answers.close()
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                lock.let_go_in_child()
-                _die_with(parent)
-                code = _serve(Connection(tasks_r, writable=False), Connection(answers_w, readable=False), self._work)
-            except BaseException:
-                traceback.print_exc()  # the step reports the worker as ended without answering
-            finally:
-                os._exit(code)
         os.close(tasks_r)
         os.close(answers_w)
-        return pid, Connection(tasks_w, readable=False), Connection(answers_r, writable=False)
+        self._workers.append((pid, Connection(tasks_w, readable=False), Connection(answers_r, writable=False)))
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     @property
     def count(self) -> int:
