@@ -5,6 +5,7 @@ matches the scan is not archived; one that changes while being read is archived 
 marked "changed" so clean keeps it. The run appears on a destination only whole.
 """
 
+import itertools
 import os
 import socket
 import time
@@ -100,6 +101,17 @@ def _read_chunks(fd: int, size: int):
         yield data
 
 
+def _contents(fd: int, size: int):
+    """The file's content as chunks of at most CHUNK bytes, ending early if it shrank.
+    A small file is one read and no generator: per-call overhead is what small files cost."""
+    if size <= CHUNK:
+        data = os.read(fd, size)
+        if len(data) == size or not data:
+            return (data,)
+        return itertools.chain((data,), _read_chunks(fd, size - len(data)))
+    return _read_chunks(fd, size)
+
+
 def _archive_one(beneath: Beneath, writer: ArchiveWriter, entry: dict, raw_path: bytes) -> dict:
     path = entry["path"]
     try:
@@ -110,7 +122,7 @@ def _archive_one(beneath: Beneath, writer: ArchiveWriter, entry: dict, raw_path:
         if stat_key(st) != entry_key(entry):
             return {"path": path, "status": "skipped", "reason": "changed since scan"}
         sha, got = writer.add(raw_path, st.st_size, st.st_mtime_ns // 1_000_000_000,
-                              st.st_mode & 0o7777, st.st_uid, st.st_gid, _read_chunks(fd, st.st_size))
+                              st.st_mode & 0o7777, st.st_uid, st.st_gid, _contents(fd, st.st_size))
         after = os.fstat(fd)
     finally:
         os.close(fd)

@@ -108,3 +108,14 @@ def test_a_checksum_that_is_not_lowercase_hex_is_rejected():
         except ValueError:
             continue
         raise AssertionError(f"{bad!r} accepted")
+
+
+@given(st.binary(min_size=1, max_size=100).filter(lambda b: b"\x00" not in b), st.integers(0, 2**40),
+       st.integers(0, 2**33), st.integers(0, 0o7777), st.integers(0, 511), st.integers(1, 255))
+def test_a_header_changed_outside_its_checksum_field_is_refused(name, size, mtime, mode, where, delta):
+    head = bytearray(tarformat.member_header(name, size, mtime, mode, 0, 0))
+    if 148 <= where < 156:  # the checksum field itself: its text may change without its value
+        where = 147
+    head[where] = (head[where] + delta) % 256
+    with pytest.raises(tarformat.TarFormatError):
+        tarformat.parse_header(bytes(head))
