@@ -20,7 +20,6 @@ ZSTD_THREADS = -1
 GZIP_LEVEL = 6
 CHUNK = 1 << 20
 _MAX_LONGNAME = 1 << 16
-_ZERO_BLOCK = bytes(BLOCK)
 
 
 class ArchiveError(Exception):
@@ -150,7 +149,7 @@ class ArchiveReader:
         longname = None
         while True:
             block = self._read_exact(BLOCK)
-            if block == _ZERO_BLOCK:
+            if block == tarformat.ZERO_BLOCK:
                 return
             try:
                 name, size, mtime, mode, typeflag = tarformat.parse_header(block)

@@ -41,17 +41,18 @@ _TAIL = b"\x00" * 100 + _GNU_MAGIC + b"\x00" * (32 + 32 + 8 + 8 + 155 + 12)
 _TAIL_SUM = sum(_TAIL) + 8 * 32
 
 
-# mode, uid, gid, size and mtime in one formatting operation: the common case (size and
-# mtime fit the octal fields) of a header, which is per-file work for small files.
-_OCTAL_FIELDS = b"%07o\x00%07o\x00%07o\x00%011o\x00%011o\x00"
+# mode, uid and gid always fit their octal fields; size and mtime nearly always do, and
+# then the five leave in one formatting operation (a header is per-file work).
+_OWNER_FIELDS = b"%07o\x00%07o\x00%07o\x00"
+_OCTAL_FIELDS = _OWNER_FIELDS + b"%011o\x00%011o\x00"
 
 
 def _header(name: bytes, size: int, mtime: int, mode: int, typeflag: bytes, uid: int = 0, gid: int = 0) -> bytes:
+    owner = (mode & 0o7777, uid & 0o7777777, gid & 0o7777777)
     if size < _OCTAL_LIMIT and 0 <= mtime < _OCTAL_LIMIT:
-        fields = _OCTAL_FIELDS % (mode & 0o7777, uid & 0o7777777, gid & 0o7777777, size, mtime)
+        fields = _OCTAL_FIELDS % (*owner, size, mtime)
     else:
-        fields = b"".join((_octal(mode & 0o7777, 8), _octal(uid & 0o7777777, 8), _octal(gid & 0o7777777, 8),
-                           _number12(size), _number12(mtime)))
+        fields = _OWNER_FIELDS % owner + _number12(size) + _number12(mtime)
     name = name[:100]
     checksum = b"%06o\x00 " % (sum(name) + sum(fields) + typeflag[0] + _TAIL_SUM)  # NUL padding adds 0
     return b"".join((name.ljust(100, b"\x00"), fields, checksum, typeflag, _TAIL))
@@ -73,7 +74,8 @@ def member_header(name: bytes, size: int, mtime: int, mode: int, uid: int, gid: 
     )
 
 
-END_OF_ARCHIVE = b"\x00" * (2 * BLOCK)
+ZERO_BLOCK = bytes(BLOCK)
+END_OF_ARCHIVE = 2 * ZERO_BLOCK
 
 
 def _parse_number(field: bytes) -> int:

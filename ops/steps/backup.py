@@ -107,7 +107,7 @@ def _contents(fd: int, size: int):
     if size <= CHUNK:
         data = os.read(fd, size)
         if len(data) == size or not data:
-            return (data,)
+            return (data,) if data else ()
         return itertools.chain((data,), _read_chunks(fd, size - len(data)))
     return _read_chunks(fd, size)
 

@@ -3,6 +3,7 @@ code says: same JSON bytes, same verdict on a path, same tar header, same checks
 
 import io
 import json
+import os
 import tarfile
 
 import pytest
@@ -10,9 +11,11 @@ import pytest
 from hypothesis import given, strategies as st
 
 from ops.archive import tarformat
+from ops.archive.codec import CHUNK
 from ops.checksums import parse_lines, sum_line
 from ops.jsonl import decode_line, dumps
 from ops.paths import unsafe_reason
+from ops.steps.backup import _contents, _read_chunks
 
 # Names as file systems hand them over: any text, including the lone surrogates that stand
 # for bytes that are not UTF-8 (U+DC80..U+DCFF), quotes, backslashes and control characters.
@@ -120,3 +123,36 @@ def test_a_header_changed_outside_its_checksum_field_is_refused(name, size, mtim
     head[where] = (head[where] + delta) % 256
     with pytest.raises(tarformat.TarFormatError):
         tarformat.parse_header(bytes(head))
+
+
+@pytest.mark.parametrize("actual,declared", [
+    (0, 0), (1, 1), (5000, 5000),        # unchanged
+    (3000, 5000), (0, 5000),             # shrank since its stat: fewer bytes, nothing made up
+    (9000, 5000),                        # grew: only the declared size is read
+    (CHUNK + 10, CHUNK + 10), (CHUNK - 1, CHUNK + 10),  # beyond one chunk: the chunked loop
+])
+def test_one_read_of_a_small_file_yields_what_the_chunked_loop_yields(tmp_path, actual, declared):
+    path = tmp_path / "f"
+    path.write_bytes(os.urandom(actual))
+    with open(path, "rb") as a, open(path, "rb") as b:
+        fast = list(_contents(a.fileno(), declared))
+        slow = list(_read_chunks(b.fileno(), declared))
+    assert fast == slow
+    assert b"".join(fast) == path.read_bytes()[:declared]
+
+
+def test_a_short_first_read_is_followed_by_the_rest():
+    """A read may return less than asked though more is coming (a pipe here, a FUSE or
+    network file system in the field): what follows is read, not taken for the end."""
+    r, w = os.pipe()
+    try:
+        os.write(w, b"abcde")
+        chunks = _contents(r, 10)  # the first read returns the five bytes there are
+        os.write(w, b"fghij")
+        os.close(w)
+        w = None
+        assert list(chunks) == [b"abcde", b"fghij"]
+    finally:
+        os.close(r)
+        if w is not None:
+            os.close(w)
