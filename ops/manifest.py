@@ -150,7 +150,7 @@ class Run:
 
     # -- checking ------------------------------------------------------------------------
 
-    def _load(self, step: str) -> dict:
+    def _load(self, step: str, entry_files: bool = True) -> dict:
         path = self.ok_path(step)
         where = f"run {self.id}: {path.name}"
         try:
@@ -169,9 +169,15 @@ class Run:
             recorded = (doc.get("predecessor") or {}).get("sha256")
             if not prev.exists() or recorded != sha256_file(prev):
                 raise Refused(f"{where} does not match {prev.name} (changed, truncated or replaced since)")
-        for name, sha in doc.get("files", {}).items():
-            self._check_entry_file(name, sha, where)
+        if entry_files:
+            self.check_entry_files({step: doc})
         return doc
+
+    def check_entry_files(self, chain: dict[str, dict]) -> None:
+        """Hash every entry file the manifests of ``chain`` name, and check every path in it."""
+        for step, doc in chain.items():
+            for name, sha in doc.get("files", {}).items():
+                self._check_entry_file(name, sha, f"run {self.id}: {self.ok_path(step).name}")
 
     def _check_entry_file(self, name: str, expected: str, where: str) -> None:
         """Hash the entry file and check every path in it, before anything acts on it."""
@@ -197,11 +203,16 @@ class Run:
         if sha.hexdigest() != expected:
             raise Refused(f"run {self.id}: {name} does not match the SHA-256 recorded in {where}; it was changed")
 
-    def require(self, step: str) -> dict[str, dict]:
-        """The intact success manifests of every step before ``step``, or Refused (exit 2)."""
+    def require(self, step: str, entry_files: bool = True) -> dict[str, dict]:
+        """The intact success manifests of every step before ``step``, or Refused (exit 2).
+
+        ``entry_files=False`` leaves out the entry files, the one costly part (every line
+        of each is decoded and its path checked): the caller must then have
+        ``check_entry_files`` pass before it acts on, or publishes, anything.
+        """
         if not self.exists():
             raise Refused(f"run {self.id} does not exist in {self.dir.parent}", hint="start one with: make scan")
-        return {s: self._load(s) for s in STEPS[: STEPS.index(step)]}
+        return {s: self._load(s, entry_files) for s in STEPS[: STEPS.index(step)]}
 
     def completed(self, step: str) -> dict | None:
         """This step's own manifest if it already succeeded (chain intact), else None."""

@@ -109,6 +109,12 @@ class ForkedWorkers:
             raise WorkerError(value)
         return value
 
+    def kill(self) -> None:
+        """Stop every worker at once (SIGKILL), for tasks whose answers no longer matter;
+        ``close`` still reaps them."""
+        for pid in self.pids:
+            os.kill(pid, signal.SIGKILL)  # not reaped before close, so the pid is still this worker
+
     def close(self) -> None:
         """No more tasks: each worker finishes the task under way, if any, and exits; reaped here.
 

@@ -3,8 +3,11 @@
 A step's own module supplies only ``work(ctx) -> (body, files)``; this wraps it so the
 order is always the same: lock, chain check (refuse with exit 2), "already done" (exit 0),
 work, then ``<step>.ok.json`` as the very last act, or ``<step>.failed.json`` on failure.
+(verify's entry files are checked beside its work; their refusal still comes before
+anything is recorded.)
 """
 
+import contextlib
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -12,10 +15,11 @@ from typing import Callable
 
 from ops.config import Config
 from ops.console import Console
-from ops.errors import FAILED, OpsError, StepFailed
+from ops.errors import FAILED, OpsError, Refused, StepFailed
 from ops.lock import hold_lock
 from ops.logs import StepLog
 from ops.manifest import Run
+from ops.workers import ForkedWorkers, WorkerError
 from ops import crashpoints, metrics
 
 
@@ -30,6 +34,48 @@ class StepContext:
 
 
 Work = Callable[[StepContext], tuple[dict, dict[str, str]]]
+
+
+# Steps whose work starts while their chain's entry files are still being checked, in a
+# forked process on the other core: verify only reads archives and compares, and records
+# nothing (no manifest, no failure) before the check has passed. On 200,000 files the
+# check is 1.4 s of verify's 8. backup and clean act on the paths: they check first.
+CHECKED_ALONGSIDE = {"verify"}
+
+
+@contextlib.contextmanager
+def _entry_files_checked(run: Run, chain: dict[str, dict], alongside: bool):
+    """Yield ``intact()``, which returns once every entry file of ``chain`` is checked and
+    raises Refused if one is not intact. Without ``alongside`` they were checked already."""
+    if not alongside:
+        yield lambda: None
+        return
+    answer = []
+
+    def check(_) -> tuple[str, str | None] | None:
+        try:
+            run.check_entry_files(chain)
+        except Refused as exc:
+            return exc.message, exc.hint
+        return None
+
+    with ForkedWorkers(1, check) as checker:
+        checker.submit(None)
+
+        def intact() -> None:
+            if not answer:
+                try:
+                    answer.append(checker.result())
+                except WorkerError as exc:
+                    answer.append((f"run {run.id}: its entry files could not be checked: {exc}", None))
+            if answer[0]:
+                raise Refused(*answer[0])
+
+        try:
+            yield intact
+        finally:
+            if not answer:  # the work was cut short: its answer no longer matters
+                checker.kill()
 
 
 def run_step(step: str, config: Config, run_id: str, ui: Console, work: Work) -> int:
@@ -58,18 +104,23 @@ def _locked(step: str, config: Config, run: Run, log: StepLog, ui: Console, work
         log.event("already_done", f"{step} of run {run.id} already succeeded; nothing to do")
         ui.info(f"{step}: run {run.id} already done")
         return 0
-    ctx = StepContext(config, run, log, ui, run.require(step))
+    alongside = step in CHECKED_ALONGSIDE
+    ctx = StepContext(config, run, log, ui, run.require(step, entry_files=not alongside))
     log.event("start", f"{step} of run {run.id}")
-    try:
-        body, files = work(ctx)
-    except OpsError as exc:
-        if exc.code == FAILED:
-            run.write_failed(step, exc.message, exc.code)
-        raise
-    except Exception as exc:  # an unforeseen error is still a failed step, never a crash without a record
-        log.event("traceback", traceback.format_exc(), level="error")
-        run.write_failed(step, f"{type(exc).__name__}: {exc}", FAILED)
-        raise StepFailed(f"{step} failed: {type(exc).__name__}: {exc}") from exc
+    with _entry_files_checked(run, ctx.chain, alongside) as intact:
+        try:
+            body, files = work(ctx)
+        except OpsError as exc:
+            intact()  # a broken chain, not what the work ran into, is then the cause: refused
+            if exc.code == FAILED:
+                run.write_failed(step, exc.message, exc.code)
+            raise
+        except Exception as exc:  # an unforeseen error is still a failed step, never a crash without a record
+            intact()
+            log.event("traceback", traceback.format_exc(), level="error")
+            run.write_failed(step, f"{type(exc).__name__}: {exc}", FAILED)
+            raise StepFailed(f"{step} failed: {type(exc).__name__}: {exc}") from exc
+        intact()
     crashpoints.reach(f"{step}.before_manifest")
     run.write_ok(step, body, files)
     outcome.update(body=body, chain=ctx.chain)
