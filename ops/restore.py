@@ -163,8 +163,7 @@ def _restore_policy(dest, run_id, manifest, listed, policy, target: Path, log, u
     target_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         count = 0
-        with dest.open_read(run_id, info["archive"]) as raw:
-            reader = ArchiveReader(raw, info["compression"])
+        with dest.open_read(run_id, info["archive"]) as raw, ArchiveReader(raw, info["compression"]) as reader:
             sums = _checked_sums(dest, run_id, info["sums"], listed[info["sums"]])
             for member, line in zip_longest(reader.members(), sums):
                 if member is None or line is None:

@@ -27,6 +27,9 @@ from typing import Callable
 from ops import child, lock
 
 _PR_SET_PDEATHSIG = 1
+# Looked up once, here: a helper forked while another thread is loading a library must not
+# need the dynamic loader's lock, which that thread may have held at the fork.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
 class WorkerError(Exception):
@@ -63,7 +66,7 @@ class ForkedWorkers:
                 tasks.close()
                 answers.close()
             lock.let_go_in_child()
-            _die_with(parent)
+            die_with(parent)
             return _serve(Connection(tasks_r, writable=False), Connection(answers_w, readable=False), self._work)
 
         # SIGINT blocked across the fork, and in the worker for good: a Ctrl-C cannot cut in
@@ -140,10 +143,9 @@ class ForkedWorkers:
         self.close()
 
 
-def _die_with(parent: int) -> None:
-    """SIGKILL this process when the step that forked it ends, however it ends."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+def die_with(parent: int) -> None:
+    """In a forked helper: SIGKILL this process when ``parent`` ends, however it ends."""
+    if _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != parent:  # it ended before the request took effect
         os._exit(1)

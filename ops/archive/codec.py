@@ -2,7 +2,6 @@
 
 import gzip
 import hashlib
-import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterable, Iterator
 
@@ -10,6 +9,7 @@ import zstandard
 
 from ops.archive import tarformat
 from ops.archive.tarformat import BLOCK, TarFormatError
+from ops.archive.unpacker import DECODE_ERRORS, Unpacker
 from ops.hashio import HashingReader, HashingWriter
 
 EXTENSIONS = {"zstd": ".tar.zst", "gzip": ".tar.gz", "none": ".tar"}
@@ -96,22 +96,38 @@ class Member:
 
 
 class ArchiveReader:
-    """Streams members out of a (compressed) tar; constant memory whatever the size."""
+    """Streams members out of a (compressed) tar; constant memory whatever the size.
+
+    A compressed stream is decompressed in a helper process (ops/archive/unpacker.py), so
+    use the reader as a context manager: leaving it stops the helper.
+    """
 
     def __init__(self, raw: BinaryIO, compression: str):
-        self._src = HashingReader(raw, background=True)
-        if compression == "zstd":
-            self._in = zstandard.ZstdDecompressor().stream_reader(self._src, read_across_frames=True, closefd=False)
-        elif compression == "gzip":
-            self._in = gzip.GzipFile(fileobj=self._src, mode="rb")
+        self._unpacker = None
+        if compression == "none":
+            self._src = self._in = HashingReader(raw, background=True)
         else:
-            self._in = self._src
+            # The helper is forked before the feeding thread exists; that thread hashes the
+            # raw bytes itself (hashlib releases the GIL on 1 MiB reads).
+            self._unpacker = self._in = Unpacker(compression)
+            self._src = HashingReader(raw)
+            self._unpacker.feed(self._src)
         self._buf, self._pos = memoryview(b""), 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        if self._unpacker is not None:
+            self._unpacker.close()
 
     def _read(self, n: int) -> bytes:
         try:
             return self._in.read(n)
-        except (zstandard.ZstdError, OSError, EOFError, zlib.error) as exc:
+        except DECODE_ERRORS as exc:
             raise ArchiveError(f"archive stream is corrupt: {exc}") from None
 
     def _take(self, n: int) -> memoryview:
@@ -187,6 +203,7 @@ class ArchiveReader:
         self._pos = len(self._buf)
         while self._read(CHUNK):
             pass
-        while self._src.read(CHUNK):
-            pass
+        if self._unpacker is None:  # else the feeding thread read the raw stream to its end
+            while self._src.read(CHUNK):
+                pass
         return self._src.sha256, self._src.size

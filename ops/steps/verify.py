@@ -37,8 +37,8 @@ def _archived_records(ctx: StepContext, policy: str, scanned: dict):
 def _verify_policy(ctx: StepContext, dest: Destination, policy: str, info: dict, advance) -> None:
     compression = info.get("compression", ctx.chain["backup"]["compression"])
     scanned = ctx.chain["scan"]["policies"][policy]
-    with dest.open_read(ctx.run.id, info["archive"]) as raw, dest.open_read(ctx.run.id, info["sums"]) as sums_raw:
-        reader = ArchiveReader(raw, compression)
+    with dest.open_read(ctx.run.id, info["archive"]) as raw, ArchiveReader(raw, compression) as reader, \
+            dest.open_read(ctx.run.id, info["sums"]) as sums_raw:
         sums_file = HashingReader(sums_raw)
         members = reader.members()
         sums = parse_lines(sums_file)
