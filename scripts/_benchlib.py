@@ -174,13 +174,19 @@ def dataset_spec(name: str, scale: Scale) -> dict:
 
 
 def ensure_dataset(base: Path, name: str, scale: Scale, say) -> dict:
-    """base/<name>, built once and reused while its stamp matches; returns the stamp."""
+    """base/<name>, built once and reused while its stamp matches it; returns the stamp.
+
+    The tree is counted again before each reuse (about 0.5 s for 200,000 files, untimed):
+    a pristine tree that lost files or bytes since it was stamped (a run pointed at it by
+    mistake) would otherwise time rows on less data than the table says."""
     root, stamp_path = base / name, base / f"{name}.stamp.json"
     want = {"version": DATA_VERSION, "dataset": name, **dataset_spec(name, scale)}
     try:
         have = json.loads(stamp_path.read_text())
         if root.is_dir() and all(have.get(k) == v for k, v in want.items()):
-            return have
+            if tree_totals(root) == (have.get("file_count"), have.get("bytes")):
+                return have
+            say(f"dataset {name} under {root} no longer matches its stamp; rebuilding it")
     except (OSError, ValueError):
         pass
     say(f"building dataset {name} ({scale.name}) under {root} ...")

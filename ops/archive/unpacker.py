@@ -18,6 +18,7 @@ The helper:
 """
 
 import fcntl
+import gc
 import gzip
 import os
 import signal
@@ -76,11 +77,16 @@ class Unpacker:
             if pid == 0:  # the helper: never returns from here
                 code = 1
                 try:
+                    gc.disable()  # no finalizer of the parent's objects runs here
                     _keep_only((raw_r, out_w, err_w))
                     die_with(parent)
                     code = _decompress(compression, raw_r, out_w, err_w)
                 finally:
                     os._exit(code)
+        except OSError:
+            for fd in (self._raw_w, self._out_r, self._err_r):
+                os.close(fd)
+            raise
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             for fd in (raw_r, out_w, err_w):

@@ -120,6 +120,16 @@ def test_closing_early_stops_the_helper_and_the_feeding_thread_at_once():
     assert _fds() == fds
 
 
+def _descriptors(pid: int) -> dict[int, str]:
+    held = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            held[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            pass  # closed between the listing and the look
+    return held
+
+
 def test_the_helper_holds_only_its_own_pipes():
     """Not the lock, not a destination's socket, not another helper's pipe: nothing it
     could keep alive after its step is gone."""
@@ -129,8 +139,13 @@ def test_the_helper_holds_only_its_own_pipes():
         with os.fdopen(stalled_r, "rb", buffering=0) as source, ArchiveReader(source, "zstd") as reader:
             try:
                 helper = reader._unpacker._pid
-                held = {fd: os.readlink(f"/proc/{helper}/fd/{fd}") for fd in map(int, os.listdir(f"/proc/{helper}/fd"))}
-                beyond_stdio = sorted(target for fd, target in held.items() if fd > 2)
+                deadline = time.monotonic() + 5
+                while True:  # the helper closes what it inherited just after the fork
+                    held = _descriptors(helper)
+                    beyond_stdio = sorted(target for fd, target in held.items() if fd > 2)
+                    if len(beyond_stdio) == 3 or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.01)
                 assert len(beyond_stdio) == 3 and all(t.startswith("pipe:") for t in beyond_stdio), held
                 own = {os.readlink(f"/proc/self/fd/{fd}") for fd in (stalled_r, stalled_w)}
                 assert not set(beyond_stdio) & own, "the helper holds the source's own pipe"

@@ -1,0 +1,39 @@
+"""The benchmark's pristine datasets (scripts/_benchlib.py): built once, reused while they
+match their stamp, and rebuilt when the tree no longer does, so no row is ever timed on
+less data than the table reports."""
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import _benchlib as lib  # noqa: E402  (a script's helper module, not a package)
+
+TINY = lib.Scale("tiny", large_files=3, large_file_size=4096, many_files=20, many_dirs=2,
+                 scale_files=10, scale_dirs=2, scale_point_dirs=1)
+
+
+def test_a_stamped_dataset_is_reused_untouched(tmp_path):
+    said = []
+    first = lib.ensure_dataset(tmp_path, "many", TINY, said.append)
+    assert (first["file_count"], first["bytes"]) == lib.tree_totals(tmp_path / "many")
+    assert first["file_count"] == 20
+    marker = tmp_path / "many" / "untouched"  # a rebuild would remove it
+    marker.mkdir()
+    said.clear()
+    assert lib.ensure_dataset(tmp_path, "many", TINY, said.append) == first
+    assert marker.is_dir() and said == []
+
+
+def test_a_dataset_that_lost_a_file_or_bytes_is_rebuilt(tmp_path):
+    stamp = lib.ensure_dataset(tmp_path, "large", TINY, lambda _: None)
+    files = sorted((tmp_path / "large").rglob("*.bin"))
+    for damage in (lambda: files[0].unlink(), lambda: files[1].write_bytes(b"short")):
+        damage()
+        said = []
+        again = lib.ensure_dataset(tmp_path, "large", TINY, said.append)
+        assert any("no longer matches its stamp" in line for line in said), said
+        assert lib.tree_totals(tmp_path / "large") == (stamp["file_count"], stamp["bytes"])
+        assert (again["file_count"], again["bytes"]) == (stamp["file_count"], stamp["bytes"])
+        files = sorted((tmp_path / "large").rglob("*.bin"))
