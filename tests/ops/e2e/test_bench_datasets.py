@@ -2,13 +2,23 @@
 match their stamp, and rebuilt when the tree no longer does, so no row is ever timed on
 less data than the table reports."""
 
+import importlib.util
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "scripts"))
 
-import _benchlib as lib  # noqa: E402  (a script's helper module, not a package)
+
+def _load_benchlib():
+    """scripts/_benchlib.py is a script's helper, not a module of a package: loaded by path."""
+    spec = importlib.util.spec_from_file_location("_benchlib", REPO / "scripts" / "_benchlib.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while being built
+    spec.loader.exec_module(module)
+    return module
+
+
+lib = _load_benchlib()
 
 TINY = lib.Scale("tiny", large_files=3, large_file_size=4096, many_files=20, many_dirs=2,
                  scale_files=10, scale_dirs=2, scale_point_dirs=1)
