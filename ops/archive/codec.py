@@ -110,8 +110,12 @@ class ArchiveReader:
             # The helper is forked before the feeding thread exists; that thread hashes the
             # raw bytes itself (hashlib releases the GIL on 1 MiB reads).
             self._unpacker = self._in = Unpacker(compression)
-            self._src = HashingReader(raw)
-            self._unpacker.feed(self._src)
+            try:
+                self._src = HashingReader(raw)
+                self._unpacker.feed(self._src)
+            except BaseException:
+                self._unpacker.close()
+                raise
         self._buf, self._pos = memoryview(b""), 0
 
     def __enter__(self):

@@ -30,8 +30,20 @@ import zstandard
 from ops.workers import die_with
 
 CHUNK = 1 << 20
-# Decompression errors as the reader reports them: "archive stream is corrupt: <message>".
-DECODE_ERRORS = (zstandard.ZstdError, OSError, EOFError, zlib.error)
+COMPRESSIONS = ("zstd", "gzip")
+
+
+class CorruptStream(Exception):
+    """The helper's decompressor refused the stream; the message is its reason."""
+
+
+class HelperDied(Exception):
+    """The helper ended without a word: killed (out of memory, a stray signal) or broken."""
+
+
+# What the reader reports as "archive stream is corrupt: <message>": the decompressor's
+# refusal, and, as for an uncompressed archive, an error reading the stream.
+DECODE_ERRORS = (CorruptStream, zstandard.ZstdError, OSError, EOFError, zlib.error)
 _PIPE_SIZE = 1 << 20  # fewer, larger pipe reads; the kernel may refuse it (then 64 KiB stays)
 _ERROR_LIMIT = 4096
 
@@ -40,9 +52,7 @@ def open_decompressed(src, compression: str):
     """``src`` (a binary stream) read through the decompressor for ``compression``."""
     if compression == "zstd":
         return zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True, closefd=False)
-    if compression == "gzip":
-        return gzip.GzipFile(fileobj=src, mode="rb")
-    raise ValueError(f"no decompressor for {compression!r}")
+    return gzip.GzipFile(fileobj=src, mode="rb")
 
 
 def _write_all(fd: int, data) -> None:
@@ -57,11 +67,14 @@ class Unpacker:
     Create it before starting threads of one's own (its fork copies only the calling
     thread); ``feed(src)`` then starts the thread that reads ``src``. ``read`` returns b""
     at the end of the stream, or raises what went wrong on either side: the feeding
-    thread's own exception (a destination that failed), else the helper's decompression
-    error as OSError. ``close`` stops everything; call it in every case.
+    thread's own exception (a destination that failed), else the helper's refusal of the
+    stream (CorruptStream) or its death (HelperDied). ``close`` stops everything; call it
+    in every case.
     """
 
     def __init__(self, compression: str):
+        if compression not in COMPRESSIONS:  # before anything is forked
+            raise ValueError(f"no decompressor for {compression!r}")
         raw_r, self._raw_w = os.pipe()
         self._out_r, out_w = os.pipe()
         self._err_r, err_w = os.pipe()
@@ -84,17 +97,18 @@ class Unpacker:
                 finally:
                     os._exit(code)
         except OSError:
-            for fd in (self._raw_w, self._out_r, self._err_r):
+            for fd in (raw_r, out_w, err_w, self._raw_w, self._out_r, self._err_r):
                 os.close(fd)
-            raise
-        finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            for fd in (raw_r, out_w, err_w):
-                os.close(fd)
+            raise
+        for fd in (raw_r, out_w, err_w):
+            os.close(fd)
         self._pid = pid
         self._status: int | None = None
         self._feeder: threading.Thread | None = None
         self._fed_error: BaseException | None = None
+        # Only now may an interrupt land: the helper is recorded, so close() will stop it.
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def feed(self, src) -> None:
         self._feeder = threading.Thread(target=self._feed, args=(src,), name="archive-feeder", daemon=True)
@@ -103,9 +117,10 @@ class Unpacker:
     def _feed(self, src) -> None:
         try:
             while data := src.read(CHUNK):
-                _write_all(self._raw_w, data)
-        except BrokenPipeError:
-            pass  # the helper stopped first: it, or close(), says why
+                try:
+                    _write_all(self._raw_w, data)
+                except BrokenPipeError:
+                    return  # the helper stopped first: it, or close(), says why
         except BaseException as exc:  # handed to the reading thread, which raises it
             self._fed_error = exc
         finally:
@@ -123,9 +138,14 @@ class Unpacker:
         self._feeder.join()
         if self._fed_error is not None:
             raise self._fed_error
-        if self._reap(block=True) != 0:
-            message = os.read(self._err_r, _ERROR_LIMIT).decode("utf-8", "replace")
-            raise OSError(message or f"decompressing process ended with status {self._status}")
+        status = self._reap(block=True)
+        if status == 0:
+            return
+        message = os.read(self._err_r, _ERROR_LIMIT).decode("utf-8", "replace")
+        if status == 1 and message:
+            raise CorruptStream(message)
+        ended = f"was killed by signal {-status}" if status < 0 else f"ended with status {status}"
+        raise HelperDied(f"the decompressing process {ended}")
 
     def _reap(self, block: bool) -> int | None:
         if self._status is None:

@@ -5,6 +5,7 @@ what it is, and no helper, thread or descriptor left behind however reading ends
 import hashlib
 import io
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from ops.archive import ArchiveError, ArchiveReader, ArchiveWriter
+from ops.archive.unpacker import HelperDied
 from ops.destinations import DestinationError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -104,6 +106,39 @@ def test_a_destination_that_fails_mid_stream_is_reported_as_itself_not_as_corrup
         with pytest.raises(DestinationError, match="connection reset"):
             _read_all(reader)
             reader.finish()
+
+
+def test_a_helper_killed_mid_stream_is_reported_as_that_not_as_a_corrupt_archive():
+    """An out-of-memory kill says nothing about the archive: verify must not call the copy damaged."""
+    data = _archive("zstd", {f"f{i:03}".encode(): os.urandom(1 << 20) for i in range(40)})
+    with ArchiveReader(io.BytesIO(data), "zstd") as reader:
+        members = reader.members()
+        next(members)
+        os.kill(reader._unpacker._pid, signal.SIGKILL)
+        with pytest.raises(HelperDied, match="was killed by signal 9"):
+            for member in members:
+                for _ in reader.chunks(member):
+                    pass
+
+
+def _children() -> set[int]:
+    me = os.getpid()
+    found = set()
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and int(Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[1]) == me:
+                found.add(int(entry))
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return found
+
+
+def test_an_unknown_compression_is_refused_before_anything_is_forked():
+    fds, children = _fds(), _children()
+    with pytest.raises(ValueError, match="no decompressor for 'lz4'"):
+        ArchiveReader(io.BytesIO(b""), "lz4")
+    assert _fds() == fds
+    assert _children() == children
 
 
 def test_closing_early_stops_the_helper_and_the_feeding_thread_at_once():
