@@ -9,7 +9,7 @@ import zstandard
 
 from ops.archive import tarformat
 from ops.archive.tarformat import BLOCK, TarFormatError
-from ops.archive.unpacker import DECODE_ERRORS, Unpacker
+from ops.archive.unpacker import CHUNK, DECODE_ERRORS, Unpacker
 from ops.hashio import HashingReader, HashingWriter
 
 EXTENSIONS = {"zstd": ".tar.zst", "gzip": ".tar.gz", "none": ".tar"}
@@ -18,7 +18,6 @@ ZSTD_LEVEL = 3
 # the main thread instead of after it (a tar stream of small files: 12.4 s -> 4.8 s here).
 ZSTD_THREADS = -1
 GZIP_LEVEL = 6
-CHUNK = 1 << 20
 _MAX_LONGNAME = 1 << 16
 
 

@@ -29,8 +29,7 @@ import zstandard
 
 from ops.workers import die_with
 
-CHUNK = 1 << 20
-COMPRESSIONS = ("zstd", "gzip")
+CHUNK = 1 << 20  # the read size of every archive stream, here and in ops/archive/codec.py
 
 
 class CorruptStream(Exception):
@@ -48,11 +47,11 @@ _PIPE_SIZE = 1 << 20  # fewer, larger pipe reads; the kernel may refuse it (then
 _ERROR_LIMIT = 4096
 
 
-def open_decompressed(src, compression: str):
-    """``src`` (a binary stream) read through the decompressor for ``compression``."""
-    if compression == "zstd":
-        return zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True, closefd=False)
-    return gzip.GzipFile(fileobj=src, mode="rb")
+# ``src`` (a binary stream) read through the decompressor, by compression name.
+_DECOMPRESSORS = {
+    "zstd": lambda src: zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True, closefd=False),
+    "gzip": lambda src: gzip.GzipFile(fileobj=src, mode="rb"),
+}
 
 
 def _write_all(fd: int, data) -> None:
@@ -73,7 +72,7 @@ class Unpacker:
     """
 
     def __init__(self, compression: str):
-        if compression not in COMPRESSIONS:  # before anything is forked
+        if compression not in _DECOMPRESSORS:  # before anything is forked
             raise ValueError(f"no decompressor for {compression!r}")
         raw_r, self._raw_w = os.pipe()
         self._out_r, out_w = os.pipe()
@@ -186,7 +185,7 @@ def _decompress(compression: str, raw_r: int, out_w: int, err_w: int) -> int:
     decompressor's message on ``err_w``."""
     try:
         with os.fdopen(raw_r, "rb", buffering=CHUNK) as src:
-            stream = open_decompressed(src, compression)
+            stream = _DECOMPRESSORS[compression](src)
             while block := stream.read(CHUNK):
                 _write_all(out_w, block)
         return 0

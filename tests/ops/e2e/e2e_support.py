@@ -36,20 +36,47 @@ def popen(sandbox, script: str, *args: str, env: dict | None = None) -> subproce
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def group_pids(pgid: int) -> list[int]:
-    """Every live process of a process group, read from /proc."""
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, pgrp, ...), or
+    None once the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()
+
+
+def alive(pid: int) -> bool:
+    """Running or stopped, not a zombie waiting to be reaped."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def _live_pids_where(field: int, value: int) -> list[int]:
     pids = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rpartition(")")[2].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            pids.append(int(entry))
+        if entry.isdigit():
+            fields = _stat_fields(entry)
+            if fields is not None and int(fields[field]) == value and fields[0] != "Z":
+                pids.append(int(entry))
     return pids
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Every live process of a process group, read from /proc."""
+    return _live_pids_where(2, pgid)
+
+
+def children_of(pid: int) -> set[int]:
+    """Every live child process of ``pid``, read from /proc."""
+    return set(_live_pids_where(1, pid))
+
+
+def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
 
 
 def kill_chain(proc: subprocess.Popen, timeout: float = 10) -> None:

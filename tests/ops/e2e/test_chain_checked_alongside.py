@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from e2e_support import wait_for
 from ops.errors import Refused
 from ops.manifest import Run
 from ops.steps.runner import _entry_files_checked
@@ -63,10 +64,7 @@ def test_a_checker_whose_work_was_cut_short_is_killed_not_waited_for(tmp_path):
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         with _entry_files_checked(_run(tmp_path, slow), {}, alongside=True):
-            deadline = time.monotonic() + 10
-            while not marker.exists():
-                assert time.monotonic() < deadline, "the checker never started"
-                time.sleep(0.01)
+            wait_for(marker.exists, what="the checker to start")
             raise KeyboardInterrupt  # an operator's Ctrl-C in the middle of the work
     assert time.monotonic() - started < 10, "the interrupted step waited for its checker"
     with pytest.raises(ChildProcessError):

@@ -11,26 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from e2e_support import alive, wait_for
 from ops.lock import hold_lock, lock_path
 from ops.workers import ForkedWorkers, WorkerError
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def _alive(pid: int) -> bool:
-    """Running or stopped, not a zombie waiting to be reaped."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
-def _wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def _slow_echo(task):
@@ -78,7 +63,7 @@ def test_a_worker_killed_mid_task_is_reported_and_a_task_sent_to_it_later_too(tm
     marker = tmp_path / "task"
     with ForkedWorkers(1, _write_pid_then) as workers:
         workers.submit((str(marker), 30, False))
-        _wait_for(marker.exists, what="the worker to start its task")
+        wait_for(marker.exists, what="the worker to start its task")
         pid = int(marker.read_text())
         os.kill(pid, signal.SIGKILL)
         started = time.monotonic()
@@ -98,14 +83,14 @@ def test_close_lets_the_task_under_way_finish_and_reaps_every_worker(tmp_path, c
     workers = ForkedWorkers(3, _write_pid_then)
     pids = workers.pids
     workers.submit((str(marker), 0.3, False))
-    _wait_for(marker.exists, what="the worker to start its task")
+    wait_for(marker.exists, what="the worker to start its task")
     assert int(marker.read_text()) in pids
     workers.close()  # the answer is never taken
     assert (tmp_path / "task.done").read_text() == "done", "the task under way was cut short"
     for pid in pids:
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)  # reaped already: no zombie left behind
-        assert not _alive(pid)
+        assert not alive(pid)
     assert capfd.readouterr().err == "", "a worker whose answer was not wanted complained (cron would mail it)"
 
 
@@ -113,7 +98,7 @@ def test_a_worker_ignores_an_interrupt_and_answers(tmp_path):
     marker = tmp_path / "task"
     with ForkedWorkers(1, _write_pid_then) as workers:
         workers.submit((str(marker), 0.5, False))
-        _wait_for(marker.exists, what="the worker to start its task")
+        wait_for(marker.exists, what="the worker to start its task")
         os.kill(int(marker.read_text()), signal.SIGINT)
         assert workers.result() == "done"
 
@@ -143,10 +128,10 @@ def test_no_worker_outlives_its_step_even_a_stopped_one(tmp_path):
     try:
         assert proc.stdout.readline().strip() == "stopped"
         pids = [int((tmp_path / n).read_text()) for n in ("w0", "w1")]
-        assert all(_alive(pid) for pid in pids)
+        assert all(alive(pid) for pid in pids)
         proc.kill()
         proc.wait(10)
-        _wait_for(lambda: not any(_alive(pid) for pid in pids), what="the workers to die with their step")
+        wait_for(lambda: not any(alive(pid) for pid in pids), what="the workers to die with their step")
     finally:
         proc.kill()
         proc.wait(10)

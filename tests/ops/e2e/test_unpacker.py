@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from e2e_support import alive, children_of, wait_for
 from ops.archive import ArchiveError, ArchiveReader, ArchiveWriter
 from ops.archive.unpacker import HelperDied
 from ops.destinations import DestinationError
@@ -121,24 +122,12 @@ def test_a_helper_killed_mid_stream_is_reported_as_that_not_as_a_corrupt_archive
                     pass
 
 
-def _children() -> set[int]:
-    me = os.getpid()
-    found = set()
-    for entry in os.listdir("/proc"):
-        try:
-            if entry.isdigit() and int(Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[1]) == me:
-                found.add(int(entry))
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return found
-
-
 def test_an_unknown_compression_is_refused_before_anything_is_forked():
-    fds, children = _fds(), _children()
+    fds, children = _fds(), children_of(os.getpid())
     with pytest.raises(ValueError, match="no decompressor for 'lz4'"):
         ArchiveReader(io.BytesIO(b""), "lz4")
     assert _fds() == fds
-    assert _children() == children
+    assert children_of(os.getpid()) == children
 
 
 def test_closing_early_stops_the_helper_and_the_feeding_thread_at_once():
@@ -192,13 +181,6 @@ def test_the_helper_holds_only_its_own_pipes():
         os.close(unrelated)
 
 
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_the_helper_dies_with_the_process_that_forked_it_even_when_its_pipes_stay_open(tmp_path):
     """The step is SIGKILLed while a process it forked later still holds the helper's input
     pipe open, so the helper never sees the end of its input: only PR_SET_PDEATHSIG ends it."""
@@ -219,21 +201,19 @@ def test_the_helper_dies_with_the_process_that_forked_it_even_when_its_pipes_sta
     step = subprocess.Popen([sys.executable, "-c", script])
     sibling = None
     try:
-        deadline = time.monotonic() + 20
-        while not pids.exists() or not pids.read_text():
-            assert time.monotonic() < deadline and step.poll() is None, "the helper never started"
-            time.sleep(0.02)
+        def started() -> bool:
+            assert step.poll() is None, "the step ended before its helper started"
+            return pids.exists() and bool(pids.read_text())
+
+        wait_for(started, timeout=20, what="the helper to start")
         helper, sibling = map(int, pids.read_text().split())
-        assert _running(helper)
+        assert alive(helper)
         step.kill()
         step.wait()
-        deadline = time.monotonic() + 10
-        while _running(helper):
-            assert time.monotonic() < deadline, "the helper outlived its step"
-            time.sleep(0.02)
-        assert _running(sibling), "the sibling holding the pipes died first: the test proved nothing"
+        wait_for(lambda: not alive(helper), what="the helper to die with its step")
+        assert alive(sibling), "the sibling holding the pipes died first: the test proved nothing"
     finally:
         step.kill()
         step.wait()
-        if sibling is not None and _running(sibling):
+        if sibling is not None and alive(sibling):
             os.kill(sibling, 9)
