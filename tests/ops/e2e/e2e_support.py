@@ -72,6 +72,14 @@ def children_of(pid: int) -> set[int]:
     return set(_live_pids_where(1, pid))
 
 
+def write_pid(marker) -> None:
+    """Record this process's pid in ``marker`` whole: written aside and renamed in, so a test
+    that waits for the marker to exist never reads it empty."""
+    aside = f"{marker}.{os.getpid()}.tmp"
+    Path(aside).write_text(str(os.getpid()))
+    os.rename(aside, marker)
+
+
 def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import wait_for
+from e2e_support import wait_for, write_pid
 from ops.errors import Refused
 from ops.manifest import Run
 from ops.steps.runner import _entry_files_checked
@@ -37,7 +37,7 @@ def test_a_refusal_from_the_checker_is_raised_with_its_message_and_hint(tmp_path
 
 def test_an_intact_chain_lets_the_step_go_on_and_asking_twice_does_not_block(tmp_path):
     marker = tmp_path / "checked-by"
-    with _entry_files_checked(_run(tmp_path, lambda chain: marker.write_text(str(os.getpid()))), {},
+    with _entry_files_checked(_run(tmp_path, lambda chain: write_pid(marker)), {},
                               alongside=True) as intact:
         intact()
         intact()  # the answer is kept: a second call must not wait for a second answer
@@ -58,7 +58,7 @@ def test_a_checker_whose_work_was_cut_short_is_killed_not_waited_for(tmp_path):
     marker = tmp_path / "checker.pid"
 
     def slow(chain):
-        marker.write_text(str(os.getpid()))
+        write_pid(marker)
         time.sleep(60)
 
     started = time.monotonic()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import alive, wait_for
+from e2e_support import alive, wait_for, write_pid
 from ops.lock import hold_lock, lock_path
 from ops.workers import ForkedWorkers, WorkerError
 
@@ -27,7 +27,7 @@ def _slow_echo(task):
 def _write_pid_then(task):
     """Records which process took the task, then sleeps or raises as told."""
     marker, delay, fail = task
-    Path(marker).write_text(str(os.getpid()))
+    write_pid(marker)
     time.sleep(delay)
     if fail:
         raise ValueError(f"task {marker} failed on purpose")
@@ -112,7 +112,8 @@ def test_no_worker_outlives_its_step_even_a_stopped_one(tmp_path):
         from pathlib import Path
         from ops.workers import ForkedWorkers
         def work(task):
-            Path(task).write_text(str(os.getpid()))
+            Path(task + ".tmp").write_text(str(os.getpid()))
+            os.rename(task + ".tmp", task)  # whole, so the step below never reads it empty
             time.sleep(60)
         workers = ForkedWorkers(2, work)
         workers.submit({str(tmp_path / "w0")!r})

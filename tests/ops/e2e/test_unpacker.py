@@ -195,7 +195,9 @@ def test_the_helper_dies_with_the_process_that_forked_it_even_when_its_pipes_sta
         if sibling == 0:  # inherits every pipe end of the reader, and keeps them open
             time.sleep(60)
             os._exit(0)
-        open({str(pids)!r}, "w").write(f"{{reader._unpacker._pid}} {{sibling}}")
+        with open({str(pids)!r} + ".tmp", "w") as out:
+            out.write(f"{{reader._unpacker._pid}} {{sibling}}")
+        os.rename({str(pids)!r} + ".tmp", {str(pids)!r})  # whole, so the test never reads half
         time.sleep(60)
     """)
     step = subprocess.Popen([sys.executable, "-c", script])
@@ -203,7 +205,7 @@ def test_the_helper_dies_with_the_process_that_forked_it_even_when_its_pipes_sta
     try:
         def started() -> bool:
             assert step.poll() is None, "the step ended before its helper started"
-            return pids.exists() and bool(pids.read_text())
+            return pids.exists()
 
         wait_for(started, timeout=20, what="the helper to start")
         helper, sibling = map(int, pids.read_text().split())
