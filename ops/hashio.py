@@ -52,22 +52,50 @@ class BackgroundSha256:
 
 
 class HashingWriter:
-    def __init__(self, raw, background: bool = False):
+    """Hashes what it writes to ``raw``.
+
+    With ``gather``, short writes are held and passed on (and hashed) together once they
+    reach ``gather`` bytes: a line per file costs per call, not per byte. flush() passes on
+    the rest; the digest is refused while anything is held, so no caller can take the
+    digest of a file that still lacks its tail.
+    """
+
+    def __init__(self, raw, background: bool = False, gather: int = 0):
         self.raw = raw
         self.sha = BackgroundSha256() if background else hashlib.sha256()
         self.size = 0
+        self._gather = gather
+        self._held: list[bytes] = []
+        self._held_size = 0
 
     def write(self, data) -> int:
+        if self._gather:
+            self._held.append(bytes(data))
+            self._held_size += len(data)
+            if self._held_size >= self._gather:
+                self._pass_on()
+            return len(data)
         self.sha.update(data)
         self.raw.write(data)
         self.size += len(data)
         return len(data)
 
+    def _pass_on(self) -> None:
+        data = b"".join(self._held)
+        self._held, self._held_size = [], 0
+        self.sha.update(data)
+        self.raw.write(data)
+        self.size += len(data)
+
     def flush(self) -> None:
+        if self._held:
+            self._pass_on()
         self.raw.flush()
 
     @property
     def sha256(self) -> str:
+        if self._held:
+            raise RuntimeError("HashingWriter still holds unwritten bytes: flush() first")
         return self.sha.hexdigest()
 
 

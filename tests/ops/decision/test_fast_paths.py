@@ -13,6 +13,7 @@ from hypothesis import given, strategies as st
 from ops.archive import tarformat
 from ops.archive.codec import CHUNK
 from ops.checksums import parse_lines, sum_line
+from ops.hashio import HashingWriter
 from ops.jsonl import decode_line, dumps
 from ops.paths import unsafe_reason
 from ops.steps.backup import _contents, _read_chunks
@@ -156,3 +157,21 @@ def test_a_short_first_read_is_followed_by_the_rest():
         os.close(r)
         if w is not None:
             os.close(w)
+
+
+@given(st.lists(st.binary(max_size=40), max_size=60), st.integers(min_value=1, max_value=200))
+def test_a_gathering_hashing_writer_writes_and_hashes_exactly_what_a_plain_one_does(pieces, gather):
+    plain, gathered = io.BytesIO(), io.BytesIO()
+    a, b = HashingWriter(plain), HashingWriter(gathered, gather=gather)
+    for piece in pieces:
+        a.write(piece)
+        b.write(piece)
+        # Nothing reaches the file before ``gather`` bytes are held, and nothing is held past it.
+        assert len(gathered.getvalue()) <= len(plain.getvalue())
+        assert len(plain.getvalue()) - len(gathered.getvalue()) < gather
+    if len(plain.getvalue()) > len(gathered.getvalue()):
+        with pytest.raises(RuntimeError, match="flush"):
+            b.sha256  # a digest of a file that still lacks its tail is refused
+    b.flush()
+    assert gathered.getvalue() == plain.getvalue()
+    assert (b.sha256, b.size) == (a.sha256, a.size)
