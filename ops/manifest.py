@@ -9,6 +9,7 @@ byte, truncated, or swapped in from another run is refused (exit 2).
 
 import calendar
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -20,10 +21,13 @@ from ops.atomic import atomic_write, ensure_private_dir
 from ops.errors import Refused, UsageError
 from ops.jsonl import decode_line, dumps_document
 from ops.paths import check_manifest_path, unsafe_reason
+from ops.workers import ForkedWorkers, WorkerError
 
 STEPS = ("scan", "backup", "verify", "clean")
 SCHEMA = 1
 RUN_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{4}$")
+# Entry files this large together (about 7,000 lines) are checked in forked processes.
+_SIDE_BY_SIDE_BYTES = 1 << 20
 
 
 def new_run_id(state_dir: Path, now: float | None = None) -> str:
@@ -150,7 +154,7 @@ class Run:
 
     # -- checking ------------------------------------------------------------------------
 
-    def _load(self, step: str, entry_files: bool = True) -> dict:
+    def _load(self, step: str) -> dict:
         path = self.ok_path(step)
         where = f"run {self.id}: {path.name}"
         try:
@@ -169,15 +173,51 @@ class Run:
             recorded = (doc.get("predecessor") or {}).get("sha256")
             if not prev.exists() or recorded != sha256_file(prev):
                 raise Refused(f"{where} does not match {prev.name} (changed, truncated or replaced since)")
-        if entry_files:
-            self.check_entry_files({step: doc})
         return doc
 
     def check_entry_files(self, chain: dict[str, dict]) -> None:
-        """Hash every entry file the manifests of ``chain`` name, and check every path in it."""
-        for step, doc in chain.items():
-            for name, sha in doc.get("files", {}).items():
-                self._check_entry_file(name, sha, f"run {self.id}: {self.ok_path(step).name}")
+        """Hash every entry file the manifests of ``chain`` name, and check every path in it.
+
+        Several large ones are checked side by side in forked processes: the check is
+        Python decoding every line, so one core does one file. clean's two files of
+        200,000 lines take 1.35 s one after the other, 0.78 s side by side.
+        """
+        checks = [(name, sha, f"run {self.id}: {self.ok_path(step).name}")
+                  for step, doc in chain.items() for name, sha in doc.get("files", {}).items()]
+        side_by_side = min(len(checks), os.cpu_count() or 1)
+        if side_by_side < 2 or sum(self._size(name) for name, _, _ in checks) < _SIDE_BY_SIDE_BYTES:
+            for check in checks:
+                self._check_entry_file(*check)
+            return
+
+        def check_one(check) -> tuple[str, str | None] | None:
+            try:
+                self._check_entry_file(*check)
+            except Refused as exc:
+                return exc.message, exc.hint
+            return None
+
+        with ForkedWorkers(side_by_side, check_one) as workers:
+            # At most one check outstanding per worker; answers come back in chain order,
+            # so the refusal reported is the one a check in turn would have met first.
+            pending = iter(checks)
+            for check in itertools.islice(pending, workers.count):
+                workers.submit(check)
+            for check in checks:
+                try:
+                    refusal = workers.result()
+                except WorkerError as exc:
+                    refusal = (f"run {self.id}: entry file {check[0]} could not be checked: {exc}", None)
+                if refusal:
+                    raise Refused(*refusal)
+                for following in itertools.islice(pending, 1):
+                    workers.submit(following)
+
+    def _size(self, name: str) -> int:
+        try:
+            return os.stat(self.path(name)).st_size if "/" not in name else 0
+        except (OSError, ValueError):
+            return 0  # the check itself says what is wrong with it
 
     def _check_entry_file(self, name: str, expected: str, where: str) -> None:
         """Hash the entry file and check every path in it, before anything acts on it."""
@@ -212,11 +252,16 @@ class Run:
         """
         if not self.exists():
             raise Refused(f"run {self.id} does not exist in {self.dir.parent}", hint="start one with: make scan")
-        return {s: self._load(s, entry_files) for s in STEPS[: STEPS.index(step)]}
+        chain = {s: self._load(s) for s in STEPS[: STEPS.index(step)]}
+        if entry_files:
+            self.check_entry_files(chain)
+        return chain
 
     def completed(self, step: str) -> dict | None:
         """This step's own manifest if it already succeeded (chain intact), else None."""
         if not self.ok_path(step).exists():
             return None
-        self.require(step)
-        return self._load(step)
+        chain = self.require(step, entry_files=False)
+        doc = self._load(step)
+        self.check_entry_files({**chain, step: doc})
+        return doc

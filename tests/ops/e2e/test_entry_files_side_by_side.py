@@ -1,0 +1,126 @@
+"""Large entry files are checked side by side in forked processes (ops/manifest.py): the
+refusal is the same one a check in turn would give, in chain order; a checker that dies
+refuses too; small files are checked in the step's own process. Real forked processes."""
+
+import hashlib
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from ops.errors import Refused
+from ops.manifest import Run, _SIDE_BY_SIDE_BYTES
+
+RUN = "20261126T031700Z-4f2a"
+
+
+def _entry_file(run: Run, name: str, lines: int, extra: bytes = b"") -> str:
+    """Write an entry file of ``lines`` ordinary entries (then ``extra``); return its SHA-256."""
+    data = b"".join(json.dumps({"path": f"d{i // 100:03d}/f{i:06d}.csv", "size": 1, "mtime_ns": 1, "ctime_ns": 1,
+                                "dev": 1, "ino": i, "reason": "older than 30d"}, separators=(",", ":")).encode() + b"\n"
+                    for i in range(lines)) + extra
+    run.path(name).write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _chain(run: Run, lines: int, scan_extra: bytes = b"", backup_extra: bytes = b"") -> dict:
+    run.dir.mkdir(parents=True)
+    return {"scan": {"files": {"scan.logs.jsonl": _entry_file(run, "scan.logs.jsonl", lines, scan_extra)}},
+            "backup": {"files": {"backup.logs.jsonl": _entry_file(run, "backup.logs.jsonl", lines, backup_extra)}}}
+
+
+# Side by side needs a second core; the checks below that expect other processes run only there.
+two_cores = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 CPU cores; this host has 1")
+
+
+def _large(run: Run) -> int:
+    """Lines enough for the two files together to be checked side by side."""
+    return _SIDE_BY_SIDE_BYTES // 100
+
+
+def _checked_by(run: Run, record: Path):
+    """Wrap the per-file check so each records which process ran it."""
+    check = run._check_entry_file
+
+    def recording(name, expected, where):
+        with open(record, "a") as out:
+            out.write(f"{os.getpid()} {name}\n")
+        check(name, expected, where)
+    run._check_entry_file = recording  # forked checkers inherit the instance
+
+
+def _checkers(record: Path) -> dict[str, int]:
+    return {name: int(pid) for pid, name in (line.split() for line in record.read_text().splitlines())}
+
+
+@two_cores
+def test_large_intact_files_are_checked_in_two_other_processes(tmp_path):
+    run = Run(tmp_path, RUN)
+    chain = _chain(run, _large(run))
+    _checked_by(run, tmp_path / "checkers")
+    run.check_entry_files(chain)
+    checkers = _checkers(tmp_path / "checkers")
+    assert set(checkers) == {"scan.logs.jsonl", "backup.logs.jsonl"}
+    assert os.getpid() not in checkers.values(), "a large file was checked in the step's own process"
+    assert len(set(checkers.values())) == 2, "the two files were not checked side by side"
+
+
+def test_small_files_are_checked_in_the_steps_own_process(tmp_path):
+    run = Run(tmp_path, RUN)
+    chain = _chain(run, 10)
+    _checked_by(run, tmp_path / "checkers")
+    run.check_entry_files(chain)
+    assert set(_checkers(tmp_path / "checkers").values()) == {os.getpid()}
+
+
+def test_a_changed_second_file_is_refused_with_its_own_message(tmp_path):
+    run = Run(tmp_path, RUN)
+    chain = _chain(run, _large(run))
+    path = run.path("backup.logs.jsonl")
+    data = path.read_bytes()
+    at = data.rindex(b'"size":1')
+    path.write_bytes(data[:at] + b'"size":2' + data[at + 8:])  # still a valid entry, one byte off
+    with pytest.raises(Refused, match="backup.logs.jsonl does not match the SHA-256 recorded in .*backup.ok.json"):
+        run.check_entry_files(chain)
+
+
+def test_of_two_broken_files_the_first_in_chain_order_is_reported(tmp_path):
+    run = Run(tmp_path, RUN)
+    chain = _chain(run, _large(run), scan_extra=b'{"path":"../victim.log"}\n', backup_extra=b"not json\n")
+    with pytest.raises(Refused, match=r"scan.logs.jsonl line \d+: refusing path '../victim.log'"):
+        run.check_entry_files(chain)
+
+
+def test_a_line_that_is_not_an_entry_is_refused_from_a_checker(tmp_path):
+    run = Run(tmp_path, RUN)
+    chain = _chain(run, _large(run), backup_extra=b"[" * 100_000 + b"\n")
+    with pytest.raises(Refused, match=rf"backup.logs.jsonl line {_large(run) + 1} is not a valid entry"):
+        run.check_entry_files(chain)
+
+
+@two_cores
+def test_a_checker_that_dies_refuses(tmp_path):
+    run = Run(tmp_path, RUN)
+    chain = _chain(run, _large(run))
+    check = run._check_entry_file
+
+    def dying(name, expected, where):
+        if name == "backup.logs.jsonl":
+            os.kill(os.getpid(), signal.SIGKILL)
+        check(name, expected, where)
+    run._check_entry_file = dying
+    with pytest.raises(Refused, match="entry file backup.logs.jsonl could not be checked"):
+        run.check_entry_files(chain)
+
+
+@two_cores
+def test_more_files_than_checkers_are_all_checked_and_a_late_refusal_still_comes(tmp_path):
+    run = Run(tmp_path, RUN)
+    chain = _chain(run, _large(run))
+    chain["verify"] = {"files": {"verify.logs.jsonl": _entry_file(run, "verify.logs.jsonl", 10, b'{"path":"/etc/passwd"}\n')}}
+    _checked_by(run, tmp_path / "checkers")
+    with pytest.raises(Refused, match="verify.logs.jsonl line 11: refusing path '/etc/passwd'"):
+        run.check_entry_files(chain)
+    assert set(_checkers(tmp_path / "checkers")) == {"scan.logs.jsonl", "backup.logs.jsonl", "verify.logs.jsonl"}
