@@ -55,9 +55,10 @@ class HashingWriter:
     """Hashes what it writes to ``raw``.
 
     With ``gather``, short writes are held and passed on (and hashed) together once they
-    reach ``gather`` bytes: a line per file costs per call, not per byte. flush() passes on
-    the rest; the digest is refused while anything is held, so no caller can take the
-    digest of a file that still lacks its tail.
+    reach ``gather`` bytes: each write has a fixed cost, so many short lines go out as one
+    write. flush() passes on the rest; the digest is refused while anything is held, so no
+    caller can take the digest of a file that still lacks its tail. ``size`` counts the
+    bytes passed on.
     """
 
     def __init__(self, raw, background: bool = False, gather: int = 0):
@@ -94,7 +95,7 @@ class HashingWriter:
 
     @property
     def sha256(self) -> str:
-        if self._held:
+        if self._held_size:
             raise RuntimeError("HashingWriter still holds unwritten bytes: flush() first")
         return self.sha.hexdigest()
 

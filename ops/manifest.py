@@ -30,6 +30,11 @@ RUN_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{4}$")
 _SIDE_BY_SIDE_BYTES = 1 << 20
 
 
+def _cores() -> int:
+    """The CPUs this process may run on (its affinity mask, not the host's count)."""
+    return len(os.sched_getaffinity(0))
+
+
 def new_run_id(state_dir: Path, now: float | None = None) -> str:
     """A run id that sorts after every run in ``state_dir``.
 
@@ -175,43 +180,64 @@ class Run:
                 raise Refused(f"{where} does not match {prev.name} (changed, truncated or replaced since)")
         return doc
 
-    def check_entry_files(self, chain: dict[str, dict]) -> None:
+    def check_entry_files(self, chain: dict[str, dict], side_by_side: bool = True) -> None:
         """Hash every entry file the manifests of ``chain`` name, and check every path in it.
 
         Several large ones are checked side by side in forked processes: the check is
         Python decoding every line, so one core does one file. clean's two files of
-        200,000 lines take 1.35 s one after the other, 0.78 s side by side.
+        200,000 lines take 1.35 s one after the other, 0.78 s side by side. A check that
+        already runs beside a step's work passes ``side_by_side=False``: its own helpers
+        would only compete with that work. If forking fails, the files are checked in turn.
         """
         checks = [(name, sha, f"run {self.id}: {self.ok_path(step).name}")
                   for step, doc in chain.items() for name, sha in doc.get("files", {}).items()]
-        side_by_side = min(len(checks), os.cpu_count() or 1)
-        if side_by_side < 2 or sum(self._size(name) for name, _, _ in checks) < _SIDE_BY_SIDE_BYTES:
+        count = min(len(checks), _cores()) if side_by_side else 1
+        workers = None
+        if count >= 2 and sum(self._size(name) for name, _, _ in checks) >= _SIDE_BY_SIDE_BYTES:
+            try:
+                workers = ForkedWorkers(count, self._check_one)
+            except OSError:
+                workers = None  # no process to spare (EAGAIN, ENOMEM): check in turn
+        if workers is None:
             for check in checks:
                 self._check_entry_file(*check)
             return
-
-        def check_one(check) -> tuple[str, str | None] | None:
+        with workers:
             try:
-                self._check_entry_file(*check)
-            except Refused as exc:
-                return exc.message, exc.hint
-            return None
+                self._collect(workers, checks)
+            except BaseException:
+                workers.kill()  # a refusal or Ctrl-C: the other answers no longer matter
+                raise
 
-        with ForkedWorkers(side_by_side, check_one) as workers:
-            # At most one check outstanding per worker; answers come back in chain order,
-            # so the refusal reported is the one a check in turn would have met first.
-            pending = iter(checks)
-            for check in itertools.islice(pending, workers.count):
+    def _check_one(self, check) -> tuple[str, str | None] | None:
+        try:
+            self._check_entry_file(*check)
+        except Refused as exc:
+            return exc.message, exc.hint
+        return None
+
+    def _collect(self, workers: ForkedWorkers, checks: list) -> None:
+        # At most one check outstanding per worker; answers come back in chain order,
+        # so the refusal reported is the one a check in turn would have met first.
+        pending = iter(checks)
+
+        def submit(check) -> None:
+            try:
                 workers.submit(check)
-            for check in checks:
-                try:
-                    refusal = workers.result()
-                except WorkerError as exc:
-                    refusal = (f"run {self.id}: entry file {check[0]} could not be checked: {exc}", None)
-                if refusal:
-                    raise Refused(*refusal)
-                for following in itertools.islice(pending, 1):
-                    workers.submit(following)
+            except WorkerError:
+                pass  # a worker already gone: its answer (EOF) is the refusal, in turn
+
+        for check in itertools.islice(pending, workers.count):
+            submit(check)
+        for check in checks:
+            try:
+                refusal = workers.result()
+            except WorkerError as exc:
+                refusal = (f"run {self.id}: entry file {check[0]} could not be checked: {exc}", None)
+            if refusal:
+                raise Refused(*refusal)
+            for following in itertools.islice(pending, 1):
+                submit(following)
 
     def _size(self, name: str) -> int:
         try:
@@ -248,7 +274,9 @@ class Run:
 
         ``entry_files=False`` leaves out the entry files, the one costly part (every line
         of each is decoded and its path checked): the caller must then have
-        ``check_entry_files`` pass before it acts on, or publishes, anything.
+        ``check_entry_files`` pass before it acts on, or publishes, anything. Every
+        manifest is checked before any entry file, so of two tamperings the manifest's is
+        the one reported.
         """
         if not self.exists():
             raise Refused(f"run {self.id} does not exist in {self.dir.parent}", hint="start one with: make scan")

@@ -54,7 +54,7 @@ def _entry_files_checked(run: Run, chain: dict[str, dict], alongside: bool):
 
     def check(_) -> tuple[str, str | None] | None:
         try:
-            run.check_entry_files(chain)
+            run.check_entry_files(chain, side_by_side=False)  # already beside the work
         except Refused as exc:
             return exc.message, exc.hint
         return None

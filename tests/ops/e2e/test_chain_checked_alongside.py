@@ -23,7 +23,7 @@ def _run(tmp_path: Path, check) -> Run:
     return run
 
 
-def _refuse(chain):
+def _refuse(chain, **_):
     raise Refused("scan.logs.jsonl line 7 is not a valid entry", hint="start a new run")
 
 
@@ -37,7 +37,7 @@ def test_a_refusal_from_the_checker_is_raised_with_its_message_and_hint(tmp_path
 
 def test_an_intact_chain_lets_the_step_go_on_and_asking_twice_does_not_block(tmp_path):
     marker = tmp_path / "checked-by"
-    with _entry_files_checked(_run(tmp_path, lambda chain: write_pid(marker)), {},
+    with _entry_files_checked(_run(tmp_path, lambda chain, **_: write_pid(marker)), {},
                               alongside=True) as intact:
         intact()
         intact()  # the answer is kept: a second call must not wait for a second answer
@@ -45,7 +45,7 @@ def test_an_intact_chain_lets_the_step_go_on_and_asking_twice_does_not_block(tmp
 
 
 def test_a_checker_that_dies_refuses_the_step(tmp_path):
-    def die(chain):
+    def die(chain, **_):
         os.kill(os.getpid(), signal.SIGKILL)
 
     with _entry_files_checked(_run(tmp_path, die), {}, alongside=True) as intact:
@@ -57,7 +57,7 @@ def test_a_checker_that_dies_refuses_the_step(tmp_path):
 def test_a_checker_whose_work_was_cut_short_is_killed_not_waited_for(tmp_path):
     marker = tmp_path / "checker.pid"
 
-    def slow(chain):
+    def slow(chain, **_):
         write_pid(marker)
         time.sleep(60)
 
@@ -72,7 +72,7 @@ def test_a_checker_whose_work_was_cut_short_is_killed_not_waited_for(tmp_path):
 
 
 def test_without_alongside_nothing_is_forked_and_nothing_is_checked_again(tmp_path):
-    def fail(chain):
+    def fail(chain, **_):
         raise AssertionError("checked a second time")
 
     with _entry_files_checked(_run(tmp_path, fail), {}, alongside=False) as intact:

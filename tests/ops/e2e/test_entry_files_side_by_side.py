@@ -12,6 +12,7 @@ import pytest
 
 from ops.errors import Refused
 from ops.manifest import Run, _SIDE_BY_SIDE_BYTES
+from ops.steps.runner import _entry_files_checked
 
 RUN = "20261126T031700Z-4f2a"
 
@@ -25,14 +26,21 @@ def _entry_file(run: Run, name: str, lines: int, extra: bytes = b"") -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _chain(run: Run, lines: int, scan_extra: bytes = b"", backup_extra: bytes = b"") -> dict:
+def _chain(run: Run, lines: int, scan_extra: bytes = b"", backup_extra: bytes = b"", backup_first: bytes = b"") -> dict:
     run.dir.mkdir(parents=True)
+    backup = _entry_file(run, "backup.logs.jsonl", lines, backup_extra)
+    if backup_first:  # a line put before all the others
+        data = backup_first + run.path("backup.logs.jsonl").read_bytes()
+        run.path("backup.logs.jsonl").write_bytes(data)
+        backup = hashlib.sha256(data).hexdigest()
     return {"scan": {"files": {"scan.logs.jsonl": _entry_file(run, "scan.logs.jsonl", lines, scan_extra)}},
-            "backup": {"files": {"backup.logs.jsonl": _entry_file(run, "backup.logs.jsonl", lines, backup_extra)}}}
+            "backup": {"files": {"backup.logs.jsonl": backup}}}
 
 
-# Side by side needs a second core; the checks below that expect other processes run only there.
-two_cores = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 CPU cores; this host has 1")
+@pytest.fixture(autouse=True)
+def two_cores(monkeypatch):
+    """Two checkers whatever the host has: one more file than checkers then needs a refill."""
+    monkeypatch.setattr("ops.manifest._cores", lambda: 2)
 
 
 def _large(run: Run) -> int:
@@ -55,7 +63,6 @@ def _checkers(record: Path) -> dict[str, int]:
     return {name: int(pid) for pid, name in (line.split() for line in record.read_text().splitlines())}
 
 
-@two_cores
 def test_large_intact_files_are_checked_in_two_other_processes(tmp_path):
     run = Run(tmp_path, RUN)
     chain = _chain(run, _large(run))
@@ -88,19 +95,19 @@ def test_a_changed_second_file_is_refused_with_its_own_message(tmp_path):
 
 def test_of_two_broken_files_the_first_in_chain_order_is_reported(tmp_path):
     run = Run(tmp_path, RUN)
-    chain = _chain(run, _large(run), scan_extra=b'{"path":"../victim.log"}\n', backup_extra=b"not json\n")
+    # The second file's fault is on its first line, so its checker answers first.
+    chain = _chain(run, _large(run), scan_extra=b'{"path":"../victim.log"}\n', backup_first=b"not json\n")
     with pytest.raises(Refused, match=r"scan.logs.jsonl line \d+: refusing path '../victim.log'"):
         run.check_entry_files(chain)
 
 
-def test_a_line_that_is_not_an_entry_is_refused_from_a_checker(tmp_path):
+def test_a_line_that_is_not_an_entry_is_refused(tmp_path):
     run = Run(tmp_path, RUN)
     chain = _chain(run, _large(run), backup_extra=b"[" * 100_000 + b"\n")
     with pytest.raises(Refused, match=rf"backup.logs.jsonl line {_large(run) + 1} is not a valid entry"):
         run.check_entry_files(chain)
 
 
-@two_cores
 def test_a_checker_that_dies_refuses(tmp_path):
     run = Run(tmp_path, RUN)
     chain = _chain(run, _large(run))
@@ -115,7 +122,6 @@ def test_a_checker_that_dies_refuses(tmp_path):
         run.check_entry_files(chain)
 
 
-@two_cores
 def test_more_files_than_checkers_are_all_checked_and_a_late_refusal_still_comes(tmp_path):
     run = Run(tmp_path, RUN)
     chain = _chain(run, _large(run))
@@ -124,3 +130,15 @@ def test_more_files_than_checkers_are_all_checked_and_a_late_refusal_still_comes
     with pytest.raises(Refused, match="verify.logs.jsonl line 11: refusing path '/etc/passwd'"):
         run.check_entry_files(chain)
     assert set(_checkers(tmp_path / "checkers")) == {"scan.logs.jsonl", "backup.logs.jsonl", "verify.logs.jsonl"}
+
+
+def test_a_check_already_beside_the_work_checks_its_files_in_its_own_process(tmp_path):
+    """verify's forked checker asks for no helpers of its own: they would compete with verify."""
+    run = Run(tmp_path, RUN)
+    chain = _chain(run, _large(run))
+    _checked_by(run, tmp_path / "checkers")
+    with _entry_files_checked(run, chain, alongside=True) as intact:
+        intact()
+    checkers = _checkers(tmp_path / "checkers")
+    assert set(checkers) == {"scan.logs.jsonl", "backup.logs.jsonl"}
+    assert len(set(checkers.values())) == 1 and os.getpid() not in checkers.values()
