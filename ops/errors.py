@@ -40,6 +40,17 @@ class Refused(OpsError):
     code = REFUSED
 
 
+def refusal_of(check, *args, **kwargs) -> tuple[str, str | None] | None:
+    """Run ``check``; its refusal as (message, hint), else None. For a check run in a
+    forked worker: the answer crosses the pipe as plain data, and the step raises
+    ``Refused(*answer)`` itself."""
+    try:
+        check(*args, **kwargs)
+    except Refused as exc:
+        return exc.message, exc.hint
+    return None
+
+
 class UsageError(OpsError):
     code = USAGE
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from ops.atomic import atomic_write, ensure_private_dir
-from ops.errors import Refused, UsageError
+from ops.errors import Refused, UsageError, refusal_of
 from ops.jsonl import decode_line, dumps_document
 from ops.paths import check_manifest_path, unsafe_reason
 from ops.workers import ForkedWorkers, WorkerError
@@ -195,7 +195,7 @@ class Run:
         workers = None
         if count >= 2 and sum(self._size(name) for name, _, _ in checks) >= _SIDE_BY_SIDE_BYTES:
             try:
-                workers = ForkedWorkers(count, self._check_one)
+                workers = ForkedWorkers(count, lambda check: refusal_of(self._check_entry_file, *check))
             except OSError:
                 workers = None  # no process to spare (EAGAIN, ENOMEM): check in turn
         if workers is None:
@@ -208,13 +208,6 @@ class Run:
             except BaseException:
                 workers.kill()  # a refusal or Ctrl-C: the other answers no longer matter
                 raise
-
-    def _check_one(self, check) -> tuple[str, str | None] | None:
-        try:
-            self._check_entry_file(*check)
-        except Refused as exc:
-            return exc.message, exc.hint
-        return None
 
     def _collect(self, workers: ForkedWorkers, checks: list) -> None:
         # At most one check outstanding per worker; answers come back in chain order,

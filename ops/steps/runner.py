@@ -15,7 +15,7 @@ from typing import Callable
 
 from ops.config import Config
 from ops.console import Console
-from ops.errors import FAILED, OpsError, Refused, StepFailed
+from ops.errors import FAILED, OpsError, Refused, StepFailed, refusal_of
 from ops.lock import hold_lock
 from ops.logs import StepLog
 from ops.manifest import Run
@@ -52,14 +52,8 @@ def _entry_files_checked(run: Run, chain: dict[str, dict], alongside: bool):
         return
     answer = []
 
-    def check(_) -> tuple[str, str | None] | None:
-        try:
-            run.check_entry_files(chain, side_by_side=False)  # already beside the work
-        except Refused as exc:
-            return exc.message, exc.hint
-        return None
-
-    with ForkedWorkers(1, check) as checker:
+    # side_by_side=False: this checker already runs beside the work.
+    with ForkedWorkers(1, lambda _: refusal_of(run.check_entry_files, chain, side_by_side=False)) as checker:
         checker.submit(None)
 
         def intact() -> None:
