@@ -17,6 +17,11 @@ ZSTD_LEVEL = 3
 # zstd's own workers, one per core: compression then runs beside the per-file work of
 # the main thread instead of after it (a tar stream of small files: 12.4 s -> 4.8 s here).
 ZSTD_THREADS = -1
+# Level 3 as zstd itself sets it for an input of 1 MiB: a 1 MiB window instead of 2 MiB.
+# The workers' jobs then overlap less and their tables stay in cache: the 666 MB tar
+# stream of 200,000 small files took 3.6-3.9 CPU s instead of 4.7-5.4, and came out 1%
+# smaller (most of what repeats in a tar stream repeats within a file or its neighbours).
+_ZSTD_PARAMS = zstandard.ZstdCompressionParameters.from_level(ZSTD_LEVEL, source_size=1 << 20, threads=ZSTD_THREADS)
 GZIP_LEVEL = 6
 _MAX_LONGNAME = 1 << 16
 
@@ -34,7 +39,7 @@ class ArchiveWriter:
     def __init__(self, raw: BinaryIO, compression: str):
         self._sink = HashingWriter(raw, background=True)
         if compression == "zstd":
-            self._out = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=ZSTD_THREADS).stream_writer(self._sink, closefd=False)
+            self._out = zstandard.ZstdCompressor(compression_params=_ZSTD_PARAMS).stream_writer(self._sink, closefd=False)
         elif compression == "gzip":
             self._out = gzip.GzipFile(fileobj=self._sink, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
         else:

@@ -3,6 +3,7 @@
 import os
 
 import pytest
+import zstandard
 
 from ._support import RUN_A, archive_members, check_refusals_then_idempotence, extract, run_ok, sha256sum_check
 
@@ -39,6 +40,8 @@ def test_backup_archive_extracts_with_gnu_tar_and_checks_with_sha256sum(sandbox,
     assert sorted(archive_members(published / f"logs{ext}")) == sorted(r.encode() for r in FILES)
     check = sha256sum_check(published / "SHA256SUMS", published)
     assert check.returncode == 0, check.stdout + check.stderr
+    if compression == "zstd":  # level 3 with a 1 MiB window: less CPU, and less memory to restore
+        assert zstandard.get_frame_parameters((published / "logs.tar.zst").read_bytes()).window_size == 1 << 20
 
     out = tmp_path / "restored"
     extract(published / f"logs{ext}", out)
