@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ops.hashio import HashingWriter
+from ops.paths import open_plain_file
 
 
 def _compact_encoder(ensure_ascii: bool):
@@ -93,6 +94,7 @@ def decode_line(line: bytes):
 
 
 def iter_lines(path: Path) -> Iterator[dict]:
-    with open(path, "rb") as f:
+    """Each line of a file of the run's state, decoded; OSError if it is not a regular file."""
+    with open_plain_file(path) as f:
         for line in f:
             yield decode_line(line)

@@ -8,6 +8,7 @@ byte, truncated, or swapped in from another run is refused (exit 2).
 """
 
 import calendar
+import errno
 import hashlib
 import itertools
 import json
@@ -20,7 +21,7 @@ from pathlib import Path
 from ops.atomic import atomic_write, ensure_private_dir
 from ops.errors import Refused, UsageError, refusal_of
 from ops.jsonl import decode_line, dumps_document
-from ops.paths import check_manifest_path, unsafe_reason
+from ops.paths import check_manifest_path, open_plain_file, unsafe_reason
 from ops.workers import ForkedWorkers, WorkerError
 
 STEPS = ("scan", "backup", "verify", "clean")
@@ -73,6 +74,17 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(1 << 20):
             sha.update(chunk)
     return sha.hexdigest()
+
+
+def _open_state(path: Path, where: str):
+    """A manifest or entry file opened for reading (``open_plain_file``), or Refused if it is
+    not a regular file; FileNotFoundError is the caller's to word."""
+    try:
+        return open_plain_file(path)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.EINVAL):
+            raise
+        raise Refused(f"{where}: {path.name} is a symlink, FIFO or device, not a file this toolkit wrote") from None
 
 
 def _seal(body: dict) -> str:
@@ -163,7 +175,8 @@ class Run:
         path = self.ok_path(step)
         where = f"run {self.id}: {path.name}"
         try:
-            data = path.read_bytes()
+            with _open_state(path, where) as f:
+                data = f.read()
         except FileNotFoundError:
             raise Refused(
                 f"run {self.id}: {path.name} is missing",
@@ -246,7 +259,7 @@ class Run:
         path = self.path(name)
         sha = hashlib.sha256()
         try:
-            with open(path, "rb") as f:
+            with _open_state(path, where) as f:
                 for n, line in enumerate(f, 1):
                     sha.update(line)
                     try:

@@ -53,6 +53,20 @@ def check_manifest_path(path, where: str) -> str:
     return path
 
 
+def open_plain_file(path):
+    """``path`` opened for binary reading if it is a regular file reached without a symlink.
+
+    Else OSError: ELOOP for a symlink, EINVAL for a FIFO, device or socket. For the run's
+    own state, written only by atomic rename: anything else there was put by hand, and
+    reading it could block (a FIFO) or never end (a link to /dev/zero).
+    """
+    fd = os.open(path, _FILE_FLAGS)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return os.fdopen(fd, "rb")
+
+
 def stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
     """The identity clean compares before every unlink: (device, inode, size, mtime, ctime)."""
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)

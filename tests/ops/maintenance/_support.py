@@ -43,6 +43,8 @@ def tree(base: Path, ignore: tuple[str, ...] = ("var/log", "var/state/lock")) ->
                 out[rel] = ("link", os.readlink(full))
             elif stat.S_ISDIR(st.st_mode):
                 out[rel] = ("dir", st.st_mode, st.st_mtime_ns)
+            elif not stat.S_ISREG(st.st_mode):  # a FIFO a test put there: reading it would block
+                out[rel] = ("special", st.st_mode, st.st_ino)
             else:
                 with open(full, "rb") as f:
                     digest = hashlib.sha256(f.read()).hexdigest()
@@ -67,6 +69,8 @@ def path_tree(base: Path, skip: tuple[str, ...] = ("var/log",)) -> dict[str, tup
                 out[rel] = ("symlink", os.readlink(p))
             elif stat.S_ISDIR(st.st_mode):
                 out[rel] = ("dir", st.st_mode, st.st_mtime_ns)
+            elif not stat.S_ISREG(st.st_mode):  # a FIFO a test put there: reading it would block
+                out[rel] = ("special", st.st_mode, st.st_ino)
             else:
                 out[rel] = ("other", st.st_mode)
     return out
@@ -216,6 +220,10 @@ def tamper_cases(target: str) -> list[tuple[str, callable]]:
         ("forged line with data after its JSON value, hashes and seals recomputed",
          lambda d, o, v: forge_line(d, b'{"path":"a.log","size":1} {"path":"../victim.log"}')),
         ("forged line nested too deep to parse, hashes and seals recomputed", lambda d, o, v: forge_line(d, b"[" * 100_000)),
+        # Not files the toolkit writes: a FIFO would hang the step's read, /dev/zero never end it.
+        (f"{pred} replaced by a FIFO", lambda d, o, v: replace_with_fifo(d / pred)),
+        ("scan.logs.jsonl replaced by a FIFO", lambda d, o, v: replace_with_fifo(d / "scan.logs.jsonl")),
+        ("scan.logs.jsonl replaced by a symlink to /dev/zero", lambda d, o, v: replace_with_link(d / "scan.logs.jsonl", "/dev/zero")),
     ]
     if t >= 2:  # the whole chain back to scan is re-checked, not only the direct predecessor
         cases.append(("scan.ok.json one byte changed", lambda d, o, v: change_one_byte(d / "scan.ok.json", b'"finished_at": "')))
@@ -226,6 +234,16 @@ def tamper_cases(target: str) -> list[tuple[str, callable]]:
     return cases
 
 
+def replace_with_fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
+def replace_with_link(path: Path, target: str) -> None:
+    path.unlink()
+    path.symlink_to(target)
+
+
 def files_of(directory: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
 
@@ -233,7 +251,7 @@ def files_of(directory: Path) -> dict[str, bytes]:
 def restore_files(directory: Path, saved: dict[str, bytes]) -> None:
     """Put ``directory`` back to ``saved`` (only files that differ are rewritten)."""
     for p in directory.iterdir():
-        if p.name not in saved:
+        if p.name not in saved or p.is_symlink() or not p.is_file():
             p.unlink()
     for name, data in saved.items():
         p = directory / name
