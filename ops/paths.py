@@ -60,7 +60,12 @@ def open_plain_file(path):
     own state, written only by atomic rename: anything else there was put by hand, and
     reading it could block (a FIFO) or never end (a link to /dev/zero).
     """
-    fd = os.open(path, _FILE_FLAGS)
+    try:
+        fd = os.open(path, _FILE_FLAGS)
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:  # what opening a socket answers
+            raise
+        raise OSError(errno.EINVAL, "not a regular file", str(path)) from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError(errno.EINVAL, "not a regular file", str(path))

@@ -1,11 +1,14 @@
 """FIFOs and sockets under a root, matching include, never block or break a run: they are
-left alone and each is reported in the log."""
+left alone and each is reported in the log. Nor do they in the run's own state."""
 
+import errno
 import os
 import socket
 import stat
 
 from e2e_support import events_for, log_events, tar_members
+
+from ops.paths import open_plain_file
 
 
 def test_fifo_and_socket_matching_include_are_skipped_logged_and_left_alone(sandbox, monkeypatch):
@@ -51,3 +54,24 @@ def test_file_swapped_for_fifo_after_scan_does_not_hang_backup_and_is_kept(sandb
     assert [e["event"] for e in log_events(sandbox) if e.get("path") == "bars.log"] == ["deleted"]
     [run_id] = sandbox.runs()
     assert tar_members(sandbox.backups / run_id / "logs.tar.zst") == ["bars.log"]
+
+
+def test_run_state_opens_only_regular_files(tmp_path, monkeypatch):
+    """The one opener of manifests and entry files: a symlink, FIFO, socket or device is an
+    OSError at once (never a read that blocks or has no end), a regular file opens."""
+    (tmp_path / "plain").write_bytes(b"{}\n")
+    with open_plain_file(tmp_path / "plain") as f:
+        assert f.read() == b"{}\n"
+    (tmp_path / "link").symlink_to(tmp_path / "plain")
+    os.mkfifo(tmp_path / "fifo")
+    monkeypatch.chdir(tmp_path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.bind("sock")
+    expected = {"link": errno.ELOOP, "fifo": errno.EINVAL, "sock": errno.EINVAL, "/dev/zero": errno.EINVAL}
+    for name, code in expected.items():
+        try:
+            open_plain_file(tmp_path / name).close()
+        except OSError as exc:
+            assert exc.errno == code, (name, exc)
+        else:
+            raise AssertionError(f"{name} was opened")
