@@ -3,7 +3,7 @@
 ``tarfile.add`` costs about 250 µs a member (name look-ups, PAX headers for fractional
 mtimes); packing the 512-byte header ourselves keeps small files cheap. The output is
 plain GNU format (``././@LongLink`` for names over 100 bytes, base-256 for sizes over
-8 GiB) that GNU tar, bsdtar and Python's tarfile all read.
+8 GiB and owner ids over 2,097,151) that GNU tar, bsdtar and Python's tarfile all read.
 
 The reader accepts only what the writer produces: regular files and long-name records.
 Anything else (links, devices, directories, PAX headers) is reported as unsupported, so
@@ -27,11 +27,13 @@ def _octal(value: int, width: int) -> bytes:
     return b"%0*o\x00" % (width - 1, value)
 
 
-def _number12(value: int) -> bytes:
-    """12-byte numeric field: octal when it fits, GNU base-256 otherwise (big files, odd mtimes)."""
-    if 0 <= value < _OCTAL_LIMIT:
-        return _octal(value, 12)
-    return bytes([0x80 if value >= 0 else 0xFF]) + (value % (1 << 88)).to_bytes(11, "big")
+def _number(value: int, width: int) -> bytes:
+    """A numeric field: octal when it fits, GNU base-256 otherwise (big files, odd mtimes,
+    the uids of a directory service, often beyond the 7 octal digits of the field)."""
+    if 0 <= value < 8 ** (width - 1):
+        return _octal(value, width)
+    bits = 8 * (width - 1)
+    return bytes([0x80 if value >= 0 else 0xFF]) + (value % (1 << bits)).to_bytes(width - 1, "big")
 
 
 # Everything after the typeflag is the same in every header we write: linkname, magic
@@ -41,18 +43,18 @@ _TAIL = b"\x00" * 100 + _GNU_MAGIC + b"\x00" * (32 + 32 + 8 + 8 + 155 + 12)
 _TAIL_SUM = sum(_TAIL) + 8 * 32
 
 
-# mode, uid and gid always fit their octal fields; size and mtime nearly always do, and
-# then the five leave in one formatting operation (a header is per-file work).
-_OWNER_FIELDS = b"%07o\x00%07o\x00%07o\x00"
-_OCTAL_FIELDS = _OWNER_FIELDS + b"%011o\x00%011o\x00"
+# mode, uid, gid, size and mtime nearly always fit their octal fields, and then the five
+# leave in one formatting operation (a header is per-file work).
+_OCTAL_FIELDS = b"%07o\x00%07o\x00%07o\x00%011o\x00%011o\x00"
+_OWNER_LIMIT = 8**7  # 7 octal digits fit in an 8-byte field
 
 
 def _header(name: bytes, size: int, mtime: int, mode: int, typeflag: bytes, uid: int = 0, gid: int = 0) -> bytes:
-    owner = (mode & 0o7777, uid & 0o7777777, gid & 0o7777777)
-    if size < _OCTAL_LIMIT and 0 <= mtime < _OCTAL_LIMIT:
-        fields = _OCTAL_FIELDS % (*owner, size, mtime)
+    mode &= 0o7777
+    if uid < _OWNER_LIMIT and gid < _OWNER_LIMIT and size < _OCTAL_LIMIT and 0 <= mtime < _OCTAL_LIMIT:
+        fields = _OCTAL_FIELDS % (mode, uid, gid, size, mtime)
     else:
-        fields = _OWNER_FIELDS % owner + _number12(size) + _number12(mtime)
+        fields = _octal(mode, 8) + _number(uid, 8) + _number(gid, 8) + _number(size, 12) + _number(mtime, 12)
     name = name[:100]
     checksum = b"%06o\x00 " % (sum(name) + sum(fields) + typeflag[0] + _TAIL_SUM)  # NUL padding adds 0
     return b"".join((name.ljust(100, b"\x00"), fields, checksum, typeflag, _TAIL))

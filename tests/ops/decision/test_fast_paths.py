@@ -84,7 +84,7 @@ def test_the_path_check_shortcut_agrees_with_the_full_check(path):
 
 
 @given(st.binary(min_size=1, max_size=300).filter(lambda b: b"\x00" not in b), st.integers(0, 2**40),
-       st.integers(0, 2**33), st.integers(0, 0o7777), st.integers(0, 2**21 - 1), st.integers(0, 2**21 - 1))
+       st.integers(0, 2**33), st.integers(0, 0o7777), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1))
 def test_tar_headers_read_back_through_tarfile(name, size, mtime, mode, uid, gid):
     head = tarformat.member_header(name, size, mtime, mode, uid, gid)
     assert len(head) % 512 == 0

@@ -1,6 +1,7 @@
 """scripts/backup.py alone: refusal, idempotence, and an archive that standard tools read."""
 
 import os
+import subprocess
 
 import pytest
 import zstandard
@@ -67,3 +68,20 @@ def test_policy_compression_none_writes_a_plain_tar_that_verifies_and_restores(s
     out = tmp_path / "restored"
     assert sandbox.run("restore", "--run", run_id, "--to", str(out)).returncode == 0
     assert (out / "logs" / "a.log").read_bytes() == b"already compressed, say parquet"
+
+
+def test_owner_ids_beyond_seven_octal_digits_reach_gnu_tar_whole(sandbox, tmp_path):
+    # A directory service (SSSD with AD) hands out uids far above 2,097,151, the most a tar
+    # header's octal field holds; GNU tar then writes base-256, and so must we.
+    sandbox.file("a.log", b"owned by a directory user\n")
+    os.chown(sandbox.data / "logs" / "a.log", 3_000_000_001, 2_097_152)
+    run_ok(sandbox, "scan", "--run", RUN_A)
+    run_ok(sandbox, "backup", "--run", RUN_A)
+    archive = sandbox.backups / RUN_A / "logs.tar.zst"
+    listing = subprocess.run(["tar", "--numeric-owner", "-tvf", str(archive)], capture_output=True, text=True, check=True)
+    assert " 3000000001/2097152 " in listing.stdout, listing.stdout
+    out = tmp_path / "restored"
+    out.mkdir()
+    subprocess.run(["tar", "--numeric-owner", "--same-owner", "-xf", str(archive), "-C", str(out)], check=True)
+    st = os.stat(out / "a.log")
+    assert (st.st_uid, st.st_gid) == (3_000_000_001, 2_097_152)
