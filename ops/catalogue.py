@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ops.atomic import atomic_file, ensure_private_dir
+from ops.errors import StepFailed
 from ops.jsonl import HashingLineWriter, iter_lines
 from ops.manifest import RUN_ID_RE
 
@@ -36,7 +37,11 @@ def entries(state_dir: Path) -> Iterator[dict]:
     except FileNotFoundError:
         return
     for name in names:
-        yield from iter_lines(directory / name)
+        try:
+            yield from iter_lines(directory / name)
+        except (OSError, ValueError) as exc:  # not a file clean wrote (a FIFO, a symlink), or damaged
+            raise StepFailed(f"catalogue file {directory / name} cannot be read: {exc}",
+                             hint="the archives themselves still list every file: see Restore in the README") from None
 
 
 def find(state_dir: Path, pattern: str) -> Iterator[dict]:

@@ -70,13 +70,13 @@ def list_runs(state_dir: Path) -> list[str]:
 
 def sha256_file(path: Path) -> str:
     sha = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_plain_file(path) as f:
         while chunk := f.read(1 << 20):
             sha.update(chunk)
     return sha.hexdigest()
 
 
-def _open_state(path: Path, where: str):
+def _open_state(path: Path, what: str):
     """A manifest or entry file opened for reading (``open_plain_file``), or Refused if it is
     not a regular file; FileNotFoundError is the caller's to word."""
     try:
@@ -84,7 +84,8 @@ def _open_state(path: Path, where: str):
     except OSError as exc:
         if exc.errno not in (errno.ELOOP, errno.EINVAL):
             raise
-        raise Refused(f"{where}: {path.name} is a symlink, FIFO or device, not a file this toolkit wrote") from None
+        raise Refused(f"{what} is not a regular file (a symlink, FIFO, device or directory), "
+                      "so not one this toolkit wrote") from None
 
 
 def _seal(body: dict) -> str:
@@ -259,7 +260,7 @@ class Run:
         path = self.path(name)
         sha = hashlib.sha256()
         try:
-            with _open_state(path, where) as f:
+            with _open_state(path, f"{where}: entry file {name}") as f:
                 for n, line in enumerate(f, 1):
                     sha.update(line)
                     try:

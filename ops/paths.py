@@ -53,23 +53,37 @@ def check_manifest_path(path, where: str) -> str:
     return path
 
 
-def open_plain_file(path):
-    """``path`` opened for binary reading if it is a regular file reached without a symlink.
+def open_plain_file(path, writable: bool = False):
+    """``path`` opened for binary reading (and writing, if ``writable``) if it is a regular
+    file reached without a symlink.
 
-    Else OSError: ELOOP for a symlink, EINVAL for a FIFO, device or socket. For the run's
+    Else OSError: ELOOP for a symlink, EINVAL for a FIFO, device, socket or directory. For the run's
     own state, written only by atomic rename: anything else there was put by hand, and
     reading it could block (a FIFO) or never end (a link to /dev/zero).
     """
     try:
-        fd = os.open(path, _FILE_FLAGS)
+        fd = os.open(path, _FILE_FLAGS | (os.O_RDWR if writable else 0))
     except OSError as exc:
         if exc.errno != errno.ENXIO:  # what opening a socket answers
             raise
         raise OSError(errno.EINVAL, "not a regular file", str(path)) from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    _regular_stat(fd)
+    return os.fdopen(fd, "rb+" if writable else "rb")
+
+
+def read_plain_file(path) -> bytes:
+    """The whole of a small file of the run's state (a manifest); see ``open_plain_file``."""
+    with open_plain_file(path) as f:
+        return f.read()
+
+
+def _regular_stat(fd: int) -> os.stat_result:
+    """The stat of an open descriptor of a regular file; else it is closed and OSError(EINVAL)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file", str(path))
-    return os.fdopen(fd, "rb")
+        raise OSError(errno.EINVAL, "not a regular file")
+    return st
 
 
 def stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
@@ -166,11 +180,7 @@ class Beneath:
             if exc.errno != errno.EPERM or not _NOATIME:
                 raise
             fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            raise OSError(errno.EINVAL, "not a regular file")
-        return fd, st
+        return fd, _regular_stat(fd)
 
     def lstat(self, relpath: str) -> os.stat_result:
         dir_fd, name = self.parent(relpath)

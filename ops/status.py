@@ -12,6 +12,7 @@ from ops.destinations import DestinationError, open_destination
 from ops.errors import Refused, StepFailed
 from ops.lock import read_holder
 from ops.manifest import STEPS, Run, list_runs, open_sealed
+from ops.paths import read_plain_file
 from ops.retention.policy import format_age, format_size, matcher
 from ops.retention.walk import walk_files
 
@@ -20,14 +21,16 @@ def _step_state(run: Run, step: str) -> dict:
     ok, failed = run.ok_path(step), run.failed_path(step)
     if ok.exists():
         try:
-            doc = open_sealed(ok.read_bytes(), ok.name)
+            doc = open_sealed(read_plain_file(ok), ok.name)
         except Refused as exc:
             return {"state": "damaged", "error": exc.message}
+        except OSError as exc:
+            return {"state": "damaged", "error": f"{ok.name}: {exc.strerror}"}
         return {"state": "ok", "finished_at": doc.get("finished_at"), **_counts(step, doc)}
     if failed.exists():
         try:
-            doc = json.loads(failed.read_bytes())
-        except ValueError:
+            doc = json.loads(read_plain_file(failed))
+        except (ValueError, OSError):
             doc = {}
         return {"state": "failed", "error": doc.get("error", "?"), "exit_code": doc.get("exit_code")}
     return {"state": "not run"}

@@ -21,7 +21,7 @@ from ops.errors import Refused, StepFailed
 from ops.hashio import HashingWriter, sha256_bytes
 from ops.jsonl import HashingLineWriter, dumps_document, iter_lines
 from ops.manifest import open_sealed, seal_document
-from ops.paths import Beneath, RootChanged, describe_oserror, entry_key, stat_key
+from ops.paths import Beneath, RootChanged, describe_oserror, entry_key, read_plain_file, stat_key
 from ops.steps.runner import StepContext
 
 PENDING = "backup.pending.json"
@@ -185,8 +185,8 @@ def _adopt(ctx: StepContext, published: list, others: list, failed: dict[str, st
     taken from the original files.
     """
     try:
-        pending = open_sealed(ctx.run.path(PENDING).read_bytes(), f"run {ctx.run.id}: {PENDING}")
-    except (FileNotFoundError, Refused):
+        pending = open_sealed(read_plain_file(ctx.run.path(PENDING)), f"run {ctx.run.id}: {PENDING}")
+    except (OSError, Refused):  # missing, or not a file this step wrote: no proof of what was published
         pending = None
     for dest in published:
         try:

@@ -22,7 +22,7 @@ from ops.errors import Refused, StepFailed
 from ops.jsonl import HashingLineWriter, iter_lines
 from ops.logs import utc_seconds
 from ops.manifest import sha256_file
-from ops.paths import Beneath, RootChanged, describe_oserror, entry_key, stat_key
+from ops.paths import Beneath, RootChanged, describe_oserror, entry_key, open_plain_file, stat_key
 from ops.steps.backup import records_name
 from ops.steps.runner import StepContext
 from ops.workers import ForkedWorkers, WorkerError
@@ -79,7 +79,7 @@ def _task_item(entry: dict, record: dict) -> tuple[str, tuple | None, str | None
 def _resume_point(path) -> int:
     """Complete journal lines from an earlier attempt; a torn last line is cut off."""
     try:
-        with open(path, "rb+") as f:
+        with open_plain_file(path, writable=True) as f:
             data_end = good = count = 0
             for line in f:
                 data_end += len(line)
@@ -229,7 +229,7 @@ def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: i
         ctx.log.write(b"".join(lines))
         return results
 
-    journal_fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    journal_fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     # The workers are forked before anything else of the pass starts (a fork copies only
     # the calling thread, so no other may be half-way through anything at that moment).
     with os.fdopen(journal_fd, "ab") as jf, ForkedWorkers(max(1, min(UNLINK_WORKERS, archived)), act) as workers, \

@@ -12,6 +12,7 @@ from ops.errors import FAILED, LOCKED, LockBusy, Refused, StepFailed
 from ops.lock import LOCK_FD_ENV, hold_lock
 from ops.logs import StepLog
 from ops.manifest import STEPS, Run, list_runs, new_run_id
+from ops.paths import read_plain_file
 from ops.steps.backup import backup_work
 from ops.steps.clean import clean_work
 from ops.steps.runner import run_step
@@ -53,7 +54,7 @@ def run_to_continue(config: Config) -> str:
 def _copies(run: Run) -> float:
     """How many destinations hold the run (unknown until backup succeeded: not a reason to give up)."""
     try:
-        return len(json.loads(run.ok_path("backup").read_bytes())["destinations"])
+        return len(json.loads(read_plain_file(run.ok_path("backup")))["destinations"])
     except FileNotFoundError:
         return float("inf")
     except (OSError, ValueError, KeyError, TypeError):

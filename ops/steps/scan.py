@@ -8,6 +8,7 @@ from ops.atomic import atomic_file
 from ops.errors import StepFailed
 from ops.jsonl import HashingLineWriter
 from ops.manifest import Run, list_runs
+from ops.paths import read_plain_file
 from ops.retention.evaluate import RootMissing, evaluate, root_identity
 from ops.retention.policy import FUTURE_TOLERANCE_NS
 from ops.steps.runner import StepContext
@@ -27,7 +28,7 @@ def clock_behind(state_dir, now_ns: int, this_run: str | None = None) -> str | N
         if run_id == this_run:
             continue
         try:
-            last = json.loads(Run(state_dir, run_id).ok_path("scan").read_bytes())["now_ns"]
+            last = json.loads(read_plain_file(Run(state_dir, run_id).ok_path("scan")))["now_ns"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if now_ns < last - FUTURE_TOLERANCE_NS:

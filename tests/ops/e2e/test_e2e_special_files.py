@@ -5,6 +5,7 @@ import errno
 import os
 import socket
 import stat
+from pathlib import Path
 
 from e2e_support import events_for, log_events, tar_members
 
@@ -57,7 +58,7 @@ def test_file_swapped_for_fifo_after_scan_does_not_hang_backup_and_is_kept(sandb
 
 
 def test_run_state_opens_only_regular_files(tmp_path, monkeypatch):
-    """The one opener of manifests and entry files: a symlink, FIFO, socket or device is an
+    """The one opener of run state: a symlink, FIFO, socket, device or directory is an
     OSError at once (never a read that blocks or has no end), a regular file opens."""
     (tmp_path / "plain").write_bytes(b"{}\n")
     with open_plain_file(tmp_path / "plain") as f:
@@ -67,11 +68,70 @@ def test_run_state_opens_only_regular_files(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.bind("sock")
-    expected = {"link": errno.ELOOP, "fifo": errno.EINVAL, "sock": errno.EINVAL, "/dev/zero": errno.EINVAL}
-    for name, code in expected.items():
+    expected = {tmp_path / "link": errno.ELOOP, tmp_path / "fifo": errno.EINVAL, tmp_path / "sock": errno.EINVAL,
+                Path("/dev/zero"): errno.EINVAL, tmp_path: errno.EINVAL}
+    for path, code in expected.items():
         try:
-            open_plain_file(tmp_path / name).close()
+            open_plain_file(path).close()
         except OSError as exc:
-            assert exc.errno == code, (name, exc)
+            assert exc.errno == code, (path, exc)
         else:
-            raise AssertionError(f"{name} was opened")
+            raise AssertionError(f"{path} was opened")
+
+
+def _one_finished_run(sandbox) -> str:
+    sandbox.file("a.log", "alpha\n")
+    done = sandbox.run("maintenance", timeout=60)
+    assert done.returncode == 0, done.stderr
+    return sandbox.runs()[-1]
+
+
+def _fifo_in_place_of(path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
+def test_a_fifo_for_the_newest_runs_backup_manifest_is_refused_by_cron_not_waited_on(sandbox):
+    sandbox.file("a.log", "alpha\n")
+    for step in ("scan", "backup"):
+        assert sandbox.run(step).returncode == 0
+    _fifo_in_place_of(sandbox.run_dir() / "backup.ok.json")  # maintenance reads it to pick the run
+    result = sandbox.run("maintenance", timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "backup.ok.json is not a regular file" in result.stderr
+    assert sandbox.snapshot() == {"logs/a.log": b"alpha\n"}
+    status = sandbox.run("status", timeout=60)  # and status reports it instead of hanging
+    assert status.returncode == 0, status.stderr
+    assert "backup.ok.json is damaged (backup.ok.json: not a regular file)" in status.stdout
+
+
+def test_a_fifo_for_an_older_runs_scan_manifest_does_not_stop_the_next_scan(sandbox):
+    first = _one_finished_run(sandbox)
+    _fifo_in_place_of(sandbox.run_dir(first) / "scan.ok.json")  # scan reads the last one for its clock check
+    sandbox.file("b.log", "bravo\n")
+    result = sandbox.run("maintenance", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert sandbox.snapshot() == {}
+
+
+def test_a_catalogue_that_is_not_a_file_is_a_plain_error_for_find(sandbox):
+    run_id = _one_finished_run(sandbox)
+    catalogue = sandbox.state / "catalogue" / f"{run_id}.jsonl"
+    _fifo_in_place_of(catalogue)
+    result = sandbox.run("find", "--file", "*", timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert f"catalogue file {catalogue} cannot be read" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_clean_journal_swapped_for_a_symlink_neither_follows_nor_truncates_it(sandbox):
+    sandbox.file("a.log", "alpha\n")
+    for step in ("scan", "backup", "verify"):
+        assert sandbox.run(step).returncode == 0
+    target = sandbox.base / "precious.txt"
+    target.write_bytes(b"a torn line: no newline at the end")
+    (sandbox.run_dir() / "clean.journal.jsonl").symlink_to(target)
+    result = sandbox.run("clean", timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert target.read_bytes() == b"a torn line: no newline at the end"
+    assert sandbox.snapshot() == {"logs/a.log": b"alpha\n"}

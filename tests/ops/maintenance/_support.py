@@ -69,8 +69,6 @@ def path_tree(base: Path, skip: tuple[str, ...] = ("var/log",)) -> dict[str, tup
                 out[rel] = ("symlink", os.readlink(p))
             elif stat.S_ISDIR(st.st_mode):
                 out[rel] = ("dir", st.st_mode, st.st_mtime_ns)
-            elif not stat.S_ISREG(st.st_mode):  # a FIFO a test put there: reading it would block
-                out[rel] = ("special", st.st_mode, st.st_ino)
             else:
                 out[rel] = ("other", st.st_mode)
     return out
