@@ -57,9 +57,9 @@ def open_plain_file(path, writable: bool = False):
     """``path`` opened for binary reading (and writing, if ``writable``) if it is a regular
     file reached without a symlink.
 
-    Else OSError: ELOOP for a symlink, EINVAL for a FIFO, device, socket or directory. For the run's
-    own state, written only by atomic rename: anything else there was put by hand, and
-    reading it could block (a FIFO) or never end (a link to /dev/zero).
+    Else OSError: ELOOP for a symlink, EINVAL for a FIFO, device, socket or directory.
+    For the run's own state, written only by atomic rename: anything else there was put
+    by hand, and reading it could block (a FIFO) or never end (a link to /dev/zero).
     """
     try:
         fd = os.open(path, _FILE_FLAGS | (os.O_RDWR if writable else 0))
