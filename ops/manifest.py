@@ -8,7 +8,6 @@ byte, truncated, or swapped in from another run is refused (exit 2).
 """
 
 import calendar
-import errno
 import hashlib
 import itertools
 import json
@@ -21,7 +20,7 @@ from pathlib import Path
 from ops.atomic import atomic_write, ensure_private_dir
 from ops.errors import Refused, UsageError, refusal_of
 from ops.jsonl import decode_line, dumps_document
-from ops.paths import check_manifest_path, open_plain_file, unsafe_reason
+from ops.paths import NotPlainFile, check_manifest_path, open_plain_file, unsafe_reason
 from ops.workers import ForkedWorkers, WorkerError
 
 STEPS = ("scan", "backup", "verify", "clean")
@@ -81,9 +80,7 @@ def _open_state(path: Path, what: str):
     not a regular file; FileNotFoundError is the caller's to word."""
     try:
         return open_plain_file(path)
-    except OSError as exc:
-        if exc.errno not in (errno.ELOOP, errno.EINVAL):
-            raise
+    except NotPlainFile:
         raise Refused(f"{what} is not a regular file (a symlink, FIFO, device or directory), "
                       "so not one this toolkit wrote") from None
 

@@ -53,20 +53,26 @@ def check_manifest_path(path, where: str) -> str:
     return path
 
 
+class NotPlainFile(OSError):
+    """A symlink (errno ELOOP), or a FIFO, device, socket or directory (EINVAL), where a
+    regular file was expected."""
+
+
 def open_plain_file(path, writable: bool = False):
     """``path`` opened for binary reading (and writing, if ``writable``) if it is a regular
-    file reached without a symlink.
+    file reached without a symlink, else NotPlainFile (other OSErrors as they come).
 
-    Else OSError: ELOOP for a symlink, EINVAL for a FIFO, device, socket or directory.
     For the run's own state, written only by atomic rename: anything else there was put
     by hand, and reading it could block (a FIFO) or never end (a link to /dev/zero).
     """
     try:
         fd = os.open(path, _FILE_FLAGS | (os.O_RDWR if writable else 0))
     except OSError as exc:
-        if exc.errno != errno.ENXIO:  # what opening a socket answers
-            raise
-        raise OSError(errno.EINVAL, "not a regular file", str(path)) from None
+        if exc.errno == errno.ELOOP:
+            raise NotPlainFile(errno.ELOOP, "is a symbolic link", str(path)) from None
+        if exc.errno == errno.ENXIO:  # what opening a socket answers
+            raise NotPlainFile(errno.EINVAL, "not a regular file", str(path)) from None
+        raise
     _regular_stat(fd)
     return os.fdopen(fd, "rb+" if writable else "rb")
 
@@ -78,11 +84,11 @@ def read_plain_file(path) -> bytes:
 
 
 def _regular_stat(fd: int) -> os.stat_result:
-    """The stat of an open descriptor of a regular file; else it is closed and OSError(EINVAL)."""
+    """The stat of an open descriptor of a regular file; else it is closed and NotPlainFile."""
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file")
+        raise NotPlainFile(errno.EINVAL, "not a regular file")
     return st
 
 

@@ -51,7 +51,7 @@ _OWNER_LIMIT = 8**7  # 7 octal digits fit in an 8-byte field
 
 def _header(name: bytes, size: int, mtime: int, mode: int, typeflag: bytes, uid: int = 0, gid: int = 0) -> bytes:
     mode &= 0o7777
-    if uid < _OWNER_LIMIT and gid < _OWNER_LIMIT and size < _OCTAL_LIMIT and 0 <= mtime < _OCTAL_LIMIT:
+    if 0 <= uid < _OWNER_LIMIT and 0 <= gid < _OWNER_LIMIT and size < _OCTAL_LIMIT and 0 <= mtime < _OCTAL_LIMIT:
         fields = _OCTAL_FIELDS % (mode, uid, gid, size, mtime)
     else:
         fields = _octal(mode, 8) + _number(uid, 8) + _number(gid, 8) + _number(size, 12) + _number(mtime, 12)

@@ -1,6 +1,7 @@
 """Large entry files are checked side by side in forked processes (ops/manifest.py): the
 refusal is the same one a check in turn would give, in chain order; a checker that dies
-refuses too; small files are checked in the step's own process. Real forked processes."""
+refuses too; small files are checked in the step's own process. Real forked processes,
+and once a whole large run through scripts/clean.py."""
 
 import hashlib
 import json
@@ -142,3 +143,33 @@ def test_a_check_already_beside_the_work_checks_its_files_in_its_own_process(tmp
     checkers = _checkers(tmp_path / "checkers")
     assert set(checkers) == {"scan.logs.jsonl", "backup.logs.jsonl"}
     assert len(set(checkers.values())) == 1 and os.getpid() not in checkers.values()
+
+
+def test_clean_of_a_large_run_refuses_an_entry_file_changed_by_one_byte(sandbox):
+    """The side-by-side path through the real script: a run large enough that clean checks
+    its entry files in forked processes (on a host of two or more CPUs), one byte changed
+    in backup's records. clean refuses, exit 2, and deletes nothing; put back, it deletes."""
+    name = "n" * 120  # long names: fewer files make the entry files pass the threshold
+    for i in range(3000):
+        sandbox.file(f"d{i // 100:02d}/{name}{i:05d}.log", b"x")
+    for step in ("scan", "backup", "verify"):
+        done = sandbox.run(step)
+        assert done.returncode == 0, done.stderr
+    run_dir = sandbox.run_dir()
+    sizes = sum(p.stat().st_size for p in run_dir.glob("*.jsonl"))
+    assert sizes >= _SIDE_BY_SIDE_BYTES, sizes
+    records = run_dir / "backup.logs.jsonl"
+    intact = records.read_bytes()
+    at = intact.rindex(b'"size":') + len(b'"size":')  # a digit in the last line: the whole file is read first
+    records.write_bytes(intact[:at] + (b"2" if intact[at:at + 1] != b"2" else b"3") + intact[at + 1:])
+    before = sandbox.snapshot()
+
+    refused = sandbox.run("clean")
+    assert refused.returncode == 2, refused.stderr
+    assert "backup.logs.jsonl does not match the SHA-256" in refused.stderr
+    assert sandbox.snapshot() == before
+
+    records.write_bytes(intact)
+    done = sandbox.run("clean")
+    assert done.returncode == 0, done.stderr
+    assert sandbox.snapshot() == {}
