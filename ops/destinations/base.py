@@ -57,6 +57,10 @@ class Destination(ABC):
         """Start writing ``run_id``; leftovers of an interrupted attempt are discarded."""
 
     @abstractmethod
+    def size(self, run_id: str, name: str) -> int:
+        """Bytes of a published file of a run; DestinationError if it is not there."""
+
+    @abstractmethod
     def open_read(self, run_id: str, name: str) -> BinaryIO:
         """A published file of a run, open for streaming binary reads."""
 

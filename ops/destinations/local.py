@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import stat
 import threading
 from pathlib import Path
 from typing import BinaryIO
@@ -152,6 +153,15 @@ class LocalDestination(Destination):
         staging = self.path / f"{prefix}{os.getpid()}"
         os.mkdir(staging, PRIVATE_DIR)
         return LocalStaging(self.path / run_id, staging)
+
+    def size(self, run_id: str, name: str) -> int:
+        try:
+            st = os.stat(self.path / run_id / name, follow_symlinks=False)
+        except FileNotFoundError:
+            raise DestinationError(f"{self.describe()}: run {run_id} has no {name}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise DestinationError(f"{self.describe()}: {run_id}/{name} is not a regular file")
+        return st.st_size
 
     def open_read(self, run_id: str, name: str) -> BinaryIO:
         try:

@@ -133,6 +133,14 @@ class S3Destination(Destination):
         leftovers = [o["Key"] for o in page.get("Contents", [])]
         return S3Staging(self, run_id, leftovers)
 
+    def size(self, run_id: str, name: str) -> int:
+        try:
+            return self.call("head_object", Bucket=self.bucket, Key=self.key(run_id, name))["ContentLength"]
+        except DestinationError as exc:
+            if _error_code(exc.__cause__) in ("404", "NoSuchKey", "NotFound"):
+                raise DestinationError(f"{self.describe()}: run {run_id} has no {name}") from None
+            raise
+
     def open_read(self, run_id: str, name: str) -> BinaryIO:
         try:
             return self.call("get_object", Bucket=self.bucket, Key=self.key(run_id, name))["Body"]

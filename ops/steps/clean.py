@@ -18,7 +18,9 @@ from collections import Counter, deque
 from typing import Iterator
 
 from ops import catalogue, crashpoints
-from ops.errors import Refused, StepFailed
+from ops.destinations import DestinationError, open_destination
+from ops.errors import ConfigError, Refused, StepFailed
+from ops.hashio import sha256_bytes
 from ops.jsonl import HashingLineWriter, iter_lines
 from ops.logs import utc_seconds
 from ops.manifest import sha256_file
@@ -143,6 +145,53 @@ def _check_quorum(ctx: StepContext) -> None:
                   hint="fix the missing destinations; the next `make maintenance` starts a new run that retries them")
 
 
+def _why_not_held(ctx: StepContext, name: str) -> str | None:
+    """Why destination ``name`` no longer holds the run that verify checked there, or None."""
+    backup = ctx.chain["backup"]
+    try:
+        dest = open_destination(ctx.config.destination(name))
+        if sha256_bytes(dest.read_bytes(ctx.run.id, "MANIFEST.json")) != backup["manifest_sha256"]:
+            return "its MANIFEST.json is not the one backup wrote"
+        for info in backup["policies"].values():
+            size = dest.size(ctx.run.id, info["archive"])
+            if size != info["archive_bytes"]:
+                return f"{info['archive']} is {size} bytes, backup wrote {info['archive_bytes']}"
+    except ConfigError as exc:
+        return f"no longer configured: {exc.message}"
+    except (DestinationError, OSError) as exc:
+        return str(exc)
+    return None
+
+
+def _copies_held(ctx: StepContext) -> list[str]:
+    """The verified destinations that still hold the run; StepFailed if fewer than the quorum.
+
+    clean may run long after verify (by hand, or resumed the next night): a destination
+    unmounted, wiped or pruned since then must not count. This is a look, not a re-read:
+    the run's manifest by its SHA-256 and each archive by its size; verify's check of every
+    member stands for the bytes.
+    """
+    verified = ctx.chain["verify"]["verified"]
+    if not ctx.chain["backup"]["policies"]:
+        return verified
+    held, lost = [], {}
+    for name in verified:
+        why = _why_not_held(ctx, name)
+        if why is None:
+            held.append(name)
+            continue
+        lost[name] = why
+        ctx.log.event("copy_missing", f"{name}: {why}", level="error", destination=name)
+    need = ctx.config.require_verified_copies
+    if len(held) < need:
+        raise StepFailed(
+            f"run {ctx.run.id}: {len(held)} of the verified copies are still in place, {need} required; "
+            f"nothing was deleted. No longer held: " + "; ".join(f"{n}: {w}" for n, w in lost.items()),
+            hint=f"bring the destination back (mounted, reachable) and rerun `make clean RUN={ctx.run.id}`; "
+                 "if the copy is gone for good, start a new run: scripts/maintenance.py --new-run")
+    return held
+
+
 def _by_policy(ctx: StepContext):
     """(policy, scanned, pairs) per policy, pairs being its (entry, record) in the one fixed order."""
     scan = ctx.chain["scan"]
@@ -159,7 +208,8 @@ def _pairs(ctx: StepContext, policy: str, scanned: dict):
         yield entry, record
 
 
-def _catalogue_line(ctx: StepContext, policy: str, scanned: dict, entry: dict, record: dict, decided: dict):
+def _catalogue_line(ctx: StepContext, policy: str, scanned: dict, entry: dict, record: dict, decided: dict,
+                    held: list[str]):
     """What the catalogue keeps of a deletion, or None for a file that stays.
 
     "gone" with a verified member counts too: after a crash, a file unlinked before its
@@ -169,13 +219,14 @@ def _catalogue_line(ctx: StepContext, policy: str, scanned: dict, entry: dict, r
     if decided["outcome"] not in ("deleted", "gone") or record["status"] != "archived":
         return None
     return {"path": os.path.join(scanned["root"], entry["path"]), "policy": policy, "rel": entry["path"],
-            "run": ctx.run.id, "destinations": ctx.chain["verify"]["verified"],
+            "run": ctx.run.id, "destinations": held,
             "archive": ctx.chain["backup"]["policies"][policy]["archive"], "sha256": record["sha256"],
             "size": entry["size"], "mtime_ns": entry["mtime_ns"], "deleted_at": decided.get("at")}
 
 
 def clean_work(ctx: StepContext):
     _check_quorum(ctx)
+    held = _copies_held(ctx)
     per_policy: dict[str, Counter] = {p: Counter() for p in ctx.chain["backup"]["policies"]}
     journal_path = ctx.run.path(JOURNAL)
     done_before = _resume_point(journal_path)
@@ -186,7 +237,7 @@ def clean_work(ctx: StepContext):
     earlier = itertools.islice(iter_lines(journal_path), done_before) if done_before else iter(())
     # closing(): if writing the catalogue fails, the pass is shut down (its unlink workers
     # stopped) there and then, not whenever the traceback lets the generator go.
-    with contextlib.closing(_clean_pass(ctx, per_policy, journal_path, done_before, earlier)) as lines:
+    with contextlib.closing(_clean_pass(ctx, per_policy, journal_path, done_before, earlier, held)) as lines:
         catalogued = catalogue.write_run(ctx.config.state_dir, ctx.run.id, lines)
     totals = sum(per_policy.values(), Counter())
     ctx.summary.update(deleted=totals["deleted"], kept=totals["kept"], gone=totals["gone"])
@@ -197,7 +248,7 @@ def clean_work(ctx: StepContext):
     return body, {JOURNAL: sha256_file(journal_path)}
 
 
-def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: int, earlier):
+def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: int, earlier, held: list[str]):
     """Decide (and unlink) every file of the run; yield the catalogue line of each deletion.
 
     The checks, unlinks and their log lines run in up to UNLINK_WORKERS forked worker
@@ -257,7 +308,7 @@ def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: i
                            "at": utc_seconds() + "Z"}
                 journal.write(decided)
                 crashpoints.reach("clean.after_unlink")
-                line = _catalogue_line(ctx, policy, scanned, entry, record, decided)
+                line = _catalogue_line(ctx, policy, scanned, entry, record, decided, held)
                 if line:
                     yield line
             show(policy, counts)
@@ -288,7 +339,7 @@ def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: i
                         decided = next(earlier)
                         if decided["path"] != entry["path"]:
                             raise Refused(f"run {ctx.run.id}: {JOURNAL} line {index} does not match the run's entries")
-                        line = _catalogue_line(ctx, policy, scanned, entry, record, decided)
+                        line = _catalogue_line(ctx, policy, scanned, entry, record, decided, held)
                         if line:
                             yield line
                         continue

@@ -356,6 +356,41 @@ def test_archive_damaged_in_bucket_before_verify_fails_verify_and_clean_refuses(
     assert sandbox.snapshot() == before
 
 
+def test_archive_deleted_from_bucket_after_verify_counts_no_more_for_clean(sandbox, bucket):
+    """Between verify and clean (a clean run by hand days later, a lifecycle rule, a
+    person), the bucket loses the archive: with both copies required clean deletes
+    nothing; with one required it deletes on the local copy alone and catalogues only it."""
+    use_s3(sandbox, bucket, quorum=2)
+    small_files(sandbox)
+    before = sandbox.snapshot()
+    for step in ("scan", "backup", "verify"):
+        assert sandbox.run(step, env=bucket.env).returncode == 0, step
+    run_id = sandbox.runs()[-1]
+    key = f"{PREFIX}{run_id}/logs.tar.zst"
+    dest = S3Destination("offsite", bucket.name, PREFIX, client=bucket.client)
+    assert dest.size(run_id, "logs.tar.zst") == len(bucket.get(key))
+    bucket.client.delete_object(Bucket=bucket.name, Key=key)
+    with pytest.raises(DestinationError, match="has no logs.tar.zst"):
+        dest.size(run_id, "logs.tar.zst")
+
+    clean = sandbox.run("clean", "--run", run_id, env=bucket.env)
+
+    assert clean.returncode == 1, clean.stderr
+    assert "1 of the verified copies are still in place, 2 required; nothing was deleted" in clean.stderr
+    assert "offsite: " in clean.stderr and "has no logs.tar.zst" in clean.stderr
+    assert sandbox.snapshot() == before
+
+    use_s3(sandbox, bucket, quorum=1)
+    clean = sandbox.run("clean", "--run", run_id, env=bucket.env)
+
+    assert clean.returncode == 0, clean.stderr
+    assert sandbox.snapshot() == {}
+    missing = [e["destination"] for e in log_events(sandbox) if e["event"] == "copy_missing"]
+    assert missing == ["offsite", "offsite"]
+    catalogue = (sandbox.state / "catalogue" / f"{run_id}.jsonl").read_text().splitlines()
+    assert {tuple(json.loads(line)["destinations"]) for line in catalogue} == {("local",)}
+
+
 # --- no local state, no credentials, no overwrite ---------------------------------------------
 
 

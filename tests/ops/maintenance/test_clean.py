@@ -3,6 +3,8 @@
 import json
 import os
 
+import pytest
+
 from ops.steps.clean import JOURNAL, UNLINK_BATCH
 
 from ._support import RUN_B, chain_to, check_refusals_then_idempotence, decisions, log_records, run_ok, tree
@@ -128,3 +130,69 @@ def test_a_directory_emptied_by_two_policies_of_one_root_is_removed(sandbox):
         os.utime(root / d, (1_600_000_000, 1_600_000_000))
     run_ok(sandbox, "maintenance")
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == ["2025", "2025/keep.log"]
+
+
+def _archive(sandbox):
+    return sandbox.backups / RUN_B / "logs.tar.zst"
+
+
+def _remove_archive(sandbox):
+    os.rename(_archive(sandbox), sandbox.base / "aside")
+    return lambda: os.rename(sandbox.base / "aside", _archive(sandbox))
+
+
+def _truncate_archive(sandbox):
+    saved = _archive(sandbox).read_bytes()
+    with open(_archive(sandbox), "r+b") as f:
+        f.truncate(len(saved) - 1)
+    return lambda: _archive(sandbox).write_bytes(saved)
+
+
+def _archive_as_symlink(sandbox):
+    os.rename(_archive(sandbox), sandbox.base / "aside")
+    os.symlink(sandbox.base / "aside", _archive(sandbox))  # same size through the link, but not the file verified
+
+    def put_back():
+        os.unlink(_archive(sandbox))
+        os.rename(sandbox.base / "aside", _archive(sandbox))
+    return put_back
+
+
+def _unmount_destination(sandbox):
+    os.rename(sandbox.backups, sandbox.base / "unmounted")
+    return lambda: os.rename(sandbox.base / "unmounted", sandbox.backups)
+
+
+def _other_manifest(sandbox):
+    manifest = sandbox.backups / RUN_B / "MANIFEST.json"
+    saved = manifest.read_bytes()
+    manifest.write_bytes(saved.replace(b'"schema": 1', b'"schema": 1 '))
+    return lambda: manifest.write_bytes(saved)
+
+
+@pytest.mark.parametrize("lose_copy", [_remove_archive, _truncate_archive, _archive_as_symlink, _unmount_destination,
+                                       _other_manifest], ids=lambda f: f.__name__.strip("_"))
+def test_clean_deletes_nothing_when_the_verified_copy_is_no_longer_in_place(sandbox, lose_copy):
+    """Verify checked the copy; clean may run much later (by hand, or resumed the next
+    night). A copy lost or changed since then no longer counts toward the quorum."""
+    for i in range(5):
+        sandbox.file(f"d/f{i}.log", f"content {i}\n")
+    chain_to(sandbox, "verify", RUN_B)
+    before = sandbox.snapshot()
+    put_back = lose_copy(sandbox)
+
+    refused = sandbox.run("clean", "--run", RUN_B)
+
+    assert refused.returncode == 1, refused.stderr
+    assert "nothing was deleted" in refused.stderr and f"make clean RUN={RUN_B}" in refused.stderr
+    assert "local: " in refused.stderr, "the message names the destination and why"
+    assert sandbox.snapshot() == before
+    assert decisions(sandbox, RUN_B) == []
+    assert not (sandbox.run_dir(RUN_B) / "clean.ok.json").exists()
+    assert [r["destination"] for r in log_records(sandbox) if r["event"] == "copy_missing"] == ["local"]
+
+    put_back()
+    run_ok(sandbox, "clean", "--run", RUN_B)
+    assert sandbox.snapshot() == {}
+    catalogue = (sandbox.state / "catalogue" / f"{RUN_B}.jsonl").read_text().splitlines()
+    assert [json.loads(line)["destinations"] for line in catalogue] == [["local"]] * 5
