@@ -46,7 +46,8 @@ def _counts(step: str, doc: dict) -> dict:
                 "destinations": doc.get("destinations", []), "failed_destinations": doc.get("failed_destinations", {})}
     if step == "verify":
         return {"verified": doc.get("verified", []), "destinations": doc.get("destinations", {})}
-    return {"files": doc.get("deleted", 0), "bytes": doc.get("deleted_bytes", 0), "kept": doc.get("kept", 0)}
+    return {"files": doc.get("deleted", 0), "bytes": doc.get("deleted_bytes", 0), "kept": doc.get("kept", 0),
+            "copies_missing": doc.get("copies_missing", {})}
 
 
 def summarize(config: Config, run_id: str) -> dict:
@@ -81,6 +82,9 @@ def collect(config: Config, limit: int = 10) -> dict:
                                 f"deleted. Inspect {run.dir}.")
         for name, error in steps["backup"].get("failed_destinations", {}).items():
             problems.append(f"run {run_id}: destination {name} did not get this run ({error}).")
+        for name, why in steps["clean"].get("copies_missing", {}).items():
+            problems.append(f"run {run_id}: its verified copy on {name} was no longer in place when clean deleted "
+                            f"on the others ({why}).")
         if steps["clean"]["state"] != "ok" and run_id != all_runs[-1]:
             problems.append(f"run {run_id} never finished; newer runs exist. Its files stay until a run covers them.")
     finished = [r for r in runs if r["steps"]["clean"]["state"] == "ok"]

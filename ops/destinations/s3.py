@@ -43,6 +43,11 @@ def _error_code(exc: Exception) -> str:
     return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
 
 
+def _is_missing(exc: DestinationError) -> bool:
+    """A DestinationError from ``call`` that says the object is not there (HEAD answers a bare 404)."""
+    return _error_code(exc.__cause__) in ("404", "NoSuchKey", "NotFound")
+
+
 class S3Destination(Destination):
     def __init__(self, name: str, bucket: str, prefix: str = "", endpoint_url: str | None = None,
                  region: str | None = None, storage_class: str | None = None, client=None,
@@ -95,7 +100,7 @@ class S3Destination(Destination):
             self.call("head_object", Bucket=self.bucket, Key=self.key(run_id, "MANIFEST.json"))
             return True
         except DestinationError as exc:
-            if _error_code(exc.__cause__) in ("404", "NoSuchKey", "NotFound"):
+            if _is_missing(exc):
                 return False
             raise
 
@@ -137,7 +142,7 @@ class S3Destination(Destination):
         try:
             return self.call("head_object", Bucket=self.bucket, Key=self.key(run_id, name))["ContentLength"]
         except DestinationError as exc:
-            if _error_code(exc.__cause__) in ("404", "NoSuchKey", "NotFound"):
+            if _is_missing(exc):
                 raise DestinationError(f"{self.describe()}: run {run_id} has no {name}") from None
             raise
 
@@ -145,9 +150,18 @@ class S3Destination(Destination):
         try:
             return self.call("get_object", Bucket=self.bucket, Key=self.key(run_id, name))["Body"]
         except DestinationError as exc:
-            if _error_code(exc.__cause__) in ("404", "NoSuchKey"):
+            if _is_missing(exc):
                 raise DestinationError(f"{self.describe()}: run {run_id} has no {name}") from None
             raise
+
+    def read_bytes(self, run_id: str, name: str) -> bytes:
+        from botocore.exceptions import BotoCoreError
+
+        with self.open_read(run_id, name) as body:
+            try:
+                return body.read()
+            except BotoCoreError as exc:  # the connection broke mid-body (not an OSError)
+                raise DestinationError(f"{self.describe()}: reading {run_id}/{name} failed: {exc}") from exc
 
 
 class _Upload:

@@ -20,13 +20,13 @@ from typing import Iterator
 from ops import catalogue, crashpoints
 from ops.destinations import DestinationError, open_destination
 from ops.errors import ConfigError, Refused, StepFailed
-from ops.hashio import sha256_bytes
 from ops.jsonl import HashingLineWriter, iter_lines
 from ops.logs import utc_seconds
 from ops.manifest import sha256_file
 from ops.paths import Beneath, RootChanged, describe_oserror, entry_key, open_plain_file, stat_key
 from ops.steps.backup import records_name
 from ops.steps.runner import StepContext
+from ops.steps.verify import Mismatch, check_run_files
 from ops.workers import ForkedWorkers, WorkerError
 
 JOURNAL = "clean.journal.jsonl"
@@ -146,50 +146,61 @@ def _check_quorum(ctx: StepContext) -> None:
 
 
 def _why_not_held(ctx: StepContext, name: str) -> str | None:
-    """Why destination ``name`` no longer holds the run that verify checked there, or None."""
+    """Why destination ``name`` no longer holds the run that verify checked there, or None.
+    A destination that cannot be asked right now (unreachable, no credentials) counts as
+    not holding it: clean deletes on copies it has just seen, never on an old answer."""
     backup = ctx.chain["backup"]
     try:
         dest = open_destination(ctx.config.destination(name))
-        if sha256_bytes(dest.read_bytes(ctx.run.id, "MANIFEST.json")) != backup["manifest_sha256"]:
-            return "its MANIFEST.json is not the one backup wrote"
+    except ConfigError as exc:
+        return f"{name}: no longer configured: {exc.message}"
+    try:
+        check_run_files(dest, ctx.run.id, backup)
         for info in backup["policies"].values():
             size = dest.size(ctx.run.id, info["archive"])
             if size != info["archive_bytes"]:
-                return f"{info['archive']} is {size} bytes, backup wrote {info['archive_bytes']}"
-    except ConfigError as exc:
-        return f"no longer configured: {exc.message}"
-    except (DestinationError, OSError) as exc:
-        return str(exc)
+                return f"{dest.describe()}: {info['archive']} is {size} bytes, backup wrote {info['archive_bytes']}"
+            dest.size(ctx.run.id, info["sums"])  # there: restore needs it, and SHA256SUMS vouches for its bytes
+    except Mismatch as exc:
+        return f"{dest.describe()}: {exc}"
+    except (DestinationError, OSError, ValueError) as exc:
+        return str(exc)  # these name the destination themselves
     return None
 
 
-def _copies_held(ctx: StepContext) -> list[str]:
-    """The verified destinations that still hold the run; StepFailed if fewer than the quorum.
+def _copies_held(ctx: StepContext, done_before: int) -> tuple[list[str], dict[str, str]]:
+    """(the verified destinations that still hold the run, why each other one does not);
+    StepFailed if fewer than the quorum still hold it.
 
-    clean may run long after verify (by hand, or resumed the next night): a destination
+    clean may run long after verify (by hand, or resumed the next night): a copy
     unmounted, wiped or pruned since then must not count. This is a look, not a re-read:
-    the run's manifest by its SHA-256 and each archive by its size; verify's check of every
-    member stands for the bytes.
+    the run's MANIFEST.json and SHA256SUMS by their SHA-256, each archive by its size;
+    verify's check of every member stands for the archive's bytes.
     """
     verified = ctx.chain["verify"]["verified"]
     if not ctx.chain["backup"]["policies"]:
-        return verified
+        return verified, {}
     held, lost = [], {}
     for name in verified:
         why = _why_not_held(ctx, name)
         if why is None:
             held.append(name)
-            continue
-        lost[name] = why
-        ctx.log.event("copy_missing", f"{name}: {why}", level="error", destination=name)
+        else:
+            lost[name] = why
+            ctx.log.event("copy_missing", why, level="error", destination=name)
     need = ctx.config.require_verified_copies
-    if len(held) < need:
-        raise StepFailed(
-            f"run {ctx.run.id}: {len(held)} of the verified copies are still in place, {need} required; "
-            f"nothing was deleted. No longer held: " + "; ".join(f"{n}: {w}" for n, w in lost.items()),
-            hint=f"bring the destination back (mounted, reachable) and rerun `make clean RUN={ctx.run.id}`; "
-                 "if the copy is gone for good, start a new run: scripts/maintenance.py --new-run")
-    return held
+    if len(held) >= need:
+        return held, lost
+    if done_before:
+        outcome = (f"nothing more was deleted; the {done_before} decisions of an earlier attempt "
+                   f"({JOURNAL}) stand and are catalogued once clean finishes")
+        hint = f"bring the destination back (mounted, reachable) and rerun `make clean RUN={ctx.run.id}`"
+    else:
+        outcome = "nothing was deleted"
+        hint = (f"bring the destination back (mounted, reachable) and rerun `make clean RUN={ctx.run.id}`; "
+                "if the copy is gone for good, start a new run: scripts/maintenance.py --new-run")
+    raise StepFailed(f"run {ctx.run.id}: {len(held)} of {len(verified)} verified copies still in place, "
+                     f"{need} required; {outcome}. Not in place: {'; '.join(lost.values())}", hint=hint)
 
 
 def _by_policy(ctx: StepContext):
@@ -226,10 +237,10 @@ def _catalogue_line(ctx: StepContext, policy: str, scanned: dict, entry: dict, r
 
 def clean_work(ctx: StepContext):
     _check_quorum(ctx)
-    held = _copies_held(ctx)
     per_policy: dict[str, Counter] = {p: Counter() for p in ctx.chain["backup"]["policies"]}
     journal_path = ctx.run.path(JOURNAL)
     done_before = _resume_point(journal_path)
+    held, lost = _copies_held(ctx, done_before)
     if done_before:
         ctx.log.event("resume", f"resuming after {done_before} decisions already journaled")
     # One pass: the catalogue lines come out of the same loop that decides, and the
@@ -242,7 +253,7 @@ def clean_work(ctx: StepContext):
     totals = sum(per_policy.values(), Counter())
     ctx.summary.update(deleted=totals["deleted"], kept=totals["kept"], gone=totals["gone"])
     body = {k: totals[k] for k in ("deleted", "deleted_bytes", "kept", "kept_changed", "gone", "dirs_removed")}
-    body.update(resumed_after=done_before, catalogued=catalogued,
+    body.update(resumed_after=done_before, catalogued=catalogued, copies_missing=lost,
                 policies={p: {k: c[k] for k in ("deleted", "deleted_bytes", "kept", "kept_changed", "gone")}
                           for p, c in per_policy.items()})
     return body, {JOURNAL: sha256_file(journal_path)}

@@ -68,12 +68,17 @@ def _verify_policy(ctx: StepContext, dest: Destination, policy: str, info: dict,
             raise Mismatch(f"{info['sums']}: differs from what backup wrote")
 
 
+def check_run_files(dest: Destination, run_id: str, backup: dict) -> None:
+    """MANIFEST.json and SHA256SUMS on ``dest`` are, to the byte, what backup wrote; else Mismatch."""
+    if sha256_bytes(dest.read_bytes(run_id, "MANIFEST.json")) != backup["manifest_sha256"]:
+        raise Mismatch("MANIFEST.json differs from what backup wrote")
+    if sha256_bytes(dest.read_bytes(run_id, "SHA256SUMS")) != backup["sha256sums_sha256"]:
+        raise Mismatch("SHA256SUMS differs from what backup wrote")
+
+
 def _verify_destination(ctx: StepContext, dest: Destination, advance) -> None:
     backup = ctx.chain["backup"]
-    if sha256_bytes(dest.read_bytes(ctx.run.id, "MANIFEST.json")) != backup["manifest_sha256"]:
-        raise Mismatch("MANIFEST.json differs from what backup wrote")
-    if sha256_bytes(dest.read_bytes(ctx.run.id, "SHA256SUMS")) != backup["sha256sums_sha256"]:
-        raise Mismatch("SHA256SUMS differs from what backup wrote")
+    check_run_files(dest, ctx.run.id, backup)
     for policy, info in backup["policies"].items():
         _verify_policy(ctx, dest, policy, info, advance)
 

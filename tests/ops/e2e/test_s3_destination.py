@@ -376,8 +376,8 @@ def test_archive_deleted_from_bucket_after_verify_counts_no_more_for_clean(sandb
     clean = sandbox.run("clean", "--run", run_id, env=bucket.env)
 
     assert clean.returncode == 1, clean.stderr
-    assert "1 of the verified copies are still in place, 2 required; nothing was deleted" in clean.stderr
-    assert "offsite: " in clean.stderr and "has no logs.tar.zst" in clean.stderr
+    assert "1 of 2 verified copies still in place, 2 required; nothing was deleted" in clean.stderr
+    assert f"offsite (s3://{bucket.name}/{PREFIX}): run {run_id} has no logs.tar.zst" in clean.stderr
     assert sandbox.snapshot() == before
 
     use_s3(sandbox, bucket, quorum=1)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -81,17 +82,23 @@ def test_clean_deletes_only_unchanged_files_and_keeps_each_changed_one_with_its_
     assert root.is_dir()
 
 
-def test_a_killed_clean_resumes_from_its_journal_and_a_torn_last_line_is_cut_off(sandbox):
-    """The journal is written a batch at a time and fsynced every JOURNAL_SYNC_EVERY lines;
-    a rerun re-reads the complete lines (skipping their work), cuts off a torn one, and
-    decides the rest again: the files the killed attempt unlinked without a journal line
-    read as gone, none is deleted twice, and the catalogue holds every deletion."""
+def _clean_killed_after_its_first_batch(sandbox) -> list[str]:
+    """Two and a bit batches of files, verified; clean killed part-way into its second batch."""
     names = [f"many/f{i:04d}.log" for i in range(UNLINK_BATCH * 2 + 50)]
     for name in names:
         sandbox.file(name, f"content of {name}\n")
     chain_to(sandbox, "verify", RUN_B)
     killed = sandbox.run("clean", "--run", RUN_B, env={"QTS_OPS_CRASH_AT": f"clean.after_unlink:{UNLINK_BATCH + 10}"})
     assert killed.returncode != 0
+    return names
+
+
+def test_a_killed_clean_resumes_from_its_journal_and_a_torn_last_line_is_cut_off(sandbox):
+    """The journal is written a batch at a time and fsynced every JOURNAL_SYNC_EVERY lines;
+    a rerun re-reads the complete lines (skipping their work), cuts off a torn one, and
+    decides the rest again: the files the killed attempt unlinked without a journal line
+    read as gone, none is deleted twice, and the catalogue holds every deletion."""
+    names = _clean_killed_after_its_first_batch(sandbox)
     journal = sandbox.run_dir(RUN_B) / JOURNAL
     complete = journal.read_bytes().count(b"\n")
     assert 1 <= complete < UNLINK_BATCH + 10, "the first batch's lines were not written before the kill"
@@ -185,7 +192,8 @@ def test_clean_deletes_nothing_when_the_verified_copy_is_no_longer_in_place(sand
 
     assert refused.returncode == 1, refused.stderr
     assert "nothing was deleted" in refused.stderr and f"make clean RUN={RUN_B}" in refused.stderr
-    assert "local: " in refused.stderr, "the message names the destination and why"
+    assert "0 of 1 verified copies still in place, 1 required" in refused.stderr
+    assert f"Not in place: local ({sandbox.backups})" in refused.stderr, "the message names the destination and why"
     assert sandbox.snapshot() == before
     assert decisions(sandbox, RUN_B) == []
     assert not (sandbox.run_dir(RUN_B) / "clean.ok.json").exists()
@@ -196,3 +204,57 @@ def test_clean_deletes_nothing_when_the_verified_copy_is_no_longer_in_place(sand
     assert sandbox.snapshot() == {}
     catalogue = (sandbox.state / "catalogue" / f"{RUN_B}.jsonl").read_text().splitlines()
     assert [json.loads(line)["destinations"] for line in catalogue] == [["local"]] * 5
+
+
+def _two_local_destinations(sandbox, quorum: int) -> None:
+    sandbox.config["backup"]["require_verified_copies"] = quorum
+    sandbox.config["backup"]["destinations"].append({"name": "second", "type": "local", "path": "var/second"})
+    sandbox.write_config()
+
+
+def test_with_the_quorum_still_met_clean_deletes_and_reports_the_copy_that_is_gone(sandbox):
+    _two_local_destinations(sandbox, quorum=1)
+    for i in range(3):
+        sandbox.file(f"f{i}.log", f"content {i}\n")
+    chain_to(sandbox, "verify", RUN_B)
+    shutil.rmtree(sandbox.base / "var/second" / RUN_B)
+
+    run_ok(sandbox, "clean", "--run", RUN_B)
+
+    assert sandbox.snapshot() == {}
+    missing = [r for r in log_records(sandbox) if r["event"] == "copy_missing"]
+    assert [r["destination"] for r in missing] == ["second"] and "has no MANIFEST.json" in missing[0]["msg"]
+    clean_ok = json.loads((sandbox.run_dir(RUN_B) / "clean.ok.json").read_bytes())
+    assert list(clean_ok["copies_missing"]) == ["second"]
+    catalogue = (sandbox.state / "catalogue" / f"{RUN_B}.jsonl").read_text().splitlines()
+    assert [json.loads(line)["destinations"] for line in catalogue] == [["local"]] * 3
+    status = run_ok(sandbox, "status")
+    assert "its verified copy on second was no longer in place" in status.stdout + status.stderr
+
+
+def test_a_copy_lost_after_a_crash_in_clean_stops_the_rest_and_says_what_already_happened(sandbox):
+    names = _clean_killed_after_its_first_batch(sandbox)
+    journaled = (sandbox.run_dir(RUN_B) / JOURNAL).read_bytes().count(b"\n")
+    left = sandbox.snapshot()
+    put_back = _unmount_destination(sandbox)
+
+    refused = sandbox.run("clean", "--run", RUN_B)
+
+    assert refused.returncode == 1, refused.stderr
+    assert f"nothing more was deleted; the {journaled} decisions of an earlier attempt" in refused.stderr
+    assert "--new-run" not in refused.stderr, "a new run would never catalogue what this one deleted"
+    assert sandbox.snapshot() == left
+    put_back()
+    run_ok(sandbox, "clean", "--run", RUN_B)
+    catalogue = (sandbox.state / "catalogue" / f"{RUN_B}.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["rel"] for line in catalogue) == sorted(names)
+
+
+def test_a_copy_lost_after_clean_finished_leaves_the_rerun_a_no_op(sandbox):
+    sandbox.file("a.log", "a\n")
+    chain_to(sandbox, "clean", RUN_B)
+    _unmount_destination(sandbox)
+
+    run_ok(sandbox, "clean", "--run", RUN_B)
+
+    assert [r for r in log_records(sandbox) if r["event"] == "copy_missing"] == []
