@@ -163,8 +163,10 @@ def _why_not_held(ctx: StepContext, name: str) -> str | None:
             dest.size(ctx.run.id, info["sums"])  # there: restore needs it, and SHA256SUMS vouches for its bytes
     except Mismatch as exc:
         return f"{dest.describe()}: {exc}"
-    except (DestinationError, OSError, ValueError) as exc:
-        return str(exc)  # these name the destination themselves
+    except DestinationError as exc:
+        return str(exc)  # it names the destination itself
+    except (OSError, ValueError) as exc:  # unreadable, or a client that cannot be built (bad endpoint)
+        return f"{dest.describe()}: {exc}"
     return None
 
 
