@@ -168,7 +168,7 @@ def _write_policy(ctx: StepContext, name: str, scanned: dict, fanout: Fanout, co
         sums.flush()
     info = {
         "root": scanned["root"], "compression": compression, "archive": archive, "archive_sha256": archive_sha, "archive_bytes": archive_bytes,
-        "sums": sums_name, "sums_sha256": sums.sha256, "members": counts["archived"] + counts["changed"], "member_bytes": archived_bytes, **counts,
+        "sums": sums_name, "sums_sha256": sums.sha256, "sums_bytes": sums.size, "members": counts["archived"] + counts["changed"], "member_bytes": archived_bytes, **counts,
     }
     return info, records.sha256
 

@@ -157,10 +157,11 @@ def _why_not_held(ctx: StepContext, name: str) -> str | None:
     try:
         check_run_files(dest, ctx.run.id, backup)
         for info in backup["policies"].values():
-            size = dest.size(ctx.run.id, info["archive"])
-            if size != info["archive_bytes"]:
-                return f"{dest.describe()}: {info['archive']} is {size} bytes, backup wrote {info['archive_bytes']}"
-            dest.size(ctx.run.id, info["sums"])  # there: restore needs it, and SHA256SUMS vouches for its bytes
+            # A run backed up before sums_bytes was recorded: its .sha256 file only has to be there.
+            for name, wrote in ((info["archive"], info["archive_bytes"]), (info["sums"], info.get("sums_bytes"))):
+                size = dest.size(ctx.run.id, name)
+                if wrote is not None and size != wrote:
+                    return f"{dest.describe()}: {name} is {size} bytes, backup wrote {wrote}"
     except Mismatch as exc:
         return f"{dest.describe()}: {exc}"
     except DestinationError as exc:
@@ -176,8 +177,8 @@ def _copies_held(ctx: StepContext, done_before: int) -> tuple[list[str], dict[st
 
     clean may run long after verify (by hand, or resumed the next night): a copy
     unmounted, wiped or pruned since then must not count. This is a look, not a re-read:
-    the run's MANIFEST.json and SHA256SUMS by their SHA-256, each archive by its size;
-    verify's check of every member stands for the archive's bytes.
+    the run's MANIFEST.json and SHA256SUMS by their SHA-256, each archive and ``.sha256``
+    file by its size; verify's check of every byte stands for the rest.
     """
     verified = ctx.chain["verify"]["verified"]
     if not ctx.chain["backup"]["policies"]:

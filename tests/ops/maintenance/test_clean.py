@@ -155,6 +155,13 @@ def _truncate_archive(sandbox):
     return lambda: _archive(sandbox).write_bytes(saved)
 
 
+def _truncate_sums(sandbox):
+    sums = sandbox.backups / RUN_B / "logs.sha256"
+    saved = sums.read_bytes()
+    sums.write_bytes(b"")  # restore would refuse the run: this file no longer matches SHA256SUMS
+    return lambda: sums.write_bytes(saved)
+
+
 def _archive_as_symlink(sandbox):
     os.rename(_archive(sandbox), sandbox.base / "aside")
     os.symlink(sandbox.base / "aside", _archive(sandbox))  # same size through the link, but not the file verified
@@ -177,8 +184,8 @@ def _other_manifest(sandbox):
     return lambda: manifest.write_bytes(saved)
 
 
-@pytest.mark.parametrize("lose_copy", [_remove_archive, _truncate_archive, _archive_as_symlink, _unmount_destination,
-                                       _other_manifest], ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize("lose_copy", [_remove_archive, _truncate_archive, _truncate_sums, _archive_as_symlink,
+                                       _unmount_destination, _other_manifest], ids=lambda f: f.__name__.strip("_"))
 def test_clean_deletes_nothing_when_the_verified_copy_is_no_longer_in_place(sandbox, lose_copy):
     """Verify checked the copy; clean may run much later (by hand, or resumed the next
     night). A copy lost or changed since then no longer counts toward the quorum."""
