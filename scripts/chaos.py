@@ -23,8 +23,8 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=None, help="campaign seed (default: a new one, printed)")
     p.add_argument("--trials", type=int, default=20,
-                   help="trials per unit; each kind runs a share of it (default: %(default)s: ~70 trials, "
-                        "~3,000 faults, ~4 minutes on 2 cores)")
+                   help="trials per unit; each kind runs a share of it (default: %(default)s: ~105 trials, "
+                        "~3,500 faults, 1-4 minutes on 2 cores)")
     p.add_argument("--kind", action="append", choices=list(campaign.KINDS), help="only this kind (repeatable)")
     p.add_argument("--trial", type=int, help="only trial number N of each kind (to reproduce one)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
