@@ -138,21 +138,20 @@ class S3Destination(Destination):
         leftovers = [o["Key"] for o in page.get("Contents", [])]
         return S3Staging(self, run_id, leftovers)
 
-    def size(self, run_id: str, name: str) -> int:
+    def _on_file(self, operation: str, run_id: str, name: str) -> dict:
+        """``operation`` on one published file of a run; a missing file says so plainly."""
         try:
-            return self.call("head_object", Bucket=self.bucket, Key=self.key(run_id, name))["ContentLength"]
+            return self.call(operation, Bucket=self.bucket, Key=self.key(run_id, name))
         except DestinationError as exc:
             if _is_missing(exc):
                 raise DestinationError(f"{self.describe()}: run {run_id} has no {name}") from None
             raise
 
+    def size(self, run_id: str, name: str) -> int:
+        return self._on_file("head_object", run_id, name)["ContentLength"]
+
     def open_read(self, run_id: str, name: str) -> BinaryIO:
-        try:
-            return self.call("get_object", Bucket=self.bucket, Key=self.key(run_id, name))["Body"]
-        except DestinationError as exc:
-            if _is_missing(exc):
-                raise DestinationError(f"{self.describe()}: run {run_id} has no {name}") from None
-            raise
+        return self._on_file("get_object", run_id, name)["Body"]
 
     def read_bytes(self, run_id: str, name: str) -> bytes:
         from botocore.exceptions import BotoCoreError
