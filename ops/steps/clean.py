@@ -158,10 +158,10 @@ def _why_not_held(ctx: StepContext, name: str) -> str | None:
         check_run_files(dest, ctx.run.id, backup)
         for info in backup["policies"].values():
             # A run backed up before sums_bytes was recorded: its .sha256 file only has to be there.
-            for name, wrote in ((info["archive"], info["archive_bytes"]), (info["sums"], info.get("sums_bytes"))):
-                size = dest.size(ctx.run.id, name)
+            for file, wrote in ((info["archive"], info["archive_bytes"]), (info["sums"], info.get("sums_bytes"))):
+                size = dest.size(ctx.run.id, file)
                 if wrote is not None and size != wrote:
-                    return f"{dest.describe()}: {name} is {size} bytes, backup wrote {wrote}"
+                    return f"{dest.describe()}: {file} is {size} bytes, backup wrote {wrote}"
     except Mismatch as exc:
         return f"{dest.describe()}: {exc}"
     except DestinationError as exc:

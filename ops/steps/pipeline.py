@@ -55,10 +55,8 @@ def _copies(run: Run) -> float:
     """How many destinations hold the run (unknown until backup succeeded: not a reason to give up)."""
     try:
         return len(json.loads(read_plain_file(run.ok_path("backup")))["destinations"])
-    except FileNotFoundError:
-        return float("inf")
     except (OSError, ValueError, KeyError, TypeError):
-        return float("inf")  # a damaged manifest: resume, so the step refuses and says so
+        return float("inf")  # not written yet, or damaged: resume, so the step refuses and says so
 
 
 def _step_process(step: str, config: Config, run_id: str, lock_fd: int) -> int:
