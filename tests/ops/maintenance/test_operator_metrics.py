@@ -38,7 +38,7 @@ def stepped(tmp_path_factory):
     for (root, rel), content in FILES.items():
         aged(sandbox, rel, content, root=root)
     aged(sandbox, "recent.log", b"young\n", age_days=2)
-    seen = {}
+    seen, held = {}, []
     for step in STEPS:
         if step == "verify":
             changed = sandbox.data / "logs" / "c.log"
@@ -48,8 +48,13 @@ def stepped(tmp_path_factory):
         run_ok(sandbox, step)
         finished = time.time()
         path = sandbox.base / METRICS_FILE
-        seen[step] = {"window": (started, finished), "ino": os.stat(path).st_ino, "metrics": read_metrics(path),
-                      "text": path.read_text()}
+        # Each step's file is held open: a replaced file's inode number is free for the
+        # next file to take once nothing holds it, and inodes are compared below.
+        held.append(open(path, "rb"))
+        seen[step] = {"window": (started, finished), "ino": os.fstat(held[-1].fileno()).st_ino,
+                      "metrics": read_metrics(path), "text": path.read_text()}
+    for f in held:
+        f.close()
     return sandbox, seen
 
 
