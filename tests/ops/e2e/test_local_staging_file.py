@@ -1,0 +1,130 @@
+"""The local destination's staging file is written by a thread of its own, which also
+starts writeback early (a further thread fdatasyncs every FLUSH_EVERY bytes). Neither may
+hide an I/O error from publish, lose or reorder a byte, or keep a byte a caller lent and
+then changed: the kernel reports a writeback error to one fsync per open file only, and
+a write's error happens after write() returned, so the file keeps what it saw and the
+next write or flush raises it.
+
+An fdatasync that fails with EIO cannot be produced for real here (it needs a failing
+block device), so that one call is replaced; the disk-full case is a real tmpfs, and
+everything else is a real file on disk."""
+
+import errno
+import io
+import os
+import threading
+import time
+
+import pytest
+
+from e2e_support import tmpfs
+from ops.destinations import local
+from ops.destinations.local import LocalDestination
+
+
+def _staging(tmp_path, monkeypatch, every: int):
+    monkeypatch.setattr(local._StagingFile, "FLUSH_EVERY", every)
+    return LocalDestination("local", tmp_path / "backups").begin_run("20261126T000000Z-abcd")
+
+
+def test_an_early_writeback_error_fails_the_publish_and_publishes_nothing(tmp_path, monkeypatch):
+    staging = _staging(tmp_path, monkeypatch, every=4096)
+    failed = []
+
+    def eio(fd):
+        failed.append(fd)
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(local.os, "fdatasync", eio)
+    f = staging.create("logs.tar.zst")
+    f.write(b"x" * 5000)  # past FLUSH_EVERY: the early sync runs, and fails
+    f._settle()
+    assert failed, "the early writeback never ran"
+    with pytest.raises(OSError) as raised:
+        staging.publish()
+    assert raised.value.errno == errno.EIO
+    staging.abort()
+    assert not (tmp_path / "backups" / "20261126T000000Z-abcd").exists()
+
+
+def test_early_writeback_keeps_every_byte_in_order(tmp_path, monkeypatch):
+    staging = _staging(tmp_path, monkeypatch, every=1000)
+    f = staging.create("a.tar")
+    chunks = [os.urandom(n) for n in (10, 999, 1, 4096, 3, 2000, 0, 77)]
+    for chunk in chunks:
+        f.write(chunk)
+    staging.publish()
+    assert (tmp_path / "backups" / "20261126T000000Z-abcd" / "a.tar").read_bytes() == b"".join(chunks)
+
+
+def test_a_lent_buffer_changed_after_write_is_written_as_it_was_lent(tmp_path, monkeypatch):
+    staging = _staging(tmp_path, monkeypatch, every=1 << 20)
+    f = staging.create("a.tar")
+    buf, parts = bytearray(4096), []
+    for i in range(64):  # more writes than the queue holds, each lending the same buffer
+        buf[:] = bytes([i]) * len(buf)
+        parts.append(bytes(buf))
+        f.write(buf)
+        f.write(memoryview(buf)[:100])
+        parts.append(bytes(buf[:100]))
+    buf[:] = b"\xff" * len(buf)
+    staging.publish()
+    assert (tmp_path / "backups" / "20261126T000000Z-abcd" / "a.tar").read_bytes() == b"".join(parts)
+
+
+class _FirstWriteHeld(io.RawIOBase):
+    """The real file, whose first write waits for ``release``: the test queues writes
+    behind it first, so the write that fails has others waiting after it."""
+
+    def __init__(self, raw: io.FileIO, release: threading.Event):
+        self.raw, self.release = raw, release
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self.release.wait(30)
+        return self.raw.write(b)
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+def test_a_full_disk_is_raised_by_a_later_write_or_the_flush_never_blocks_and_publishes_nothing(tmp_path, monkeypatch):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    release = threading.Event()
+    monkeypatch.setattr(local.LocalStaging, "_buffered",
+                        lambda self, fd: io.BufferedWriter(_FirstWriteHeld(io.FileIO(fd, "wb"), release), 1 << 20))
+    with tmpfs(mnt, "256k"):
+        staging = _staging(mnt, monkeypatch, every=64 << 20)
+        f = staging.create("big.tar")
+        block, raised = os.urandom(1 << 20), []
+
+        def fill():
+            try:
+                for _ in range(64):  # 64 MiB into 256 KiB
+                    f.write(block)
+                f.flush()
+            except OSError as exc:
+                raised.append(exc)
+
+        writer = threading.Thread(target=fill, daemon=True)
+        writer.start()
+        deadline = time.monotonic() + 10
+        while not f._queue.full() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert f._queue.full(), "the writes were not queued behind the first"
+        release.set()  # the first write now fills the disk, with a full queue behind it
+        writer.join(timeout=20)
+        assert not writer.is_alive(), "a write or the flush blocked after the disk was full"
+        assert raised and raised[0].errno == errno.ENOSPC, raised
+        with pytest.raises(OSError) as again:
+            staging.publish()
+        assert again.value.errno == errno.ENOSPC
+        staging.abort()
+        assert os.listdir(mnt / "backups") == []
