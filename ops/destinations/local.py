@@ -17,38 +17,58 @@ from ops import crashpoints
 class _StagingFile:
     """A staging file written by a thread of its own, which also starts writeback early.
 
-    write() only queues the bytes: the copy into the page cache then runs beside the
-    reading and hashing instead of between them (2 GiB of large files: backup took
-    1.9 s instead of 2.2 s on two cores).
-    Every FLUSH_EVERY bytes a further thread fdatasyncs what was written so far, so the
-    disk works while the archive is still being made; publish's fsync then has little
-    left to wait for. Neither changes durability: publish still flushes and fsyncs every
-    file. An error either thread saw (a write's ENOSPC, or an fdatasync's EIO, which the
-    kernel reports only once per open file) is kept and raised by the next write or
-    flush, so publish can never miss it. The queue holds at most QUEUE writes, so memory
-    stays bounded whatever the file's size.
+    write() only gathers the bytes and hands them over a MiB at a time: the copy into the
+    page cache then runs beside the reading and hashing instead of between them (2 GiB of
+    large files: backup took 1.9 s instead of 2.2 s on two cores), and a member of a few
+    bytes costs an append, not a trip to the other thread. Every FLUSH_EVERY bytes a
+    further thread fdatasyncs what was written so far, so the disk works while the
+    archive is still being made; publish's fsync then has little left to wait for.
+    Neither changes durability: publish still flushes and fsyncs every file. An error
+    either thread saw (a write's ENOSPC, or an fdatasync's EIO, which the kernel reports
+    only once per open file) is kept and raised by the next write or flush, so publish
+    can never miss it. At most QUEUE handovers wait, so memory stays bounded whatever
+    the file's size.
     """
 
     FLUSH_EVERY = 64 << 20
+    GATHER = 1 << 20
     QUEUE = 8
 
     def __init__(self, f: BinaryIO):
         self._f = f
         self._error: BaseException | None = None
+        self._closed = False
+        self._held: list[bytes] = []
+        self._held_size = 0
         self._queue: queue.Queue = queue.Queue(maxsize=self.QUEUE)
         self._syncing: threading.Thread | None = None
         self._writer = threading.Thread(target=self._write_queued, name="staging-write", daemon=True)
         self._writer.start()
 
-    def _raise_kept(self) -> None:
+    def _check(self) -> None:
+        if self._closed:
+            raise ValueError("write to a closed staging file")
         if self._error is not None:
             raise self._error
 
     def write(self, data) -> int:
-        self._raise_kept()
-        # The caller may reuse a buffer it lends; bytes are immutable and pass as they are.
-        self._queue.put(data if type(data) is bytes else bytes(data))
+        self._check()
+        # Held or queued bytes must not change: a buffer the caller lends is copied
+        # (bytes are immutable and pass as they are).
+        data = data if type(data) is bytes else bytes(data)
+        if len(data) >= self.GATHER and not self._held:
+            self._queue.put(data)
+        else:
+            self._held.append(data)
+            self._held_size += len(data)
+            if self._held_size >= self.GATHER:
+                self._hand_over()
         return len(data)
+
+    def _hand_over(self) -> None:
+        if self._held:
+            self._queue.put(b"".join(self._held))
+            self._held, self._held_size = [], 0
 
     def _write_queued(self) -> None:
         since = 0
@@ -75,21 +95,25 @@ class _StagingFile:
             self._error = exc
 
     def _settle(self) -> None:
-        """Wait until every queued write was made and no early sync is running."""
+        """Wait until every handed-over write was made and no early sync is running."""
         self._queue.join()
         if self._syncing is not None:
             self._syncing.join()
 
     def flush(self) -> None:
+        self._check()
+        self._hand_over()
         self._settle()
-        self._raise_kept()
+        self._check()
         self._f.flush()
 
     def fileno(self) -> int:
         return self._f.fileno()
 
     def close(self) -> None:
-        if self._writer.is_alive():
+        if not self._closed:
+            self._closed = True
+            self._hand_over()
             self._queue.put(None)
             self._writer.join()
         self._settle()  # never close a descriptor a sync is still using

@@ -22,8 +22,10 @@ from ops.destinations import local
 from ops.destinations.local import LocalDestination
 
 
-def _staging(tmp_path, monkeypatch, every: int):
+def _staging(tmp_path, monkeypatch, every: int, gather: int | None = None):
     monkeypatch.setattr(local._StagingFile, "FLUSH_EVERY", every)
+    if gather is not None:
+        monkeypatch.setattr(local._StagingFile, "GATHER", gather)
     return LocalDestination("local", tmp_path / "backups").begin_run("20261126T000000Z-abcd")
 
 
@@ -37,7 +39,7 @@ def test_an_early_writeback_error_fails_the_publish_and_publishes_nothing(tmp_pa
 
     monkeypatch.setattr(local.os, "fdatasync", eio)
     f = staging.create("logs.tar.zst")
-    f.write(b"x" * 5000)  # past FLUSH_EVERY: the early sync runs, and fails
+    f.write(b"x" * local._StagingFile.GATHER)  # handed over at once, past FLUSH_EVERY: the early sync runs, and fails
     f._settle()
     assert failed, "the early writeback never ran"
     with pytest.raises(OSError) as raised:
@@ -48,9 +50,10 @@ def test_an_early_writeback_error_fails_the_publish_and_publishes_nothing(tmp_pa
 
 
 def test_early_writeback_keeps_every_byte_in_order(tmp_path, monkeypatch):
-    staging = _staging(tmp_path, monkeypatch, every=1000)
+    # Writes gathered, handed over whole, and both mixed (a long write while short ones are held).
+    staging = _staging(tmp_path, monkeypatch, every=1000, gather=1024)
     f = staging.create("a.tar")
-    chunks = [os.urandom(n) for n in (10, 999, 1, 4096, 3, 2000, 0, 77)]
+    chunks = [os.urandom(n) for n in (10, 999, 1, 4096, 3, 2000, 0, 77, 5000, 1024, 1, 1023, 3000)]
     for chunk in chunks:
         f.write(chunk)
     staging.publish()
@@ -128,3 +131,17 @@ def test_a_full_disk_is_raised_by_a_later_write_or_the_flush_never_blocks_and_pu
         assert again.value.errno == errno.ENOSPC
         staging.abort()
         assert os.listdir(mnt / "backups") == []
+
+
+def test_a_write_after_close_is_refused_not_queued_for_no_one(tmp_path, monkeypatch):
+    staging = _staging(tmp_path, monkeypatch, every=1 << 20)
+    f = staging.create("a.tar")
+    f.write(b"kept")
+    f.close()
+    for data in (b"x", b"y" * (2 << 20)):
+        with pytest.raises(ValueError):
+            f.write(data)
+    with pytest.raises(ValueError):
+        f.flush()
+    f.close()  # twice: still no error, nothing blocks
+    assert (staging.dir / "a.tar").read_bytes() == b"kept"
