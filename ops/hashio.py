@@ -1,52 +1,31 @@
 """Streams that hash the bytes passing through them: hash on the way, never a second pass."""
 
 import hashlib
-import queue
-import threading
 from typing import BinaryIO
 
-_BATCH = 1 << 20
+from ops.handover import Handover
 
 
 class BackgroundSha256:
-    """SHA-256 computed in a second thread, fed in 1 MiB batches.
+    """SHA-256 computed in a second thread, fed in 1 MiB blocks.
 
     An archive is hashed twice on its way (each member's content, and the archive bytes
     for SHA256SUMS). hashlib releases the GIL on large buffers, so on two cores the second
-    hash costs almost no wall time when it runs beside the first. Bytes objects are
-    immutable, so handing them over needs no copy.
+    hash costs almost no wall time when it runs beside the first.
     """
 
     def __init__(self):
         self._sha = hashlib.sha256()
-        self._queue: queue.Queue = queue.Queue(maxsize=16)
-        self._pending: list[bytes] = []
-        self._pending_size = 0
-        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
-        self._thread.start()
+        self._feed = Handover(self._sha.update, name="sha256", depth=16)
         self._digest: str | None = None
 
-    def _run(self) -> None:
-        while (block := self._queue.get()) is not None:
-            self._sha.update(block)
-
     def update(self, data) -> None:
-        if len(data) >= _BATCH and not self._pending:
-            self._queue.put(bytes(data))
-            return
-        self._pending.append(bytes(data))
-        self._pending_size += len(data)
-        if self._pending_size >= _BATCH:
-            self._queue.put(b"".join(self._pending))
-            self._pending, self._pending_size = [], 0
+        self._feed.put(data)
 
     def hexdigest(self) -> str:
         if self._digest is None:
-            if self._pending:
-                self._queue.put(b"".join(self._pending))
-                self._pending = []
-            self._queue.put(None)
-            self._thread.join()
+            self._feed.close()
+            self._feed.raise_kept()
             self._digest = self._sha.hexdigest()
         return self._digest
 

@@ -40,6 +40,7 @@ def test_an_early_writeback_error_fails_the_publish_and_publishes_nothing(tmp_pa
     monkeypatch.setattr(local.os, "fdatasync", eio)
     f = staging.create("logs.tar.zst")
     f.write(b"x" * local._StagingFile.GATHER)  # handed over at once, past FLUSH_EVERY: the early sync runs, and fails
+    f._feed.drain()
     f._settle()
     assert failed, "the early writeback never ran"
     with pytest.raises(OSError) as raised:
@@ -119,9 +120,9 @@ def test_a_full_disk_is_raised_by_a_later_write_or_the_flush_never_blocks_and_pu
         writer = threading.Thread(target=fill, daemon=True)
         writer.start()
         deadline = time.monotonic() + 10
-        while not f._queue.full() and time.monotonic() < deadline:
+        while not f._feed._queue.full() and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert f._queue.full(), "the writes were not queued behind the first"
+        assert f._feed._queue.full(), "the writes were not queued behind the first"
         release.set()  # the first write now fills the disk, with a full queue behind it
         writer.join(timeout=20)
         assert not writer.is_alive(), "a write or the flush blocked after the disk was full"
