@@ -45,9 +45,18 @@ class Handover:
         if self.error is not None:
             raise self.error
 
-    def put(self, data) -> int:
+    def fail(self, exc: BaseException) -> None:
+        """Keep ``exc`` as if the consumer had raised it (unless an error is kept already):
+        for a failure found beside the consumer, which must stop it too."""
+        if self.error is None:
+            self.error = exc
+
+    def _check_open(self) -> None:
         if self._closed:
-            raise ValueError("bytes handed over after close")
+            raise ValueError("handover used after close")
+
+    def put(self, data) -> int:
+        self._check_open()
         self.raise_kept()
         data = data if type(data) is bytes else bytes(data)
         if len(data) >= self._block and not self._held:
@@ -66,11 +75,13 @@ class Handover:
 
     def drain(self) -> None:
         """Hand over what is held and wait until every block was consumed."""
+        self._check_open()
         self._hand_over()
         self._queue.join()
 
     def close(self) -> None:
-        """Drain and end the thread (again: nothing more to do)."""
+        """Drain and end the thread (again: nothing more to do). The kept error is not
+        raised here: a caller that needs it calls raise_kept()."""
         if not self._closed:
             self._closed = True
             self._hand_over()

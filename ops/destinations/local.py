@@ -36,16 +36,9 @@ class _StagingFile:
         self._f = f
         self._since = 0
         self._syncing: threading.Thread | None = None
-        self._sync_error: OSError | None = None
         self._feed = Handover(self._write_block, name="staging-write", depth=self.QUEUE, block=self.GATHER)
 
-    def _raise_kept(self) -> None:
-        self._feed.raise_kept()
-        if self._sync_error is not None:
-            raise self._sync_error
-
     def write(self, data) -> int:
-        self._raise_kept()
         return self._feed.put(data)
 
     def _write_block(self, data: bytes) -> None:
@@ -62,7 +55,7 @@ class _StagingFile:
         try:
             os.fdatasync(fd)
         except OSError as exc:
-            self._sync_error = exc
+            self._feed.fail(exc)  # the first error is the one reported; writing stops
 
     def _settle(self) -> None:
         """Wait until no early sync is running (the handover's thread is idle or ended)."""
@@ -72,7 +65,7 @@ class _StagingFile:
     def flush(self) -> None:
         self._feed.drain()
         self._settle()
-        self._raise_kept()
+        self._feed.raise_kept()
         self._f.flush()
 
     def fileno(self) -> int:

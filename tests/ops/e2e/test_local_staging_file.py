@@ -44,6 +44,9 @@ def test_an_early_writeback_error_fails_the_publish_and_publishes_nothing(tmp_pa
     f._settle()
     assert failed, "the early writeback never ran"
     with pytest.raises(OSError) as raised:
+        f.write(b"more")  # the next write already says so
+    assert raised.value.errno == errno.EIO
+    with pytest.raises(OSError) as raised:
         staging.publish()
     assert raised.value.errno == errno.EIO
     staging.abort()
