@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ops.errors import Refused
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# A directory opened where a symlink in its place must lead nowhere.
+NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: a file swapped for a FIFO must not hang the open.
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 # O_NOATIME: reading a file to back it up must not change it, nor dirty its inode (an
@@ -58,15 +59,16 @@ class NotPlainFile(OSError):
     regular file was expected."""
 
 
-def open_plain_file(path, writable: bool = False):
-    """``path`` opened for binary reading (and writing, if ``writable``) if it is a regular
-    file reached without a symlink, else NotPlainFile (other OSErrors as they come).
+def open_plain_file(path, writable: bool = False, dir_fd: int | None = None, buffering: int = -1):
+    """``path`` (beneath ``dir_fd``, if given) opened for binary reading (and writing, if
+    ``writable``) if it is a regular file reached without a symlink, else NotPlainFile
+    (other OSErrors as they come).
 
     For the run's own state, written only by atomic rename: anything else there was put
     by hand, and reading it could block (a FIFO) or never end (a link to /dev/zero).
     """
     try:
-        fd = os.open(path, _FILE_FLAGS | (os.O_RDWR if writable else 0))
+        fd = os.open(path, _FILE_FLAGS | (os.O_RDWR if writable else 0), dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise NotPlainFile(errno.ELOOP, "is a symbolic link", str(path)) from None
@@ -74,7 +76,7 @@ def open_plain_file(path, writable: bool = False):
             raise NotPlainFile(errno.EINVAL, "not a regular file", str(path)) from None
         raise
     _regular_stat(fd)
-    return os.fdopen(fd, "rb+" if writable else "rb")
+    return os.fdopen(fd, "rb+" if writable else "rb", buffering=buffering)
 
 
 def read_plain_file(path) -> bytes:
@@ -148,7 +150,7 @@ class Beneath:
         fd = self.fd
         try:
             for part in dir_rel.split("/") if dir_rel else ():
-                nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                nxt = os.open(part, NOFOLLOW_DIR, dir_fd=fd)
                 if fd != self.fd:
                     os.close(fd)
                 fd = nxt

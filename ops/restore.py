@@ -24,9 +24,8 @@ from ops.destinations import Destination, DestinationError, open_destination
 from ops.errors import StepFailed, UsageError
 from ops.hashio import HashingReader, sha256_bytes
 from ops.logs import StepLog
-from ops.paths import unsafe_reason
+from ops.paths import NOFOLLOW_DIR, unsafe_reason
 
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class Untrusted(Exception):
@@ -85,12 +84,12 @@ def _parent_fd(target_fd: int, name: bytes, create: bool) -> tuple[int, bytes]:
     try:
         for part in parts[:-1]:
             try:
-                nxt = os.open(part, _DIR, dir_fd=fd)
+                nxt = os.open(part, NOFOLLOW_DIR, dir_fd=fd)
             except FileNotFoundError:
                 if not create:
                     raise
                 os.mkdir(part, 0o700, dir_fd=fd)
-                nxt = os.open(part, _DIR, dir_fd=fd)
+                nxt = os.open(part, NOFOLLOW_DIR, dir_fd=fd)
             os.close(fd)
             fd = nxt
     except BaseException:

@@ -1,5 +1,6 @@
 """A local directory destination: ``<path>/<run_id>/`` per published run."""
 
+import errno
 import os
 import shutil
 import stat
@@ -11,6 +12,7 @@ from ops.atomic import PRIVATE_DIR, PRIVATE_FILE, ensure_private_dir, fsync_dir
 from ops.destinations.base import Destination, DestinationError, Staging
 from ops.handover import Handover
 from ops.manifest import RUN_ID_RE
+from ops.paths import NOFOLLOW_DIR, NotPlainFile, open_plain_file
 from ops import crashpoints
 
 
@@ -160,17 +162,29 @@ class LocalDestination(Destination):
         os.mkdir(staging, PRIVATE_DIR)
         return LocalStaging(self.path / run_id, staging)
 
-    def size(self, run_id: str, name: str) -> int:
-        try:
-            st = os.stat(self.path / run_id / name, follow_symlinks=False)
-        except FileNotFoundError:
-            raise DestinationError(f"{self.describe()}: run {run_id} has no {name}") from None
-        if not stat.S_ISREG(st.st_mode):
-            raise DestinationError(f"{self.describe()}: {run_id}/{name} is not a regular file")
-        return st.st_size
-
     def open_read(self, run_id: str, name: str) -> BinaryIO:
+        """A published file of a run, reached without following a symlink: the copy that
+        verify reads and clean counts is the file in this directory, not one a link
+        points at on some other disk (maybe the very one being cleaned)."""
         try:
-            return open(self.path / run_id / name, "rb", buffering=1 << 20)
+            run_fd = os.open(self.path / run_id, NOFOLLOW_DIR)
         except FileNotFoundError:
             raise DestinationError(f"{self.describe()}: run {run_id} has no {name}") from None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise DestinationError(f"{self.describe()}: {run_id} is not a directory "
+                                       "(a symbolic link is never followed)") from None
+            raise
+        try:
+            return open_plain_file(name, dir_fd=run_fd, buffering=1 << 20)
+        except FileNotFoundError:
+            raise DestinationError(f"{self.describe()}: run {run_id} has no {name}") from None
+        except NotPlainFile as exc:
+            raise DestinationError(f"{self.describe()}: {run_id}/{name} is not a regular file "
+                                   f"({exc.strerror})") from None
+        finally:
+            os.close(run_fd)
+
+    def size(self, run_id: str, name: str) -> int:
+        with self.open_read(run_id, name) as f:
+            return os.fstat(f.fileno()).st_size

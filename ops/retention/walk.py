@@ -10,9 +10,9 @@ import stat
 from pathlib import Path
 from typing import Callable, Iterator
 
+from ops.paths import NOFOLLOW_DIR
 from ops.retention.policy import MARKER, FileInfo
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_OPEN = 64  # descriptors kept along the current path (the root always); deeper ones are reopened
 
 
@@ -27,7 +27,7 @@ class _DirChain:
             os.close(self.chain.pop()[1])
         base, fd = self.chain[-1]
         for part in (rel[len(base):].lstrip("/").split("/") if rel != base else ()):
-            fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            fd = os.open(part, NOFOLLOW_DIR, dir_fd=fd)
             base = f"{base}/{part}" if base else part
             self.chain.append((base, fd))
             if len(self.chain) > _MAX_OPEN:

@@ -172,6 +172,16 @@ def _archive_as_symlink(sandbox):
     return put_back
 
 
+def _run_dir_as_symlink(sandbox):
+    os.rename(sandbox.backups / RUN_B, sandbox.base / "aside")
+    os.symlink(sandbox.base / "aside", sandbox.backups / RUN_B)  # the same files, but held elsewhere
+
+    def put_back():
+        os.unlink(sandbox.backups / RUN_B)
+        os.rename(sandbox.base / "aside", sandbox.backups / RUN_B)
+    return put_back
+
+
 def _unmount_destination(sandbox):
     os.rename(sandbox.backups, sandbox.base / "unmounted")
     return lambda: os.rename(sandbox.base / "unmounted", sandbox.backups)
@@ -185,7 +195,7 @@ def _other_manifest(sandbox):
 
 
 @pytest.mark.parametrize("lose_copy", [_remove_archive, _truncate_archive, _truncate_sums, _archive_as_symlink,
-                                       _unmount_destination, _other_manifest], ids=lambda f: f.__name__.strip("_"))
+                                       _run_dir_as_symlink, _unmount_destination, _other_manifest], ids=lambda f: f.__name__.strip("_"))
 def test_clean_deletes_nothing_when_the_verified_copy_is_no_longer_in_place(sandbox, lose_copy):
     """Verify checked the copy; clean may run much later (by hand, or resumed the next
     night). A copy lost or changed since then no longer counts toward the quorum."""
