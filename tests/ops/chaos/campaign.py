@@ -1009,12 +1009,15 @@ def trial_corrupt(rng, sb, scratch, out, where: str):
 _aside = itertools.count()
 
 
-def _set_aside(path: Path, stash: Path, out: Outcome) -> Callable[[], None]:
-    """Move ``path`` (a file or a whole directory) into ``stash``; the returned undo puts
-    it back. A rename both ways, so what comes back is the very inode verify read, with
-    its bytes and times: the oracle then judges the copies exactly as verify left them."""
+def _set_aside(path: Path, stash: Path, out: Outcome, link_back: bool = False) -> Callable[[], None]:
+    """Move ``path`` (a file or a whole directory) into ``stash``, leaving a symlink to it in
+    its place if ``link_back``; the returned undo puts it back. A rename both ways, so what
+    comes back is the very inode verify read, with its bytes and times: the oracle then
+    judges the copies exactly as verify left them."""
     kept = stash / f"{next(_aside):04d}-{path.name}"
     os.rename(path, kept)
+    if link_back:
+        os.symlink(kept, path)
 
     def undo() -> None:
         if os.path.isdir(path) and not os.path.islink(path):
@@ -1074,7 +1077,9 @@ def lose_copy(rng: random.Random, ddir: Path, run_id: str, backup: dict, stash: 
     r = rng.random()
     if r < 0.12:
         return [("run directory moved away", _set_aside(ddir / run_id, stash, out))]
-    if r < 0.2:
+    if r < 0.16:  # the same files, but held elsewhere: not a copy this destination holds
+        return [("run directory swapped for a symlink to it", _set_aside(ddir / run_id, stash, out, link_back=True))]
+    if r < 0.22:
         return [("destination directory moved away", _set_aside(ddir, stash, out))]
     names = ["MANIFEST.json", "SHA256SUMS"] + [n for p in backup["policies"].values()
                                                for n in (p["archive"], p["sums"])]
