@@ -8,7 +8,10 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 from pathlib import Path
+
+from ops.errors import StepFailed
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
@@ -27,11 +30,21 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) if missing; the leaf is ours, so it is made 0700."""
+def ensure_private_dir(path: Path, own: bool = False) -> Path:
+    """Create ``path`` (and parents) if missing; the leaf is ours, so it is made 0700.
+
+    A configured location (state_dir, log_dir, a destination's path) may be a symlink: the
+    operator named it. A directory the toolkit names itself inside one (``own``: runs/, a
+    run's, the catalogue) may not: a link there was put by hand, and the toolkit would
+    chmod, and write its state, wherever it points.
+    """
     path = Path(path)
     path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
-    if (path.stat().st_mode & 0o777) != PRIVATE_DIR:
+    st = os.lstat(path) if own else os.stat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise StepFailed(f"{path} is a symbolic link, not a directory of the toolkit's own; nothing is "
+                         "written through it", hint="put the directory it points at in its place, or remove it")
+    if (st.st_mode & 0o777) != PRIVATE_DIR:
         path.chmod(PRIVATE_DIR)
     return path
 

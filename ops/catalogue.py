@@ -21,7 +21,7 @@ DIR = "catalogue"
 
 
 def write_run(state_dir: Path, run_id: str, lines: Iterable[dict]) -> int:
-    directory = ensure_private_dir(Path(state_dir) / DIR)
+    directory = ensure_private_dir(Path(state_dir) / DIR, own=True)
     with atomic_file(directory / f"{run_id}.jsonl") as f:
         out = HashingLineWriter(f)
         for line in lines:

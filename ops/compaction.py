@@ -15,8 +15,10 @@ from pathlib import Path
 from ops.archive import ArchiveWriter
 from ops.atomic import atomic_file, ensure_private_dir
 from ops.config import Config
+from ops.errors import StepFailed
 from ops.logs import StepLog
 from ops.manifest import Run, list_runs
+from ops.paths import NotPlainFile, open_plain_file
 
 DIR = "compacted"
 
@@ -32,7 +34,7 @@ def compact_finished_runs(config: Config, log: StepLog, now: float | None = None
     """Pack old finished runs; housekeeping, so an error here is logged, never a failed run."""
     try:
         return _compact(config, log, time.time() if now is None else now)
-    except OSError as exc:
+    except (OSError, StepFailed) as exc:
         log.event("compaction_failed", f"compaction of old runs failed: {exc}; the runs stay as they are",
                   level="warning")
         return 0
@@ -43,18 +45,24 @@ def _compact(config: Config, log: StepLog, now: float) -> int:
     done = 0
     for run_id in runs[:-1]:  # never the newest: it decides what the next maintenance resumes
         run = Run(config.state_dir, run_id)
+        if os.path.islink(run.dir):  # put there by hand: neither packed nor removed
+            log.event("compaction_skipped", f"{run.dir} is a symbolic link; left as it is", level="warning")
+            continue
         finished = _finished_at(run)
         if finished is None or now - finished < config.compact_runs_after.seconds:
             continue
-        target = ensure_private_dir(Path(config.state_dir) / DIR) / f"{run_id}.tar.zst"
+        target = ensure_private_dir(Path(config.state_dir) / DIR, own=True) / f"{run_id}.tar.zst"
         with atomic_file(target) as f:
             writer = ArchiveWriter(f, "zstd")
             for name in sorted(os.listdir(run.dir)):
-                path = run.dir / name
-                if name.startswith(".") or not path.is_file():
+                if name.startswith("."):
                     continue  # a temporary file of a crashed write: not part of the run's record
-                st = path.stat()
-                with open(path, "rb") as src:
+                try:
+                    src = open_plain_file(run.dir / name)
+                except NotPlainFile:
+                    continue  # a link, FIFO or directory is not the toolkit's: never read through
+                with src:
+                    st = os.fstat(src.fileno())
                     writer.add(f"{run_id}/{name}".encode(), st.st_size, int(st.st_mtime), 0o600, st.st_uid, st.st_gid,
                                iter(lambda: src.read(1 << 20), b""))
             writer.close()

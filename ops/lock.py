@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from ops.atomic import PRIVATE_FILE, ensure_private_dir
-from ops.errors import LockBusy
+from ops.errors import LockBusy, StepFailed
+from ops.paths import NotPlainFile, open_plain_fd
 
 LOCK_FD_ENV = "QTS_OPS_LOCK_FD"
 _held: list[int] = []  # descriptors of the lock this process holds through hold_lock
@@ -24,10 +25,11 @@ def lock_path(state_dir: Path) -> Path:
 
 
 def read_holder(state_dir: Path) -> dict | None:
-    """Who holds the lock now, or None when nobody does."""
+    """Who holds the lock now, or None when nobody does; NotPlainFile if the lock is not a
+    regular file (a FIFO there would block the reader)."""
     path = lock_path(state_dir)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = open_plain_fd(path)
     except FileNotFoundError:
         return None
     try:
@@ -49,7 +51,7 @@ def _inherited(path: Path) -> int | None:
         return None
     try:
         fd = int(value)
-        st, want = os.fstat(fd), os.stat(path)
+        st, want = os.fstat(fd), os.lstat(path)
     except (ValueError, OSError):
         return None
     return fd if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino) else None
@@ -71,7 +73,12 @@ def hold_lock(state_dir: Path, who: dict):
         with _holding(fd):
             yield fd
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
+    try:
+        fd = open_plain_fd(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+    except NotPlainFile as exc:
+        # Not LockBusy: no run holds this; every run would fail the same way until it is gone.
+        raise StepFailed(f"{path} {exc.strerror}, not the toolkit's lock file; nothing was changed",
+                         hint=f"remove {path} (the next run makes it again)") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 from ops.atomic import PRIVATE_FILE, ensure_private_dir
+from ops.errors import StepFailed
 from ops.jsonl import dumps_line
+from ops.paths import NotPlainFile, open_plain_fd
 
 
 _second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text
@@ -37,7 +39,11 @@ class StepLog:
         self.path = log_file(ensure_private_dir(log_dir))
         self.step = step
         self.run_id = run_id
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
+        try:
+            self._fd = open_plain_fd(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE)
+        except NotPlainFile as exc:
+            raise StepFailed(f"{self.path} {exc.strerror}, not the toolkit's log; nothing was changed",
+                             hint=f"move {self.path} away (the next run starts a new one)") from None
 
     def line(self, event: str, msg: str = "", level: str = "info", **fields) -> bytes:
         """One log line, stamped now, for ``write``."""

@@ -129,8 +129,8 @@ class Run:
 
     def create(self) -> None:
         ensure_private_dir(self.dir.parent.parent)
-        ensure_private_dir(self.dir.parent)
-        ensure_private_dir(self.dir)
+        ensure_private_dir(self.dir.parent, own=True)
+        ensure_private_dir(self.dir, own=True)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -282,6 +282,10 @@ class Run:
         manifest is checked before any entry file, so of two tamperings the manifest's is
         the one reported.
         """
+        for d in (self.dir.parent, self.dir):
+            if os.path.islink(d):  # its manifests would be read, and the step's written, elsewhere
+                raise Refused(f"{d} is a symbolic link; a run's state is trusted only in a directory of its own",
+                              hint="put the directory it points at in its place, or remove it")
         if not self.exists():
             raise Refused(f"run {self.id} does not exist in {self.dir.parent}", hint="start one with: make scan")
         chain = {s: self._load(s) for s in STEPS[: STEPS.index(step)]}

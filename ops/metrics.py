@@ -17,6 +17,7 @@ from pathlib import Path
 from ops.atomic import PRIVATE_FILE, atomic_write, ensure_private_dir
 from ops.config import Config
 from ops.errors import CONFIG, FAILED, LOCKED, OK, REFUSED
+from ops.paths import open_plain_fd, read_plain_file
 
 STATE = "metrics.json"
 RESULTS = {OK: "ok", FAILED: "failed", REFUSED: "refused", LOCKED: "locked", CONFIG: "config"}
@@ -35,12 +36,12 @@ COUNTERS = {
 @contextlib.contextmanager
 def _locked_state(state_dir: Path):
     ensure_private_dir(state_dir)
-    fd = os.open(Path(state_dir) / "metrics.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
+    fd = open_plain_fd(Path(state_dir) / "metrics.lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # held for a read-modify-write of a small file only
         path = Path(state_dir) / STATE
         try:
-            data = json.loads(path.read_bytes())
+            data = json.loads(read_plain_file(path))
         except (FileNotFoundError, ValueError):
             data = {}
         yield data

@@ -59,23 +59,34 @@ class NotPlainFile(OSError):
     regular file was expected."""
 
 
-def open_plain_file(path, writable: bool = False, dir_fd: int | None = None, buffering: int = -1):
-    """``path`` (beneath ``dir_fd``, if given) opened for binary reading (and writing, if
-    ``writable``) if it is a regular file reached without a symlink, else NotPlainFile
-    (other OSErrors as they come).
+def open_plain_fd(path, flags: int = os.O_RDONLY, mode: int = 0o600, dir_fd: int | None = None) -> int:
+    """A descriptor of ``path`` (beneath ``dir_fd``, if given) opened with ``flags`` (with
+    O_CREAT, a missing one is made) if it is a regular file reached without a symlink,
+    else NotPlainFile (other OSErrors as they come).
 
-    For the run's own state, written only by atomic rename: anything else there was put
-    by hand, and reading it could block (a FIFO) or never end (a link to /dev/zero).
+    For the toolkit's own files (the run's state, the lock, the log, the metrics): anything
+    else in their place was put by hand. Writing through a symlink would change whatever
+    it points at; reading a FIFO could block a run that holds the lock, and a link to
+    /dev/zero never ends.
     """
     try:
-        fd = os.open(path, _FILE_FLAGS | (os.O_RDWR if writable else 0), dir_fd=dir_fd)
+        fd = os.open(path, _FILE_FLAGS | flags, mode, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise NotPlainFile(errno.ELOOP, "is a symbolic link", str(path)) from None
         if exc.errno == errno.ENXIO:  # what opening a socket answers
-            raise NotPlainFile(errno.EINVAL, "not a regular file", str(path)) from None
+            raise NotPlainFile(errno.EINVAL, "is not a regular file", str(path)) from None
         raise
-    _regular_stat(fd)
+    try:
+        _regular_stat(fd)
+    except NotPlainFile as exc:
+        raise NotPlainFile(exc.errno, exc.strerror, str(path)) from None
+    return fd
+
+
+def open_plain_file(path, writable: bool = False, dir_fd: int | None = None, buffering: int = -1):
+    """``open_plain_fd`` for binary reading (and writing, if ``writable``), as a file object."""
+    fd = open_plain_fd(path, os.O_RDWR if writable else os.O_RDONLY, dir_fd=dir_fd)
     return os.fdopen(fd, "rb+" if writable else "rb", buffering=buffering)
 
 
@@ -90,7 +101,7 @@ def _regular_stat(fd: int) -> os.stat_result:
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise NotPlainFile(errno.EINVAL, "not a regular file")
+        raise NotPlainFile(errno.EINVAL, "is not a regular file")
     return st
 
 

@@ -10,9 +10,9 @@ from ops.config import Config
 from ops.console import Console
 from ops.destinations import DestinationError, open_destination
 from ops.errors import Refused, StepFailed
-from ops.lock import read_holder
+from ops.lock import lock_path, read_holder
 from ops.manifest import STEPS, Run, list_runs, open_sealed
-from ops.paths import read_plain_file
+from ops.paths import NotPlainFile, read_plain_file
 from ops.retention.policy import format_age, format_size, matcher
 from ops.retention.walk import walk_files
 
@@ -25,7 +25,7 @@ def _step_state(run: Run, step: str) -> dict:
         except Refused as exc:
             return {"state": "damaged", "error": exc.message}
         except OSError as exc:
-            return {"state": "damaged", "error": f"{ok.name}: {exc.strerror}"}
+            return {"state": "damaged", "error": f"{ok.name} {exc.strerror}"}
         return {"state": "ok", "finished_at": doc.get("finished_at"), **_counts(step, doc)}
     if failed.exists():
         try:
@@ -95,11 +95,17 @@ def collect(config: Config, limit: int = 10) -> dict:
             destinations[d.name] = {"runs": len(dest.list_runs()), "bytes": dest.bytes_used()}
         except (OSError, DestinationError) as exc:
             destinations[d.name] = {"error": str(exc)}
+    try:
+        holder = read_holder(config.state_dir)
+    except NotPlainFile as exc:
+        holder = None
+        problems.append(f"{lock_path(config.state_dir)} {exc.strerror}, not the toolkit's lock file: every run "
+                        f"fails until it is removed.")
     last_at = finished[-1]["steps"]["clean"].get("finished_at") if finished else None
     age = time.time() - calendar.timegm(time.strptime(last_at, "%Y-%m-%dT%H:%M:%SZ")) if last_at else None
     return {
         "state_dir": str(config.state_dir),
-        "lock_holder": read_holder(config.state_dir),
+        "lock_holder": holder,
         "last_complete_run": finished[-1]["run"] if finished else None,
         "last_complete_at": last_at,
         "last_complete_age_seconds": int(age) if age is not None else None,

@@ -180,8 +180,7 @@ class LocalDestination(Destination):
         except FileNotFoundError:
             raise DestinationError(f"{self.describe()}: run {run_id} has no {name}") from None
         except NotPlainFile as exc:
-            raise DestinationError(f"{self.describe()}: {run_id}/{name} is not a regular file "
-                                   f"({exc.strerror})") from None
+            raise DestinationError(f"{self.describe()}: {run_id}/{name} {exc.strerror}") from None
         finally:
             os.close(run_fd)
 

@@ -102,7 +102,7 @@ def test_a_fifo_for_the_newest_runs_backup_manifest_is_refused_by_cron_not_waite
     assert sandbox.snapshot() == {"logs/a.log": b"alpha\n"}
     status = sandbox.run("status", timeout=60)  # and status reports it instead of hanging
     assert status.returncode == 0, status.stderr
-    assert "backup.ok.json is damaged (backup.ok.json: not a regular file)" in status.stdout
+    assert "backup.ok.json is damaged (backup.ok.json is not a regular file)" in status.stdout
 
 
 def test_a_fifo_for_an_older_runs_scan_manifest_does_not_stop_the_next_scan(sandbox):

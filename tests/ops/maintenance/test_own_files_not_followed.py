@@ -1,0 +1,189 @@
+"""The toolkit's own files and directories (the lock, the log, the metrics state, runs/,
+a run's directory, the catalogue, a run being compacted) are never reached through a
+symlink, and a FIFO in their place never hangs a run.
+
+Each is put there by hand, as a careless operator or another program would: a symlink to
+a file outside (which writing through it would destroy), to /dev/zero (which reading
+through it would never finish), or a FIFO (which opening would block a run holding the
+lock, and every cron tick after it). The oracle: the thing pointed at is unchanged, the
+data is unchanged unless the run could rightly finish, and no run takes longer than the
+timeout.
+"""
+
+import json
+import os
+import stat
+import subprocess
+import time
+
+import pytest
+
+from ops.logs import log_file
+
+from ._operator_support import aged, maintenance_script
+from ._support import RUN_B, chain_to, files_of, run_ok, tree, tree_diff
+
+TIMEOUT = 60  # a hang is a failure, not a wait: each run here takes a second or two
+
+
+@pytest.fixture
+def victim(sandbox):
+    """A file outside every location the toolkit may write, that a symlink will point at."""
+    path = sandbox.base / "operator-notes.yaml"
+    path.write_bytes(b"precious: operator's own file\n" * 80)
+    return path
+
+
+def _expired(sandbox) -> dict:
+    for i in range(3):
+        aged(sandbox, f"d/f{i}.log", b"line %d\n" % i * 50)
+    return sandbox.snapshot()
+
+
+def _link(path, target) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(target, path)
+
+
+def _fifo(path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+
+
+@pytest.mark.parametrize("plant", ["link", "fifo"])
+@pytest.mark.parametrize("which", ["lock", "log"])
+def test_a_link_or_fifo_for_the_lock_or_the_log_fails_the_run_at_once_and_changes_nothing(sandbox, victim, which,
+                                                                                           plant):
+    data = _expired(sandbox)
+    path = sandbox.state / "lock" if which == "lock" else log_file(sandbox.logs)
+    _link(path, victim) if plant == "link" else _fifo(path)
+    before = victim.read_bytes()
+
+    got = maintenance_script(sandbox, timeout=TIMEOUT)
+
+    assert got.returncode == 1, got.stderr
+    assert f"{path} {'is a symbolic link' if plant == 'link' else 'is not a regular file'}" in got.stderr
+    assert victim.read_bytes() == before
+    assert sandbox.snapshot() == data, "nothing was deleted"
+    assert sandbox.runs() == [], "no run started"
+    if which == "lock":
+        status = run_ok(sandbox, "status")  # must not block on a FIFO either
+        assert f"problem: {path} " in status.stdout
+
+    path.unlink()
+    run_ok(sandbox, "maintenance")
+    assert sandbox.snapshot() == {}
+
+
+@pytest.mark.parametrize("plant", ["fifo", "/dev/zero", "victim"])
+def test_a_link_or_fifo_for_the_metrics_state_neither_hangs_nor_fails_the_run(sandbox, victim, plant):
+    sandbox.config["metrics_file"] = "var/metrics/qts_ops.prom"
+    sandbox.write_config()
+    _expired(sandbox)
+    state = sandbox.state / "metrics.json"
+    if plant == "fifo":
+        _fifo(state)
+    else:
+        _link(state, victim if plant == "victim" else plant)
+    lock = sandbox.state / "metrics.lock"
+    _link(lock, sandbox.base / "created-through-a-link")
+    before = victim.read_bytes()
+
+    run_ok(sandbox, "maintenance")  # metrics never fail a run; a hang would time out
+
+    assert sandbox.snapshot() == {}
+    assert victim.read_bytes() == before
+    assert not (sandbox.base / "created-through-a-link").exists(), "metrics.lock was opened through its link"
+    assert state.is_symlink() or stat.S_ISFIFO(state.lstat().st_mode), "left for the operator to see"
+
+
+def _foreign_dir(sandbox):
+    """Somebody else's directory, mode 0755, with one file in it."""
+    foreign = sandbox.base / "elsewhere"
+    foreign.mkdir(mode=0o755)
+    foreign.chmod(0o755)
+    (foreign / "theirs.txt").write_bytes(b"not the toolkit's\n")
+    return foreign
+
+
+def test_runs_dir_as_a_symlink_makes_scan_fail_and_nothing_is_written_through_it(sandbox):
+    data = _expired(sandbox)
+    foreign = _foreign_dir(sandbox)
+    _link(sandbox.state / "runs", foreign)
+
+    got = sandbox.run("scan", "--run", RUN_B, timeout=TIMEOUT)
+
+    assert got.returncode == 1, got.stderr
+    assert f"{sandbox.state / 'runs'} is a symbolic link" in got.stderr
+    assert os.listdir(foreign) == ["theirs.txt"] and stat.S_IMODE(foreign.stat().st_mode) == 0o755
+    assert sandbox.snapshot() == data
+
+
+@pytest.mark.parametrize("step", ["backup", "verify", "clean"])
+def test_a_run_directory_swapped_for_a_symlink_to_its_copy_is_refused(sandbox, step):
+    """The manifests through the link are the run's own, to the byte, so only the link
+    itself tells: the step would read its chain, and write its manifest, elsewhere."""
+    data = _expired(sandbox)
+    prev = {"backup": "scan", "verify": "backup", "clean": "verify"}[step]
+    chain_to(sandbox, prev, RUN_B)
+    run_dir = sandbox.run_dir(RUN_B)
+    moved = sandbox.base / "moved-run"
+    os.rename(run_dir, moved)
+    moved.chmod(0o755)
+    os.symlink(moved, run_dir)
+    state = files_of(moved)
+    before = tree(sandbox.base)
+
+    got = sandbox.run(step, "--run", RUN_B, timeout=TIMEOUT)
+
+    assert got.returncode == 2, got.stderr
+    assert f"{run_dir} is a symbolic link" in got.stderr
+    assert files_of(moved) == state and stat.S_IMODE(moved.stat().st_mode) == 0o755
+    assert tree_diff(before, tree(sandbox.base)) == []
+    assert sandbox.snapshot() == data
+
+
+def test_catalogue_as_a_symlink_makes_clean_fail_before_it_deletes_anything(sandbox):
+    data = _expired(sandbox)
+    chain_to(sandbox, "verify", RUN_B)
+    foreign = _foreign_dir(sandbox)
+    _link(sandbox.state / "catalogue", foreign)
+
+    got = sandbox.run("clean", "--run", RUN_B, timeout=TIMEOUT)
+
+    assert got.returncode == 1, got.stderr
+    assert f"{sandbox.state / 'catalogue'} is a symbolic link" in got.stderr
+    assert sandbox.snapshot() == data
+    assert os.listdir(foreign) == ["theirs.txt"] and stat.S_IMODE(foreign.stat().st_mode) == 0o755
+
+    os.unlink(sandbox.state / "catalogue")
+    run_ok(sandbox, "clean", "--run", RUN_B)
+    assert sandbox.snapshot() == {}
+
+
+def test_compaction_packs_no_file_through_a_link_and_leaves_a_linked_run_alone(sandbox, victim):
+    sandbox.config["compact_runs_after"] = "1s"
+    sandbox.write_config()
+    aged(sandbox, "a.log", b"first\n")
+    run_ok(sandbox, "maintenance")
+    (first,) = sandbox.runs()
+    os.symlink(victim, sandbox.run_dir(first) / "notes.json")
+    aged(sandbox, "b.log", b"second\n")
+    run_ok(sandbox, "maintenance")
+    second = sandbox.runs()[-1]
+    moved = sandbox.base / "moved-run"
+    os.rename(sandbox.run_dir(second), moved)
+    os.symlink(moved, sandbox.run_dir(second))
+    time.sleep(1.1)
+    aged(sandbox, "c.log", b"third\n")
+
+    run_ok(sandbox, "maintenance")
+
+    packed = sandbox.state / "compacted" / f"{first}.tar.zst"
+    listed = subprocess.run(["tar", "-tf", str(packed)], capture_output=True, text=True, check=True).stdout.split()
+    assert f"{first}/clean.ok.json" in listed and f"{first}/notes.json" not in listed
+    assert victim.exists(), "the link's target is not touched when the run's directory goes"
+    assert sandbox.run_dir(second).is_symlink() and (moved / "clean.ok.json").exists()
+    assert not (sandbox.state / "compacted" / f"{second}.tar.zst").exists()
+    skipped = [json.loads(line) for line in log_file(sandbox.logs).read_text().splitlines()]
+    assert any(r["event"] == "compaction_skipped" and str(sandbox.run_dir(second)) in r["msg"] for r in skipped)
