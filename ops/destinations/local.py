@@ -135,11 +135,15 @@ class LocalDestination(Destination):
         return f"{self.name} ({self.path})"
 
     def has_run(self, run_id: str) -> bool:
-        return (self.path / run_id).is_dir()
+        # Anything by that name, a symlink too: backup then refuses to publish over it,
+        # and verify and restore, which never follow it, say what it is.
+        return os.path.lexists(self.path / run_id)
 
     def list_runs(self) -> list[str]:
+        """The run directories held here (a symlink in their place is not one)."""
         try:
-            return sorted(n for n in os.listdir(self.path) if RUN_ID_RE.match(n) and (self.path / n).is_dir())
+            with os.scandir(self.path) as it:
+                return sorted(e.name for e in it if RUN_ID_RE.match(e.name) and e.is_dir(follow_symlinks=False))
         except FileNotFoundError:
             return []
 

@@ -187,3 +187,21 @@ def test_compaction_packs_no_file_through_a_link_and_leaves_a_linked_run_alone(s
     assert not (sandbox.state / "compacted" / f"{second}.tar.zst").exists()
     skipped = [json.loads(line) for line in log_file(sandbox.logs).read_text().splitlines()]
     assert any(r["event"] == "compaction_skipped" and str(sandbox.run_dir(second)) in r["msg"] for r in skipped)
+
+
+def test_a_symlink_named_as_a_run_on_the_destination_is_neither_published_over_nor_counted(sandbox):
+    data = _expired(sandbox)
+    chain_to(sandbox, "scan", RUN_B)
+    foreign = _foreign_dir(sandbox)
+    sandbox.backups.mkdir(parents=True)
+    _link(sandbox.backups / RUN_B, foreign)
+
+    got = sandbox.run("backup", "--run", RUN_B, timeout=TIMEOUT)
+
+    assert got.returncode == 1, got.stderr
+    assert f"already holds run {RUN_B}, but not the one this state describes" in got.stderr
+    assert os.listdir(foreign) == ["theirs.txt"] and stat.S_IMODE(foreign.stat().st_mode) == 0o755
+    assert sorted(os.listdir(sandbox.backups)) == [RUN_B], "no staging left either"
+    status = json.loads(run_ok(sandbox, "status", "--json").stdout)
+    assert status["destinations"]["local"] == {"runs": 0, "bytes": 0}
+    assert sandbox.snapshot() == data
