@@ -141,12 +141,26 @@ def _extract_member(reader: ArchiveReader, member, target_fd: int, expected_sha:
         os.close(fd)
 
 
+def _open_target(target: Path, create: bool = False) -> int | None:
+    """A descriptor of the restore target (made first if ``create``), or None if it is
+    missing. Never a symlink in its place: scan refuses such a root, so restore does not
+    write through one either."""
+    if create:
+        target.mkdir(parents=True, exist_ok=True)
+    try:
+        return os.open(target, NOFOLLOW_DIR)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise Untrusted(f"the restore target {target} is not a directory (a symbolic link is never followed)") \
+                from None
+        raise
+
+
 def _conflicts(dest, run_id, info, listed, target: Path) -> list[Path]:
     """The files of one policy's archive that already exist beneath ``target``."""
-    try:
-        target_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        target_fd = None  # nothing can exist there yet; the .sha256 file is still checked
+    target_fd = _open_target(target)  # None: nothing can exist there yet; the .sha256 file is still checked
     try:
         return [target / os.fsdecode(name) for _, name in _checked_sums(dest, run_id, info["sums"], listed[info["sums"]])
                 if target_fd is not None and _exists(target_fd, name)]
@@ -158,8 +172,7 @@ def _conflicts(dest, run_id, info, listed, target: Path) -> list[Path]:
 def _restore_policy(dest, run_id, manifest, listed, policy, target: Path, log, ui, only: bytes | None = None) -> int:
     """Extract one policy's archive beneath ``target`` (or just the member named ``only``)."""
     info = manifest["policies"][policy]
-    target.mkdir(parents=True, exist_ok=True)
-    target_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    target_fd = _open_target(target, create=True)
     try:
         count = 0
         with dest.open_read(run_id, info["archive"]) as raw, ArchiveReader(raw, info["compression"]) as reader:
@@ -263,9 +276,8 @@ def restore_file(config: Config, path: str, ui: Console, to: str | None = None, 
 
 
 def _exists_under(target: Path, name: bytes) -> bool:
-    try:
-        target_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    target_fd = _open_target(target)
+    if target_fd is None:
         return False
     try:
         return _exists(target_fd, name)

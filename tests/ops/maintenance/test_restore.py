@@ -201,6 +201,26 @@ def test_restore_refuses_when_a_target_directory_is_a_symlink_and_writes_nothing
     assert os.listdir(outside) == []
 
 
+@pytest.mark.parametrize("to", [False, True], ids=["root", "TO"])
+def test_restore_refuses_a_target_that_is_itself_a_symlink_as_scan_refuses_such_a_root(sandbox, after_maintenance,
+                                                                                       tmp_path, to):
+    run_id, _ = after_maintenance
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = tmp_path / "to" / "logs" if to else sandbox.data / "logs"
+    if to:
+        target.parent.mkdir()
+    else:
+        shutil.rmtree(target)
+    target.symlink_to(outside)
+
+    r = sandbox.run("restore", "--run", run_id, "--policy", "logs", *(["--to", str(tmp_path / "to")] if to else []))
+
+    assert r.returncode == 1, r.stderr
+    assert f"the restore target {target} is not a directory (a symbolic link is never followed)" in r.stderr
+    assert os.listdir(outside) == []
+
+
 # -- untrusted archives -----------------------------------------------------------------------
 
 FORGED_RUN = "20200101T000000Z-0bad"
