@@ -39,11 +39,16 @@ def ensure_private_dir(path: Path, own: bool = False) -> Path:
     chmod, and write its state, wherever it points.
     """
     path = Path(path)
-    path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
-    st = os.lstat(path) if own else os.stat(path)
-    if not stat.S_ISDIR(st.st_mode):
-        raise StepFailed(f"{path} is a symbolic link, not a directory of the toolkit's own; nothing is "
+    try:
+        mode = os.lstat(path).st_mode if own else None
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISDIR(mode):
+        what = "a symbolic link" if stat.S_ISLNK(mode) else "not a directory"
+        raise StepFailed(f"{path} is {what}; it must be a directory of the toolkit's own, and nothing is "
                          "written through it", hint="put the directory it points at in its place, or remove it")
+    path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    st = os.stat(path)
     if (st.st_mode & 0o777) != PRIVATE_DIR:
         path.chmod(PRIVATE_DIR)
     return path

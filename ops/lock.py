@@ -77,7 +77,8 @@ def hold_lock(state_dir: Path, who: dict):
         fd = open_plain_fd(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
     except NotPlainFile as exc:
         # Not LockBusy: no run holds this; every run would fail the same way until it is gone.
-        raise StepFailed(f"{path} {exc.strerror}, not the toolkit's lock file; nothing was changed",
+        raise StepFailed(f"{path} {exc.strerror}; the lock must be a regular file of the toolkit's own. "
+                         "Nothing was changed",
                          hint=f"remove {path} (the next run makes it again)") from None
     try:
         try:

@@ -42,7 +42,8 @@ class StepLog:
         try:
             self._fd = open_plain_fd(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE)
         except NotPlainFile as exc:
-            raise StepFailed(f"{self.path} {exc.strerror}, not the toolkit's log; nothing was changed",
+            raise StepFailed(f"{self.path} {exc.strerror}; the log must be a regular file of the toolkit's own. "
+                             "Nothing was changed",
                              hint=f"move {self.path} away (the next run starts a new one)") from None
 
     def line(self, event: str, msg: str = "", level: str = "info", **fields) -> bytes:

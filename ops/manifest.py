@@ -60,8 +60,11 @@ def check_run_id(run_id: str) -> str:
 
 
 def list_runs(state_dir: Path) -> list[str]:
+    runs = Path(state_dir) / "runs"
+    if os.path.islink(runs):
+        return []  # not this state's runs (nothing is packed or removed there); scan refuses it and says so
     try:
-        names = os.listdir(Path(state_dir) / "runs")
+        names = os.listdir(runs)
     except FileNotFoundError:
         return []
     return sorted(n for n in names if RUN_ID_RE.match(n))

@@ -17,7 +17,7 @@ from pathlib import Path
 from ops.atomic import PRIVATE_FILE, atomic_write, ensure_private_dir
 from ops.config import Config
 from ops.errors import CONFIG, FAILED, LOCKED, OK, REFUSED
-from ops.paths import open_plain_fd, read_plain_file
+from ops.paths import NotPlainFile, open_plain_fd, read_plain_file
 
 STATE = "metrics.json"
 RESULTS = {OK: "ok", FAILED: "failed", REFUSED: "refused", LOCKED: "locked", CONFIG: "config"}
@@ -42,8 +42,8 @@ def _locked_state(state_dir: Path):
         path = Path(state_dir) / STATE
         try:
             data = json.loads(read_plain_file(path))
-        except (FileNotFoundError, ValueError):
-            data = {}
+        except (FileNotFoundError, NotPlainFile, ValueError):
+            data = {}  # counting starts again; a link or FIFO put there is replaced, never read through
         yield data
         atomic_write(path, json.dumps(data, sort_keys=True).encode())
     finally:

@@ -74,13 +74,14 @@ def open_plain_fd(path, flags: int = os.O_RDONLY, mode: int = 0o600, dir_fd: int
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise NotPlainFile(errno.ELOOP, "is a symbolic link", str(path)) from None
-        if exc.errno == errno.ENXIO:  # what opening a socket answers
+        if exc.errno in (errno.ENXIO, errno.EISDIR):  # a socket; a directory opened for writing
             raise NotPlainFile(errno.EINVAL, "is not a regular file", str(path)) from None
         raise
     try:
         _regular_stat(fd)
     except NotPlainFile as exc:
         raise NotPlainFile(exc.errno, exc.strerror, str(path)) from None
+    os.set_blocking(fd, True)  # O_NONBLOCK was only for the open
     return fd
 
 

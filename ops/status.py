@@ -24,8 +24,10 @@ def _step_state(run: Run, step: str) -> dict:
             doc = open_sealed(read_plain_file(ok), ok.name)
         except Refused as exc:
             return {"state": "damaged", "error": exc.message}
-        except OSError as exc:
+        except NotPlainFile as exc:
             return {"state": "damaged", "error": f"{ok.name} {exc.strerror}"}
+        except OSError as exc:
+            return {"state": "damaged", "error": f"{ok.name}: {exc.strerror}"}
         return {"state": "ok", "finished_at": doc.get("finished_at"), **_counts(step, doc)}
     if failed.exists():
         try:
@@ -99,8 +101,8 @@ def collect(config: Config, limit: int = 10) -> dict:
         holder = read_holder(config.state_dir)
     except NotPlainFile as exc:
         holder = None
-        problems.append(f"{lock_path(config.state_dir)} {exc.strerror}, not the toolkit's lock file: every run "
-                        f"fails until it is removed.")
+        problems.append(f"{lock_path(config.state_dir)} {exc.strerror}; the lock must be a regular file of the "
+                        "toolkit's own, and every run fails until it is removed.")
     last_at = finished[-1]["steps"]["clean"].get("finished_at") if finished else None
     age = time.time() - calendar.timegm(time.strptime(last_at, "%Y-%m-%dT%H:%M:%SZ")) if last_at else None
     return {

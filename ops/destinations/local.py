@@ -135,9 +135,12 @@ class LocalDestination(Destination):
         return f"{self.name} ({self.path})"
 
     def has_run(self, run_id: str) -> bool:
-        # Anything by that name, a symlink too: backup then refuses to publish over it,
-        # and verify and restore, which never follow it, say what it is.
-        return os.path.lexists(self.path / run_id)
+        """Whether a run directory by that name is held here (a symlink in its place is
+        not one: restore then tries the next destination)."""
+        try:
+            return stat.S_ISDIR(os.lstat(self.path / run_id).st_mode)
+        except FileNotFoundError:
+            return False
 
     def list_runs(self) -> list[str]:
         """The run directories held here (a symlink in their place is not one)."""
@@ -156,7 +159,7 @@ class LocalDestination(Destination):
 
     def begin_run(self, run_id: str) -> LocalStaging:
         ensure_private_dir(self.path)
-        if self.has_run(run_id):
+        if os.path.lexists(self.path / run_id):  # a run, or anything else by its name: never replaced
             raise DestinationError(f"{self.path / run_id} already exists; refusing to overwrite a published run")
         prefix = f".{run_id}.tmp-"
         for name in os.listdir(self.path):

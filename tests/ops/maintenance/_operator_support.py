@@ -7,13 +7,27 @@ import fcntl
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import REPO
+from ops.compaction import compact_finished_runs
+from ops.config import load_config
+from ops.logs import StepLog
 
 METRICS_FILE = "var/metrics/qts.prom"  # relative to the sandbox's config, like every other path
+
+
+def compact_years_later(sandbox) -> int:
+    """Compaction run in this process as if ten years had passed: how many runs it packed."""
+    config = load_config(sandbox.config_path)
+    log = StepLog(config.log_dir, "test")
+    try:
+        return compact_finished_runs(config, log, now=time.time() + 10 * 365 * 86400)
+    finally:
+        log.close()
 
 
 def aged(sandbox, rel: str, content: bytes, age_days: float = 40, root: str = "logs") -> Path:

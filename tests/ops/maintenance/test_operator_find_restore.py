@@ -17,11 +17,8 @@ import time
 import pytest
 
 from conftest import Sandbox
-from ops.compaction import compact_finished_runs
-from ops.config import load_config
-from ops.logs import StepLog
 
-from ._operator_support import aged, make
+from ._operator_support import aged, compact_years_later, make
 from ._support import archive_members, extract, files_of, run_ok
 
 FIRST = {"a.log": b"alpha\n" * 40, "sub/b.log": b"bravo\n" * 30, "sub/deep/c.log": b"charlie\n" * 20,
@@ -202,12 +199,7 @@ def test_compaction_packs_old_finished_runs_and_find_and_restore_still_work(sand
         assert files_of(tmp_path / run_id / run_id) == state, "compaction kept every byte of the run's state"
 
     # the newest run is never packed, however old it is
-    config = load_config(sandbox.config_path)
-    log = StepLog(config.log_dir, "test")
-    try:
-        assert compact_finished_runs(config, log, now=time.time() + 10 * 365 * 86400) == 0
-    finally:
-        log.close()
+    assert compact_years_later(sandbox) == 0
     assert sandbox.runs() == [third]
 
     a_log = str(sandbox.data / "logs" / "a.log")

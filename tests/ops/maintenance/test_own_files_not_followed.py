@@ -20,8 +20,8 @@ import pytest
 
 from ops.logs import log_file
 
-from ._operator_support import aged, maintenance_script
-from ._support import RUN_B, chain_to, files_of, run_ok, tree, tree_diff
+from ._operator_support import aged, compact_years_later, maintenance_script, read_metrics, sample
+from ._support import RUN_B, chain_to, files_of, log_records, run_ok, tree, tree_diff
 
 TIMEOUT = 60  # a hang is a failure, not a wait: each run here takes a second or two
 
@@ -55,22 +55,26 @@ def _fifo(path) -> None:
 def test_a_link_or_fifo_for_the_lock_or_the_log_fails_the_run_at_once_and_changes_nothing(sandbox, victim, which,
                                                                                            plant):
     data = _expired(sandbox)
-    path = sandbox.state / "lock" if which == "lock" else log_file(sandbox.logs)
-    _link(path, victim) if plant == "link" else _fifo(path)
+    # The log's name has the month in it: should one begin meanwhile, its file is planted too.
+    paths = {sandbox.state / "lock"} if which == "lock" else {log_file(sandbox.logs, time.time() + s) for s in (0, 60)}
+    for path in paths:
+        _link(path, victim) if plant == "link" else _fifo(path)
     before = victim.read_bytes()
 
     got = maintenance_script(sandbox, timeout=TIMEOUT)
 
     assert got.returncode == 1, got.stderr
-    assert f"{path} {'is a symbolic link' if plant == 'link' else 'is not a regular file'}" in got.stderr
+    said = f"{'is a symbolic link' if plant == 'link' else 'is not a regular file'}; the {which} must be a regular file"
+    assert any(f"{path} {said}" in got.stderr for path in paths), got.stderr
     assert victim.read_bytes() == before
     assert sandbox.snapshot() == data, "nothing was deleted"
     assert sandbox.runs() == [], "no run started"
     if which == "lock":
         status = run_ok(sandbox, "status")  # must not block on a FIFO either
-        assert f"problem: {path} " in status.stdout
+        assert f"problem: {sandbox.state / 'lock'} {said}" in status.stdout
 
-    path.unlink()
+    for path in paths:
+        path.unlink()
     run_ok(sandbox, "maintenance")
     assert sandbox.snapshot() == {}
 
@@ -85,16 +89,27 @@ def test_a_link_or_fifo_for_the_metrics_state_neither_hangs_nor_fails_the_run(sa
         _fifo(state)
     else:
         _link(state, victim if plant == "victim" else plant)
-    lock = sandbox.state / "metrics.lock"
-    _link(lock, sandbox.base / "created-through-a-link")
     before = victim.read_bytes()
 
     run_ok(sandbox, "maintenance")  # metrics never fail a run; a hang would time out
 
     assert sandbox.snapshot() == {}
     assert victim.read_bytes() == before
-    assert not (sandbox.base / "created-through-a-link").exists(), "metrics.lock was opened through its link"
-    assert state.is_symlink() or stat.S_ISFIFO(state.lstat().st_mode), "left for the operator to see"
+    assert stat.S_ISREG(state.lstat().st_mode), "replaced by the toolkit's own file, as a damaged one is"
+    counted = read_metrics(sandbox.base / "var/metrics/qts_ops.prom")
+    assert sample(counted, "qts_ops_deleted_files_total", policy="logs") == 3, "and counting goes on"
+
+
+def test_a_link_in_place_of_the_metrics_lock_is_not_opened_through(sandbox):
+    sandbox.config["metrics_file"] = "var/metrics/qts_ops.prom"
+    sandbox.write_config()
+    _expired(sandbox)
+    _link(sandbox.state / "metrics.lock", sandbox.base / "created-through-a-link")
+
+    run_ok(sandbox, "maintenance")  # metrics never fail a run
+
+    assert sandbox.snapshot() == {}
+    assert not (sandbox.base / "created-through-a-link").exists()
 
 
 def _foreign_dir(sandbox):
@@ -116,6 +131,26 @@ def test_runs_dir_as_a_symlink_makes_scan_fail_and_nothing_is_written_through_it
     assert got.returncode == 1, got.stderr
     assert f"{sandbox.state / 'runs'} is a symbolic link" in got.stderr
     assert os.listdir(foreign) == ["theirs.txt"] and stat.S_IMODE(foreign.stat().st_mode) == 0o755
+    assert sandbox.snapshot() == data
+
+
+def test_runs_dir_swapped_for_a_symlink_to_old_finished_runs_is_neither_compacted_nor_resumed(sandbox):
+    for name in ("first", "second"):
+        aged(sandbox, f"{name}.log", b"%s\n" % name.encode())
+        run_ok(sandbox, "maintenance")
+    os.rename(sandbox.state / "runs", sandbox.base / "moved-runs")
+    os.symlink(sandbox.base / "moved-runs", sandbox.state / "runs")
+    moved = tree(sandbox.base / "moved-runs")
+    data = _expired(sandbox)
+
+    # Compaction runs after a maintenance that succeeded: here, as if runs/ had been swapped during one.
+    assert compact_years_later(sandbox) == 0
+    got = maintenance_script(sandbox, timeout=TIMEOUT)
+
+    assert got.returncode == 1, got.stderr
+    assert f"{sandbox.state / 'runs'} is a symbolic link" in got.stderr
+    assert tree_diff(moved, tree(sandbox.base / "moved-runs")) == []
+    assert not (sandbox.state / "compacted").exists()
     assert sandbox.snapshot() == data
 
 
@@ -185,8 +220,8 @@ def test_compaction_packs_no_file_through_a_link_and_leaves_a_linked_run_alone(s
     assert victim.exists(), "the link's target is not touched when the run's directory goes"
     assert sandbox.run_dir(second).is_symlink() and (moved / "clean.ok.json").exists()
     assert not (sandbox.state / "compacted" / f"{second}.tar.zst").exists()
-    skipped = [json.loads(line) for line in log_file(sandbox.logs).read_text().splitlines()]
-    assert any(r["event"] == "compaction_skipped" and str(sandbox.run_dir(second)) in r["msg"] for r in skipped)
+    assert any(r["event"] == "compaction_skipped" and str(sandbox.run_dir(second)) in r["msg"]
+               for r in log_records(sandbox))
 
 
 def test_a_symlink_named_as_a_run_on_the_destination_is_neither_published_over_nor_counted(sandbox):
@@ -199,9 +234,24 @@ def test_a_symlink_named_as_a_run_on_the_destination_is_neither_published_over_n
     got = sandbox.run("backup", "--run", RUN_B, timeout=TIMEOUT)
 
     assert got.returncode == 1, got.stderr
-    assert f"already holds run {RUN_B}, but not the one this state describes" in got.stderr
+    assert f"{sandbox.backups / RUN_B} already exists; refusing to overwrite a published run" in got.stderr
     assert os.listdir(foreign) == ["theirs.txt"] and stat.S_IMODE(foreign.stat().st_mode) == 0o755
     assert sorted(os.listdir(sandbox.backups)) == [RUN_B], "no staging left either"
     status = json.loads(run_ok(sandbox, "status", "--json").stdout)
     assert status["destinations"]["local"] == {"runs": 0, "bytes": 0}
     assert sandbox.snapshot() == data
+
+
+def test_restore_passes_over_a_destination_whose_run_directory_is_a_symlink(sandbox, tmp_path):
+    sandbox.config["backup"]["destinations"].append({"name": "second", "type": "local", "path": "var/second"})
+    sandbox.write_config()
+    data = _expired(sandbox)
+    run_ok(sandbox, "maintenance")
+    (run_id,) = sandbox.runs()
+    os.rename(sandbox.backups / run_id, sandbox.base / "moved-run")
+    os.symlink(sandbox.base / "moved-run", sandbox.backups / run_id)  # the first destination tried
+
+    run_ok(sandbox, "restore", "--run", run_id, "--to", str(tmp_path / "back"))  # read through the link: refused
+
+    back = tmp_path / "back"
+    assert {str(p.relative_to(back)): p.read_bytes() for p in back.rglob("*") if p.is_file()} == data
