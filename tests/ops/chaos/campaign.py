@@ -628,7 +628,10 @@ def _crash_spec(rng: random.Random, ds: Dataset, sb: Sandbox) -> str:
 def _after_fault(sb: Sandbox, ds: Dataset, out: Outcome, what: str) -> None:
     """Cheap invariant right after a fault: the lock is free and every file missing from
     the data was recorded as archived and verified by its run (GNU tar checks come later)."""
-    if not e2e.lock_is_free(sb.state):
+    # Within a second, not at once: a helper the killed step forked last may not have been
+    # scheduled yet, and holds the lock's descriptor until its first act closes it (seen
+    # once in 259 trials on two busy cores). A lock held by anything that lives on still fails.
+    if not e2e.lock_is_free(sb.state, within=1.0):
         out.bad(f"after {what}: the lock outlived the process")
     ids = data_ids(sb)
     missing = [k for k in ds.files if k not in ids]

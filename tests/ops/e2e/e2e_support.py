@@ -97,19 +97,25 @@ def kill_chain(proc: subprocess.Popen, timeout: float = 10) -> None:
         time.sleep(0.005)
 
 
-def lock_is_free(state_dir: Path) -> bool:
-    """Whether nobody holds the toolkit's flock (only call when no chain may be starting)."""
+def lock_is_free(state_dir: Path, within: float = 0.0) -> bool:
+    """Whether nobody holds the toolkit's flock, or nobody does any more ``within`` seconds
+    from now (only call when no chain may be starting)."""
     path = Path(state_dir) / "lock"
     if not path.exists():
         return True
+    deadline = time.monotonic() + within
     fd = os.open(path, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.01)
     finally:
         os.close(fd)
-    return True
 
 
 def log_events(sandbox) -> list[dict]:
