@@ -27,7 +27,6 @@ from ops.logs import StepLog
 from ops.paths import NOFOLLOW_DIR, unsafe_reason
 
 
-
 class Untrusted(Exception):
     pass
 
