@@ -85,6 +85,19 @@ def open_plain_fd(path, flags: int = os.O_RDONLY, mode: int = 0o600, dir_fd: int
     return fd
 
 
+def open_dir_nofollow(path) -> int:
+    """A descriptor of the directory ``path``, never of a symlink in its place: for a link,
+    or anything else that is not a directory, NotADirectoryError saying so (a missing one:
+    FileNotFoundError)."""
+    try:
+        return os.open(path, NOFOLLOW_DIR)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise NotADirectoryError(errno.ENOTDIR, "is not a directory (a symbolic link is never followed)",
+                                     str(path)) from None
+        raise
+
+
 def open_plain_file(path, writable: bool = False, dir_fd: int | None = None, buffering: int = -1):
     """``open_plain_fd`` for binary reading (and writing, if ``writable``), as a file object."""
     fd = open_plain_fd(path, os.O_RDWR if writable else os.O_RDONLY, dir_fd=dir_fd)

@@ -24,7 +24,7 @@ from ops.destinations import Destination, DestinationError, open_destination
 from ops.errors import StepFailed, UsageError
 from ops.hashio import HashingReader, sha256_bytes
 from ops.logs import StepLog
-from ops.paths import NOFOLLOW_DIR, unsafe_reason
+from ops.paths import NOFOLLOW_DIR, open_dir_nofollow, unsafe_reason
 
 
 class Untrusted(Exception):
@@ -147,14 +147,11 @@ def _open_target(target: Path, create: bool = False) -> int | None:
     if create:
         target.mkdir(parents=True, exist_ok=True)
     try:
-        return os.open(target, NOFOLLOW_DIR)
+        return open_dir_nofollow(target)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise Untrusted(f"the restore target {target} is not a directory (a symbolic link is never followed)") \
-                from None
-        raise
+    except NotADirectoryError as exc:
+        raise Untrusted(f"the restore target {target} {exc.strerror}") from None
 
 
 def _conflicts(dest, run_id, info, listed, target: Path) -> list[Path]:

@@ -1,6 +1,5 @@
 """A local directory destination: ``<path>/<run_id>/`` per published run."""
 
-import errno
 import os
 import shutil
 import stat
@@ -12,7 +11,7 @@ from ops.atomic import PRIVATE_DIR, PRIVATE_FILE, ensure_private_dir, fsync_dir
 from ops.destinations.base import Destination, DestinationError, Staging
 from ops.handover import Handover
 from ops.manifest import RUN_ID_RE
-from ops.paths import NOFOLLOW_DIR, NotPlainFile, open_plain_file
+from ops.paths import NotPlainFile, open_dir_nofollow, open_plain_file
 from ops import crashpoints
 
 
@@ -174,14 +173,11 @@ class LocalDestination(Destination):
         verify reads and clean counts is the file in this directory, not one a link
         points at on some other disk (maybe the very one being cleaned)."""
         try:
-            run_fd = os.open(self.path / run_id, NOFOLLOW_DIR)
+            run_fd = open_dir_nofollow(self.path / run_id)
         except FileNotFoundError:
             raise DestinationError(f"{self.describe()}: run {run_id} has no {name}") from None
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise DestinationError(f"{self.describe()}: {run_id} is not a directory "
-                                       "(a symbolic link is never followed)") from None
-            raise
+        except NotADirectoryError as exc:
+            raise DestinationError(f"{self.describe()}: {run_id} {exc.strerror}") from None
         try:
             return open_plain_file(name, dir_fd=run_fd, buffering=1 << 20)
         except FileNotFoundError:
