@@ -104,7 +104,7 @@ class LocalStaging(Staging):
         self._files.clear()
         fsync_dir(self.dir)
         crashpoints.reach("publish.before_rename")
-        if self.final.exists():
+        if os.path.lexists(self.final):  # as begin_run: anything by that name, a dangling link too
             raise DestinationError(f"{self.final} already exists; refusing to overwrite a published run")
         os.rename(self.dir, self.final)
         try:

@@ -18,6 +18,8 @@ import time
 
 import pytest
 
+from ops.destinations import DestinationError
+from ops.destinations.local import LocalDestination
 from ops.logs import log_file
 
 from ._operator_support import aged, compact_years_later, maintenance_script, read_metrics, sample
@@ -255,3 +257,18 @@ def test_restore_passes_over_a_destination_whose_run_directory_is_a_symlink(sand
 
     back = tmp_path / "back"
     assert {str(p.relative_to(back)): p.read_bytes() for p in back.rglob("*") if p.is_file()} == data
+
+
+def test_publish_never_renames_over_a_dangling_link_that_took_the_run_s_name_meanwhile(tmp_path):
+    """In-process, on the real class: the link appears between begin_run and publish."""
+    dest = LocalDestination("local", tmp_path / "backups")
+    staging = dest.begin_run(RUN_B)
+    staging.create("a.tar").write(b"archive bytes")
+    os.symlink(tmp_path / "nowhere", tmp_path / "backups" / RUN_B)
+
+    with pytest.raises(DestinationError, match="already exists; refusing to overwrite"):
+        staging.publish()
+    staging.abort()
+
+    assert os.readlink(tmp_path / "backups" / RUN_B) == str(tmp_path / "nowhere")
+    assert os.listdir(tmp_path / "backups") == [RUN_B] and not (tmp_path / "nowhere").exists()
