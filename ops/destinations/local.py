@@ -82,10 +82,13 @@ class LocalStaging(Staging):
     def __init__(self, final: Path, staging: Path):
         self.final = final
         self.dir = staging
+        # Files are made beneath this descriptor: should the staging path be swapped for a
+        # symlink meanwhile, they still land in the directory made for them, never elsewhere.
+        self._dir_fd = open_dir_nofollow(staging)
         self._files: list[BinaryIO] = []
 
     def create(self, name: str) -> BinaryIO:
-        fd = os.open(self.dir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE, dir_fd=self._dir_fd)
         f = _StagingFile(self._buffered(fd))
         self._files.append(f)
         return f
@@ -102,6 +105,9 @@ class LocalStaging(Staging):
             os.fsync(f.fileno())
             f.close()
         self._files.clear()
+        here, made = os.lstat(self.dir), os.fstat(self._dir_fd)
+        if (here.st_dev, here.st_ino) != (made.st_dev, made.st_ino):
+            raise DestinationError(f"{self.dir} was replaced during the backup; nothing was published")
         fsync_dir(self.dir)
         crashpoints.reach("publish.before_rename")
         if os.path.lexists(self.final):  # as begin_run: anything by that name, a dangling link too
@@ -114,6 +120,7 @@ class LocalStaging(Staging):
             # (abort discards it), so no rerun can adopt a run that may not be on disk.
             os.rename(self.final, self.dir)
             raise
+        self._close_dir()
 
     def abort(self) -> None:
         for f in self._files:
@@ -122,7 +129,13 @@ class LocalStaging(Staging):
             except OSError:
                 pass  # a file whose flush fails (disk full) is discarded with the rest
         self._files.clear()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.dir, ignore_errors=True)  # a link in its place: rmtree refuses it
+        self._close_dir()
+
+    def _close_dir(self) -> None:
+        if self._dir_fd >= 0:
+            os.close(self._dir_fd)
+            self._dir_fd = -1
 
 
 class LocalDestination(Destination):
@@ -166,7 +179,10 @@ class LocalDestination(Destination):
                 shutil.rmtree(self.path / name)
         staging = self.path / f"{prefix}{os.getpid()}"
         os.mkdir(staging, PRIVATE_DIR)
-        return LocalStaging(self.path / run_id, staging)
+        return self._staging(self.path / run_id, staging)
+
+    def _staging(self, final: Path, staging: Path) -> LocalStaging:
+        return LocalStaging(final, staging)
 
     def open_read(self, run_id: str, name: str) -> BinaryIO:
         """A published file of a run, reached without following a symlink: the copy that

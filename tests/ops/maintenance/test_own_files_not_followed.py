@@ -272,3 +272,22 @@ def test_publish_never_renames_over_a_dangling_link_that_took_the_run_s_name_mea
 
     assert os.readlink(tmp_path / "backups" / RUN_B) == str(tmp_path / "nowhere")
     assert os.listdir(tmp_path / "backups") == [RUN_B] and not (tmp_path / "nowhere").exists()
+
+
+def test_a_staging_directory_swapped_for_a_link_mid_backup_gets_no_file_and_publishes_nothing(tmp_path):
+    """In-process, on the real class: the swap happens between two files of the run."""
+    dest = LocalDestination("local", tmp_path / "backups")
+    staging = dest.begin_run(RUN_B)
+    staging.create("a.tar").write(b"archive bytes")
+    (foreign := tmp_path / "foreign").mkdir()
+    os.rename(staging.dir, tmp_path / "moved-staging")
+    os.symlink(foreign, staging.dir)
+
+    staging.create("SHA256SUMS").write(b"sums")  # still made in the staging directory, wherever it went
+    with pytest.raises(DestinationError, match="was replaced during the backup; nothing was published"):
+        staging.publish()
+    staging.abort()
+
+    assert os.listdir(foreign) == []
+    assert sorted(os.listdir(tmp_path / "moved-staging")) == ["SHA256SUMS", "a.tar"]
+    assert not os.path.lexists(tmp_path / "backups" / RUN_B)

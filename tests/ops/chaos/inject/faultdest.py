@@ -138,9 +138,8 @@ class FaultyLocalDestination(LocalDestination):
         super().__init__(name, path)
         self.fault = fault
 
-    def begin_run(self, run_id: str) -> LocalStaging:
-        staging = super().begin_run(run_id)
-        return FaultyLocalStaging(staging.final, staging.dir, self.fault)
+    def _staging(self, final, staging) -> LocalStaging:
+        return FaultyLocalStaging(final, staging, self.fault)
 
     def open_read(self, run_id: str, name: str):
         f = super().open_read(run_id, name)
