@@ -20,14 +20,19 @@ PRIVATE_DIR = 0o700
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
+        fsync_dir_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir_fd(fd: int) -> None:
+    try:
         os.fsync(fd)
     except OSError as exc:
         # Some filesystems cannot fsync a directory (EINVAL); the rename is then as durable
         # as that filesystem allows. Any other error is real and must surface.
         if exc.errno != errno.EINVAL:
             raise
-    finally:
-        os.close(fd)
 
 
 def ensure_private_dir(path: Path, own: bool = False) -> Path:

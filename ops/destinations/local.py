@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 from typing import BinaryIO
 
-from ops.atomic import PRIVATE_DIR, PRIVATE_FILE, ensure_private_dir, fsync_dir
+from ops.atomic import PRIVATE_DIR, PRIVATE_FILE, ensure_private_dir, fsync_dir, fsync_dir_fd
 from ops.destinations.base import Destination, DestinationError, Staging
 from ops.handover import Handover
 from ops.manifest import RUN_ID_RE
@@ -105,19 +105,20 @@ class LocalStaging(Staging):
             os.fsync(f.fileno())
             f.close()
         self._files.clear()
-        here, made = os.lstat(self.dir), os.fstat(self._dir_fd)
-        if (here.st_dev, here.st_ino) != (made.st_dev, made.st_ino):
-            raise DestinationError(f"{self.dir} was replaced during the backup; nothing was published")
-        fsync_dir(self.dir)
+        fsync_dir_fd(self._dir_fd)
         crashpoints.reach("publish.before_rename")
         if os.path.lexists(self.final):  # as begin_run: anything by that name, a dangling link too
             raise DestinationError(f"{self.final} already exists; refusing to overwrite a published run")
-        os.rename(self.dir, self.final)
+        os.rename(self.dir, self.final)  # by name: checked below to have moved the directory made
         try:
+            moved, made = os.lstat(self.final), os.fstat(self._dir_fd)
+            if (moved.st_dev, moved.st_ino) != (made.st_dev, made.st_ino):
+                raise DestinationError(f"{self.dir} was replaced during the backup; nothing was published")
             fsync_dir(self.final.parent)
-        except OSError:
-            # An fsync error is never retried and trusted: the run goes back to staging
-            # (abort discards it), so no rerun can adopt a run that may not be on disk.
+        except (OSError, DestinationError):
+            # Not the directory made (a link swapped in for it), or an fsync error, which is
+            # never retried and trusted: back to the staging name (abort discards it), so no
+            # rerun can adopt a run that is not this one, or may not be on disk.
             os.rename(self.final, self.dir)
             raise
         self._close_dir()

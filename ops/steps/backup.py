@@ -50,9 +50,12 @@ class Fanout:
         if staging is None:
             return
         self.failed[name] = f"{type(exc).__name__}: {exc}"
-        self.ctx.log.event("destination_failed", f"{name}: {exc}; continuing without it", level="error", destination=name)
-        self.ctx.ui.warn(f"destination {name} failed: {exc}")
-        staging.abort()
+        try:
+            self.ctx.log.event("destination_failed", f"{name}: {exc}; continuing without it", level="error",
+                               destination=name)
+            self.ctx.ui.warn(f"destination {name} failed: {exc}")
+        finally:
+            staging.abort()  # no longer among the stagings the step aborts on its way out
         if not self.stagings:
             raise StepFailed("every destination failed: " + "; ".join(f"{n}: {e}" for n, e in self.failed.items()))
 

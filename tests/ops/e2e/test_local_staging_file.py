@@ -149,3 +149,4 @@ def test_a_write_after_close_is_refused_not_queued_for_no_one(tmp_path, monkeypa
         f.flush()
     f.close()  # twice: still no error, nothing blocks
     assert (staging.dir / "a.tar").read_bytes() == b"kept"
+    staging.abort()

@@ -291,3 +291,28 @@ def test_a_staging_directory_swapped_for_a_link_mid_backup_gets_no_file_and_publ
     assert os.listdir(foreign) == []
     assert sorted(os.listdir(tmp_path / "moved-staging")) == ["SHA256SUMS", "a.tar"]
     assert not os.path.lexists(tmp_path / "backups" / RUN_B)
+
+
+def test_a_staging_directory_swapped_for_a_link_just_before_the_rename_is_not_published(tmp_path, monkeypatch):
+    """The last moment before publish renames by name (its crash point): the run's name
+    must not end up a link to someone else's directory."""
+    from ops.destinations import local
+
+    dest = LocalDestination("local", tmp_path / "backups")
+    staging = dest.begin_run(RUN_B)
+    staging.create("a.tar").write(b"archive bytes")
+    (foreign := tmp_path / "foreign").mkdir()
+
+    def swap(point: str) -> None:
+        if point == "publish.before_rename":
+            os.rename(staging.dir, tmp_path / "moved-staging")
+            os.symlink(foreign, staging.dir)
+
+    monkeypatch.setattr(local.crashpoints, "reach", swap)
+    with pytest.raises(DestinationError, match="was replaced during the backup; nothing was published"):
+        staging.publish()
+    staging.abort()
+
+    assert not os.path.lexists(tmp_path / "backups" / RUN_B)
+    assert os.listdir(foreign) == []
+    assert os.listdir(tmp_path / "moved-staging") == ["a.tar"]
