@@ -45,8 +45,9 @@ def _compact(config: Config, log: StepLog, now: float) -> int:
     done = 0
     for run_id in runs[:-1]:  # never the newest: it decides what the next maintenance resumes
         run = Run(config.state_dir, run_id)
-        if os.path.islink(run.dir):  # put there by hand: neither packed nor removed
-            log.event("compaction_skipped", f"{run.dir} is a symbolic link; left as it is", level="warning")
+        linked = run.linked_dir()
+        if linked:  # neither packed nor removed
+            log.event("compaction_skipped", f"{linked} is a symbolic link; left as it is", level="warning")
             continue
         finished = _finished_at(run)
         if finished is None or now - finished < config.compact_runs_after.seconds:

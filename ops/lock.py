@@ -24,6 +24,11 @@ def lock_path(state_dir: Path) -> Path:
     return Path(state_dir) / "lock"
 
 
+def not_plain(path: Path, exc: OSError) -> str:
+    """What is wrong with a lock that is not a regular file (see paths.NotPlainFile)."""
+    return f"{path} {exc.strerror}; the lock must be a regular file of the toolkit's own"
+
+
 def read_holder(state_dir: Path) -> dict | None:
     """Who holds the lock now, or None when nobody does; NotPlainFile if the lock is not a
     regular file (a FIFO there would block the reader)."""
@@ -54,7 +59,7 @@ def _inherited(path: Path) -> int | None:
         st, want = os.fstat(fd), os.lstat(path)
     except (ValueError, OSError):
         return None
-    return fd if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino) else None
+    return fd if os.path.samestat(st, want) else None
 
 
 @contextlib.contextmanager
@@ -77,8 +82,7 @@ def hold_lock(state_dir: Path, who: dict):
         fd = open_plain_fd(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
     except NotPlainFile as exc:
         # Not LockBusy: no run holds this; every run would fail the same way until it is gone.
-        raise StepFailed(f"{path} {exc.strerror}; the lock must be a regular file of the toolkit's own. "
-                         "Nothing was changed",
+        raise StepFailed(f"{not_plain(path, exc)}. Nothing was changed",
                          hint=f"remove {path} (the next run makes it again)") from None
     try:
         try:

@@ -130,6 +130,11 @@ class Run:
     def exists(self) -> bool:
         return self.dir.is_dir()
 
+    def linked_dir(self) -> Path | None:
+        """``runs/`` or this run's directory if either is a symlink (put there by hand):
+        nothing of the run is then read or written through it."""
+        return next((d for d in (self.dir.parent, self.dir) if os.path.islink(d)), None)
+
     def create(self) -> None:
         ensure_private_dir(self.dir.parent.parent)
         ensure_private_dir(self.dir.parent, own=True)
@@ -285,10 +290,10 @@ class Run:
         manifest is checked before any entry file, so of two tamperings the manifest's is
         the one reported.
         """
-        for d in (self.dir.parent, self.dir):
-            if os.path.islink(d):  # its manifests would be read, and the step's written, elsewhere
-                raise Refused(f"{d} is a symbolic link; a run's state is trusted only in a directory of its own",
-                              hint="put the directory it points at in its place, or remove it")
+        linked = self.linked_dir()
+        if linked:  # its manifests would be read, and the step's written, elsewhere
+            raise Refused(f"{linked} is a symbolic link; a run's state is trusted only in a directory of its own",
+                          hint="put the directory it points at in its place, or remove it")
         if not self.exists():
             raise Refused(f"run {self.id} does not exist in {self.dir.parent}", hint="start one with: make scan")
         chain = {s: self._load(s) for s in STEPS[: STEPS.index(step)]}

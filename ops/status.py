@@ -10,7 +10,7 @@ from ops.config import Config
 from ops.console import Console
 from ops.destinations import DestinationError, open_destination
 from ops.errors import Refused, StepFailed
-from ops.lock import lock_path, read_holder
+from ops.lock import lock_path, not_plain, read_holder
 from ops.manifest import STEPS, Run, list_runs, open_sealed
 from ops.paths import NotPlainFile, read_plain_file
 from ops.retention.policy import format_age, format_size, matcher
@@ -101,8 +101,7 @@ def collect(config: Config, limit: int = 10) -> dict:
         holder = read_holder(config.state_dir)
     except NotPlainFile as exc:
         holder = None
-        problems.append(f"{lock_path(config.state_dir)} {exc.strerror}; the lock must be a regular file of the "
-                        "toolkit's own, and every run fails until it is removed.")
+        problems.append(f"{not_plain(lock_path(config.state_dir), exc)}, and every run fails until it is removed.")
     last_at = finished[-1]["steps"]["clean"].get("finished_at") if finished else None
     age = time.time() - calendar.timegm(time.strptime(last_at, "%Y-%m-%dT%H:%M:%SZ")) if last_at else None
     return {

@@ -111,8 +111,7 @@ class LocalStaging(Staging):
             raise DestinationError(f"{self.final} already exists; refusing to overwrite a published run")
         os.rename(self.dir, self.final)  # by name: checked below to have moved the directory made
         try:
-            moved, made = os.lstat(self.final), os.fstat(self._dir_fd)
-            if (moved.st_dev, moved.st_ino) != (made.st_dev, made.st_ino):
+            if not os.path.samestat(os.lstat(self.final), os.fstat(self._dir_fd)):
                 raise DestinationError(f"{self.dir} was replaced during the backup; nothing was published")
             fsync_dir(self.final.parent)
         except (OSError, DestinationError):
@@ -189,20 +188,19 @@ class LocalDestination(Destination):
         """A published file of a run, reached without following a symlink: the copy that
         verify reads and clean counts is the file in this directory, not one a link
         points at on some other disk (maybe the very one being cleaned)."""
+        run_fd = None
         try:
             run_fd = open_dir_nofollow(self.path / run_id)
-        except FileNotFoundError:
+            return open_plain_file(name, dir_fd=run_fd, buffering=1 << 20)
+        except FileNotFoundError:  # the run's directory, or the file in it
             raise DestinationError(f"{self.describe()}: run {run_id} has no {name}") from None
         except NotADirectoryError as exc:
             raise DestinationError(f"{self.describe()}: {run_id} {exc.strerror}") from None
-        try:
-            return open_plain_file(name, dir_fd=run_fd, buffering=1 << 20)
-        except FileNotFoundError:
-            raise DestinationError(f"{self.describe()}: run {run_id} has no {name}") from None
         except NotPlainFile as exc:
             raise DestinationError(f"{self.describe()}: {run_id}/{name} {exc.strerror}") from None
         finally:
-            os.close(run_fd)
+            if run_fd is not None:
+                os.close(run_fd)
 
     def size(self, run_id: str, name: str) -> int:
         with self.open_read(run_id, name) as f:
