@@ -4,9 +4,12 @@ Every error names the file and the key (``retention.yaml: policies[0].older_than
 and carries exit code 78.
 """
 
+import hashlib
+import json
 import os
 import re
-from dataclasses import dataclass, field
+import socket
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
@@ -123,6 +126,22 @@ class Config:
             if d.name == name:
                 return d
         raise ConfigError(f"{self.path}: no destination named {name!r}")
+
+    def identity(self) -> dict:
+        """Who scanned a run: this host, this config file, and a digest of the settings that
+        decide what may be deleted (every policy, every destination, the quorum).
+
+        A run carries it from scan on; every later step and any resume compare it, so a run
+        is never finished under rules other than those it was scanned and copied under.
+        Settings that decide nothing about deletion (logs, metrics, hooks) are left out:
+        changing them does not orphan a run.
+        """
+        rules = {"policies": [asdict(p) for p in self.policies],
+                 "destinations": [asdict(d) for d in self.destinations],
+                 "require_verified_copies": self.require_verified_copies}
+        canonical = json.dumps(rules, sort_keys=True, separators=(",", ":"), default=str)
+        return {"host": socket.gethostname(), "config": str(self.path.resolve()),
+                "digest": hashlib.sha256(canonical.encode()).hexdigest()}
 
 
 def parse_size(text, allow_percent: bool) -> Size:
