@@ -21,11 +21,25 @@ DIR = "catalogue"
 
 
 def write_run(state_dir: Path, run_id: str, lines: Iterable[dict]) -> int:
+    """Write the run's block from ``lines``. If producing them fails part-way (clean
+    stopped at a later policy), the deletions already made are still written, then the
+    failure is raised: a file deleted must be findable even when its run did not finish.
+    The rerun writes the whole block again."""
     directory = ensure_private_dir(Path(state_dir) / DIR, own=True)
+    failure, lines = None, iter(lines)
     with atomic_file(directory / f"{run_id}.jsonl") as f:
         out = HashingLineWriter(f)
-        for line in lines:
+        while failure is None:
+            try:
+                line = next(lines)
+            except StopIteration:
+                break
+            except Exception as exc:  # the producer's failure only; a failed write of ours aborts the file
+                failure = exc
+                break
             out.write(line)
+    if failure is not None:
+        raise failure
     return out.count
 
 

@@ -32,7 +32,8 @@ DESTINATION_KEYS = {
 }
 CALENDAR = ("keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
 POLICY_KEYS = {"name", "root", "include", "exclude", "older_than", "settle", "keep_last", "missing_ok",
-               "age_from", "path_date", "min_age", "max_total_size", "min_free", "protect", "compression", *CALENDAR}
+               "age_from", "path_date", "min_age", "max_total_size", "min_free", "protect", "compression",
+               "prune_empty_dirs", *CALENDAR}
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,15 @@ class Policy:
     keep_monthly: int = 0
     keep_yearly: int = 0
     compression: str | None = None  # overrides backup.compression (none for parquet and other packed data)
+    prune_empty_dirs: bool = False  # remove directories clean emptied (never a root); off: the core may write there
+
+    @property
+    def prune_after(self) -> Duration:
+        """How long an emptied directory must have been untouched before it is removed:
+        the longest of older_than, min_age and settle (a directory written within the
+        policy's own horizon is one the core still uses)."""
+        return max((d for d in (self.older_than, self.min_age, self.settle) if d is not None),
+                   key=lambda d: d.seconds)
 
     @property
     def calendar(self) -> dict[str, int]:
@@ -356,6 +366,8 @@ def load_config(path: str | os.PathLike) -> Config:
             protect=r.globs(p.get("protect", []), f"{key}.protect"),
             **{k: r.count(p.get(k, 0), f"{key}.{k}") for k in CALENDAR},
             compression=r.choice(p["compression"], f"{key}.compression", COMPRESSIONS) if "compression" in p else None,
+            prune_empty_dirs=r.typed(p.get("prune_empty_dirs", False), f"{key}.prune_empty_dirs", bool,
+                                     "true or false"),
         )
         if policy.older_than is None and not policy.calendar and not policy.has_space_rules:
             raise r.fail(f"{key}.older_than", "required unless keep_daily/weekly/monthly/yearly, max_total_size "

@@ -135,6 +135,16 @@ class Run:
         nothing of the run is then read or written through it."""
         return next((d for d in (self.dir.parent, self.dir) if os.path.islink(d)), None)
 
+    def scanned(self) -> dict | None:
+        """The scan manifest as written, unchecked, or None when absent or unreadable: for
+        choosing which run to continue. The step that then runs checks the whole chain."""
+        try:
+            with open_plain_file(self.ok_path("scan")) as f:
+                doc = json.loads(f.read())
+        except (OSError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
     def create(self) -> None:
         ensure_private_dir(self.dir.parent.parent)
         ensure_private_dir(self.dir.parent, own=True)

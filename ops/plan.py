@@ -9,7 +9,7 @@ from collections import Counter
 from ops.config import Config
 from ops.console import Console
 from ops.logs import StepLog
-from ops.retention.evaluate import RootMissing, evaluate, root_identity
+from ops.retention.evaluate import Freed, RootMissing, evaluate, evaluation_order, root_identity
 from ops.retention.policy import format_size
 from ops.steps.scan import clock_behind
 
@@ -29,8 +29,9 @@ def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 2
     if as_json:
         out.write('{"now_ns": %d, "clock_behind": %s, "policies": [' % (now_ns, json.dumps(behind)))
     rows, totals = [], Counter()
+    freed = Freed()  # what the policies before a min_free one free on its filesystem
     try:
-        for i, policy in enumerate(config.policies):
+        for i, policy in enumerate(evaluation_order(config.policies)):
             skipped = []
             stats = Counter()
             by_rule: Counter = Counter()
@@ -43,7 +44,9 @@ def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 2
             except RootMissing:
                 missing = True
             first = True
-            for d in ([] if missing else evaluate(policy, now_ns, lambda p, why: skipped.append((p, why)))):
+            decisions = [] if missing else evaluate(policy, now_ns, lambda p, why: skipped.append((p, why)),
+                                                    config.policies, freed)
+            for d in decisions:
                 action = "expire" if d.expire else "keep"
                 stats[action] += 1
                 stats[action + "_bytes"] += d.file.size
@@ -58,7 +61,8 @@ def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 2
             free = shutil.disk_usage(policy.root).free if not missing else 0
             summary = {"missing_root": missing, "expire_files": stats["expire"], "expire_bytes": stats["expire_bytes"],
                        "keep_files": stats["keep"], "keep_bytes": stats["keep_bytes"], "skipped": len(skipped),
-                       "free_bytes_now": free, "free_bytes_after": free + stats["expire_bytes"]}
+                       "free_bytes_now": free, "free_bytes_after": free + stats["expire_bytes"],
+                       "prune_empty_dirs": policy.prune_empty_dirs}
             if as_json:
                 out.write("], " + json.dumps(summary)[1:])
             log.event("planned", f"{policy.name}: would expire {stats['expire']} files ({stats['expire_bytes']} bytes)",
@@ -69,6 +73,9 @@ def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 2
                          "" if missing else format_size(summary["free_bytes_after"])])
             for d in samples:
                 ui.info(f"{policy.name}: would expire {d.file.path} ({d.reason})")
+            if policy.prune_empty_dirs:
+                ui.info(f"{policy.name}: would remove the directories it empties that were untouched for "
+                        f"{policy.prune_after.text} (prune_empty_dirs)")
             totals.update(stats)
     finally:
         log.close()

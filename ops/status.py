@@ -13,6 +13,7 @@ from ops.errors import Refused, StepFailed
 from ops.lock import lock_path, not_plain, read_holder
 from ops.manifest import STEPS, Run, list_runs, open_sealed
 from ops.paths import NotPlainFile, read_plain_file
+from ops.retention.evaluate import nested_roots
 from ops.retention.policy import format_age, format_size, matcher
 from ops.retention.walk import walk_files
 
@@ -110,21 +111,22 @@ def collect(config: Config, limit: int = 10) -> dict:
         "last_complete_run": finished[-1]["run"] if finished else None,
         "last_complete_at": last_at,
         "last_complete_age_seconds": int(age) if age is not None else None,
-        "policies": {p.name: _on_disk(p) for p in config.policies},
+        "policies": {p.name: _on_disk(p, config.policies) for p in config.policies},
         "runs": runs,
         "destinations": destinations,
         "problems": problems,
     }
 
 
-def _on_disk(policy) -> dict:
-    """What the policy governs right now: files, bytes and the oldest file's mtime."""
+def _on_disk(policy, policies) -> dict:
+    """What the policy governs right now: files, bytes and the oldest file's mtime (not
+    counting the roots of other policies nested in its own: their files are theirs)."""
     matches = matcher(policy)
     if not os.path.isdir(policy.root):
         return {"missing": True}
     files = size = 0
     oldest = None
-    for f in walk_files(policy.root, lambda path, why: None):
+    for f in walk_files(policy.root, lambda path, why: None, nested_roots(policy, policies)):
         if matches(f.path):
             files += 1
             size += f.size

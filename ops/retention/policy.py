@@ -51,10 +51,12 @@ class Decision:
 
 @dataclass(frozen=True)
 class Disk:
-    """The filesystem holding the root, as measured at scan time."""
+    """The filesystem holding the root, as measured at scan time, and what the policies
+    decided before this one in the same run will free on it (``pending``)."""
 
     total: int
     free: int
+    pending: int = 0
 
 
 def format_age(ns: int) -> str:
@@ -236,10 +238,11 @@ def _apply_pressure(files, whens, out, rules: _Rules, disk: Disk | None) -> None
         need = total - p.max_total_size.bytes
         why.append(f"total {format_size(total)} > max_total_size {p.max_total_size.text}")
     if p.min_free is not None and disk is not None:
-        short = p.min_free.of(disk.total) - disk.free
+        short = p.min_free.of(disk.total) - disk.free - disk.pending
         if short > 0:
             need = max(need, short)
-            why.append(f"free {format_size(disk.free)} < min_free {p.min_free.text}")
+            pending = f" (+{format_size(disk.pending)} other policies free)" if disk.pending else ""
+            why.append(f"free {format_size(disk.free)}{pending} < min_free {p.min_free.text}")
     if freed >= need:
         return
     reason = "space pressure: " + "; ".join(why)

@@ -40,8 +40,12 @@ class _DirChain:
         self.chain = []
 
 
-def walk_files(root: Path, on_skip: Callable[[str, str], None]) -> Iterator[FileInfo]:
+def walk_files(root: Path, on_skip: Callable[[str, str], None], prune: frozenset[str] = frozenset()
+               ) -> Iterator[FileInfo]:
     """Yield every regular file under ``root`` with its root-relative path, sorted by name.
+
+    Directories whose root-relative path is in ``prune`` are not entered (another
+    policy's root nested in this one: its files are that policy's to decide).
 
     Symlinks are never followed or yielded; anything that is neither a file nor a
     directory (FIFO, socket, device, symlink) goes to ``on_skip(path, why)`` instead.
@@ -55,12 +59,13 @@ def walk_files(root: Path, on_skip: Callable[[str, str], None]) -> Iterator[File
         on_skip(".", f"cannot read directory: {exc.strerror}")
         return
     try:
-        yield from _walk(dirs, stack, on_skip)
+        yield from _walk(dirs, stack, on_skip, prune)
     finally:
         dirs.close()
 
 
-def _walk(dirs: _DirChain, stack: list, on_skip: Callable[[str, str], None]) -> Iterator[FileInfo]:
+def _walk(dirs: _DirChain, stack: list, on_skip: Callable[[str, str], None], prune: frozenset[str]
+          ) -> Iterator[FileInfo]:
     while stack:
         rel, marker = stack.pop()
         try:
@@ -80,7 +85,8 @@ def _walk(dirs: _DirChain, stack: list, on_skip: Callable[[str, str], None]) -> 
                 on_skip(path, f"cannot stat: {exc.strerror}")
                 continue
             if stat.S_ISDIR(st.st_mode):
-                subdirs.append(path)
+                if path not in prune:
+                    subdirs.append(path)
             elif stat.S_ISREG(st.st_mode):
                 yield FileInfo(path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_dev, st.st_ino, marker)
             elif stat.S_ISLNK(st.st_mode):

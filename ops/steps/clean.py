@@ -113,12 +113,18 @@ class _DirTracker:
                 self.before[parent] = time.time_ns()  # unknown: treat as fresh, never pruned
             parent = parent.rpartition("/")[0]
 
-    def prune(self, settle_ns: int, log, policy: str) -> int:
-        """Remove emptied directories (never the root) that the core had not touched within settle."""
+    def prune(self, scanned: dict, log, policy: str) -> int:
+        """Remove the directories this clean emptied, if the policy asked for it
+        (``prune_empty_dirs``): never its root, never another policy's root, never one the
+        core touched within the policy's horizon (``prune_after_ns``: a directory the core
+        writes into must still be there for its next write)."""
+        if not scanned.get("prune_empty_dirs"):  # absent in a run scanned before the key: off, as the default
+            return 0
         removed = 0
-        cutoff = time.time_ns() - settle_ns
+        cutoff = time.time_ns() - scanned["prune_after_ns"]
+        roots = set(scanned.get("nested_roots", ()))
         for d in sorted(self.before, key=lambda p: p.count("/"), reverse=True):
-            if self.before[d] > cutoff:
+            if self.before[d] > cutoff or d in roots:
                 continue
             try:
                 with self.beneath.fresh_parent(d) as (dir_fd, name):
@@ -126,7 +132,7 @@ class _DirTracker:
             except OSError:
                 continue  # not empty, or not ours to judge: leave it
             removed += 1
-            log.event("dir_removed", f"{d}: empty directory removed", policy=policy, path=d)
+            log.event("dir_removed", f"{d}: empty directory removed (prune_empty_dirs)", policy=policy, path=d)
         return removed
 
 
@@ -140,7 +146,8 @@ def _check_quorum(ctx: StepContext) -> None:
     why.update({n: r.get("error", "?") for n, r in verify["destinations"].items() if not r.get("verified")})
     missing = [f"{d.name} ({why.get(d.name, 'does not hold this run')})"
                for d in ctx.config.destinations if d.name not in verified]
-    raise Refused(f"run {ctx.run.id}: {len(verified)} verified copies ({', '.join(verified) or 'none'}), "
+    # A step that failed (exit 1), not a refusal (2): the chain is intact, the copies are too few.
+    raise StepFailed(f"run {ctx.run.id}: {len(verified)} verified copies ({', '.join(verified) or 'none'}), "
                   f"{need} required; nothing was deleted. Missing: {'; '.join(missing)}",
                   hint="fix the missing destinations; the next `make maintenance` starts a new run that retries them")
 
@@ -369,6 +376,6 @@ def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: i
                     yield from send(policy, scanned, batch)
                 while in_flight:
                     yield from settle()
-                per_policy[policy]["dirs_removed"] += dirs.prune(scanned["settle_ns"], ctx.log, policy)
+                per_policy[policy]["dirs_removed"] += dirs.prune(scanned, ctx.log, policy)
         jf.flush()
         os.fsync(jf.fileno())

@@ -15,7 +15,7 @@ from ops.manifest import STEPS, Run, list_runs, new_run_id
 from ops.paths import read_plain_file
 from ops.steps.backup import backup_work
 from ops.steps.clean import clean_work
-from ops.steps.runner import run_step
+from ops.steps.runner import other_rules, run_step
 from ops.steps.scan import scan_work
 from ops.steps.verify import verify_work
 from ops.status import summarize
@@ -23,11 +23,41 @@ from ops.status import summarize
 WORK = {"scan": scan_work, "backup": backup_work, "verify": verify_work, "clean": clean_work}
 
 
+def _scanned_here(run: Run, config: Config, newest: bool) -> dict | None:
+    """The run's scan manifest if this config file scanned it. A run whose scan has not
+    finished (or whose manifest cannot be read) is nobody's yet: it counts as this
+    config's only when it is the newest run of all, so a crashed scan is taken up again
+    and a damaged manifest is met by the step, which refuses and says why."""
+    scanned = run.scanned()
+    if scanned is None:
+        return {} if newest else None
+    identity = scanned.get("identity")
+    return scanned if isinstance(identity, dict) and identity.get("config") == config.identity()["config"] else None
+
+
+def _newest_of(config: Config) -> tuple[Run, dict] | None:
+    """This config file's newest run and its scan manifest ({} if not scanned yet).
+
+    Configs that share a state directory keep their runs apart: each continues and acts
+    on its own runs only (one lock still serialises them).
+    """
+    runs = list_runs(config.state_dir)
+    for i, run_id in enumerate(reversed(runs)):
+        run = Run(config.state_dir, run_id)
+        scanned = _scanned_here(run, config, newest=i == 0)
+        if scanned is not None:
+            return run, scanned
+    return None
+
+
 def newest_run(config: Config) -> str:
+    """This config's newest run; failing that the newest of all, which the step then
+    refuses with the reason (scanned under another config)."""
     runs = list_runs(config.state_dir)
     if not runs:
         raise Refused(f"no run exists in {config.state_dir}", hint="start one with: make scan (or make maintenance)")
-    return runs[-1]
+    mine = _newest_of(config)
+    return mine[0].id if mine else runs[-1]
 
 
 def step_main(step: str, run_id: str | None, config: Config, ui: Console) -> int:
@@ -37,18 +67,25 @@ def step_main(step: str, run_id: str | None, config: Config, ui: Console) -> int
     return run_step(step, config, run_id, ui, WORK[step])
 
 
-def run_to_continue(config: Config) -> str:
-    """The newest run if it can still finish (resume it: no second archive), else a new one.
+def run_to_continue(config: Config) -> tuple[str, str | None]:
+    """(run id, why the newest unfinished run was not continued or None).
 
-    A run whose backup reached fewer destinations than the quorum can never let clean
-    delete anything; its files are still in place, so a new run retries every destination.
+    This config's newest run is resumed if it can still finish (no second archive), else
+    a new run starts: when it is finished; when its backup reached fewer destinations
+    than the quorum (it can never let clean delete anything, and its files are still in
+    place, so a new run retries every destination); or when the config's deciding
+    settings changed since it was scanned (it is never finished under other rules).
     """
-    runs = list_runs(config.state_dir)
-    if runs:
-        run = Run(config.state_dir, runs[-1])
-        if not run.ok_path("clean").exists() and _copies(run) >= config.require_verified_copies:
-            return run.id
-    return new_run_id(config.state_dir)
+    mine = _newest_of(config)
+    if mine is None:
+        return new_run_id(config.state_dir), None
+    run, scanned = mine
+    if run.ok_path("clean").exists() or _copies(run) < config.require_verified_copies:
+        return new_run_id(config.state_dir), None
+    why = other_rules(scanned, config) if scanned else None
+    if why:
+        return new_run_id(config.state_dir), f"run {run.id} is left unfinished: {why}"
+    return run.id, None
 
 
 def _copies(run: Run) -> float:
@@ -84,9 +121,12 @@ def maintenance(config: Config, ui: Console, new_run: bool = False) -> int:
         except LockBusy:  # what cron runs most: its refusal counts as contention, like a step's
             metrics.record_step(config, "maintenance", LOCKED, 0.0)
             raise
-        run_id = new_run_id(config.state_dir) if new_run else run_to_continue(config)
+        run_id, left = (new_run_id(config.state_dir), None) if new_run else run_to_continue(config)
         log = StepLog(config.log_dir, "maintenance", run_id)
         ui.log_path = log.path  # named in the error paragraph when a step is killed
+        if left:
+            log.event("not_continued", f"{left}; a new run starts", level="warning")
+            ui.warn(f"{left}; a new run starts")
         log.event("start", f"maintenance of run {run_id}")
         try:
             for step in STEPS:

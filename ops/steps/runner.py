@@ -72,6 +72,24 @@ def _entry_files_checked(run: Run, chain: dict[str, dict], alongside: bool):
                 checker.kill()
 
 
+def other_rules(scanned: dict, config: Config) -> str | None:
+    """Why ``config`` may not finish a run whose scan manifest is ``scanned``, or None.
+
+    A run is finished only under the rules it was scanned and copied under: another
+    config file sharing the state, or this one with a policy, destination or quorum
+    changed since, could otherwise delete what the scanning rules never allowed.
+    """
+    recorded, current = scanned.get("identity"), config.identity()
+    if not isinstance(recorded, dict):
+        return "it was scanned by an earlier version of the toolkit, which did not record its configuration"
+    if recorded.get("config") != current["config"]:
+        return f"it was scanned under another config file, {recorded.get('config')}"
+    if recorded.get("digest") != current["digest"]:
+        return (f"{current['config']} has changed since it was scanned (its policies, destinations or "
+                "require_verified_copies differ)")
+    return None
+
+
 def run_step(step: str, config: Config, run_id: str, ui: Console, work: Work) -> int:
     log = StepLog(config.log_dir, step, run_id)
     ui.log_path = log.path
@@ -100,6 +118,12 @@ def _locked(step: str, config: Config, run: Run, log: StepLog, ui: Console, work
         return 0
     alongside = step in CHECKED_ALONGSIDE
     ctx = StepContext(config, run, log, ui, run.require(step, entry_files=not alongside))
+    if step != "scan":
+        why = other_rules(ctx.chain["scan"], config)
+        if why:
+            raise Refused(f"run {run.id} is not continued under {config.path}: {why}; nothing was done",
+                          hint=f"finish it with the config that scanned it, or start a new run: "
+                               f"scripts/maintenance.py --config {config.path} --new-run")
     log.event("start", f"{step} of run {run.id}")
     with _entry_files_checked(run, ctx.chain, alongside) as intact:
         try:

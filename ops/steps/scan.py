@@ -9,7 +9,7 @@ from ops.errors import StepFailed
 from ops.jsonl import HashingLineWriter
 from ops.manifest import Run, list_runs
 from ops.paths import read_plain_file
-from ops.retention.evaluate import RootMissing, evaluate, root_identity
+from ops.retention.evaluate import Freed, RootMissing, evaluate, evaluation_order, nested_roots, root_identity
 from ops.retention.policy import FUTURE_TOLERANCE_NS
 from ops.steps.runner import StepContext
 
@@ -46,7 +46,8 @@ def scan_work(ctx: StepContext):
                          hint="check the system clock (timedatectl, NTP); nothing is expired until it is right")
     policies, files = {}, {}
     totals = Counter()
-    for policy in ctx.config.policies:
+    freed = Freed()
+    for policy in evaluation_order(ctx.config.policies):
         try:
             dev, ino = root_identity(policy)
         except RootMissing as exc:
@@ -63,7 +64,7 @@ def scan_work(ctx: StepContext):
         reasons = Counter()
         with atomic_file(ctx.run.path(name)) as f:
             out = HashingLineWriter(f)
-            for d in evaluate(policy, now_ns, on_skip):
+            for d in evaluate(policy, now_ns, on_skip, ctx.config.policies, freed):
                 reasons[d.rule] += 1
                 if not d.expire:
                     kept += 1
@@ -77,6 +78,9 @@ def scan_work(ctx: StepContext):
         policies[policy.name] = {
             "root": str(policy.root), "root_dev": dev, "root_ino": ino, "settle_ns": policy.settle.ns, "entries": name,
             "expired": count, "expired_bytes": size, "kept": kept, "reasons": dict(reasons),
+            # What clean may do to directories it empties, decided now with the rest.
+            "prune_empty_dirs": policy.prune_empty_dirs, "prune_after_ns": policy.prune_after.ns,
+            "nested_roots": sorted(nested_roots(policy, ctx.config.policies)),
         }
         ctx.log.event("policy_scanned", f"{policy.name}: {count} expired ({size} bytes), {kept} kept",
                       policy=policy.name, expired=count, expired_bytes=size, kept=kept, reasons=dict(reasons))
@@ -84,4 +88,5 @@ def scan_work(ctx: StepContext):
         totals["bytes"] += size
         totals["kept"] += kept
     ctx.summary.update(totals)
-    return {"now_ns": now_ns, "policies": policies}, files
+    in_file_order = {p.name: policies[p.name] for p in ctx.config.policies if p.name in policies}
+    return {"now_ns": now_ns, "identity": ctx.config.identity(), "policies": in_file_order}, files
