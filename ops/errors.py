@@ -3,6 +3,9 @@
 Every script maps an escaping OpsError to its ``code``; nothing else decides an exit code.
 """
 
+import errno
+import os
+
 OK = 0
 FAILED = 1  # the step failed; nothing unverified was deleted
 REFUSED = 2  # the predecessor's success manifest is missing, invalid or tampered
@@ -61,3 +64,53 @@ class LockBusy(OpsError):
 
 class ConfigError(OpsError):
     code = CONFIG
+
+
+def failure_of(exc: OSError) -> StepFailed:
+    """What the host refused (a read-only or full file system, a permission) as the step's
+    failure: the path, the system's own words, and what an operator can do about it.
+
+    Every OSError that escapes a step or a script becomes this one paragraph and exit 1,
+    never a traceback: it is the host's state, not a bug, and cron must alert on it.
+    """
+    named = os.fsdecode(exc.filename) if isinstance(exc.filename, (str, bytes)) else None
+    path = named
+    if named is not None and isinstance(exc.filename2, (str, bytes)):
+        path = f"{named} -> {os.fsdecode(exc.filename2)}"
+    reason = exc.strerror or str(exc)
+    message = f"{reason}: {path}" if path else reason
+    place = path or "the file system the step was using"  # the OS named no path (a write to an open file)
+    if exc.errno == errno.EROFS:
+        hint = f"{place} is on a read-only file system: remount it read-write, or point the config at a writable place"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        owner = _owner(named) if named else None
+        hint = (f"this user (uid {os.geteuid()}) may not use {place}"
+                + (f", which belongs to uid {owner}" if owner is not None else "")
+                + ": run as the user that owns the toolkit's state (the one cron runs it as), or fix the permissions")
+    elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = f"the file system holding {place} is full: free space there"
+    else:
+        hint = f"check {place}"
+    return StepFailed(message, hint=hint + ", then run again")
+
+
+def _owner(path: str) -> int | None:
+    """The owner of ``path``, or of its nearest ancestor this user may stat."""
+    while True:
+        try:
+            return os.stat(path).st_uid
+        except OSError:
+            parent = os.path.dirname(path)
+            if parent == path:
+                return None
+            path = parent
+
+
+def as_failure(exc: BaseException) -> OpsError | None:
+    """``exc`` as the failure an operator sees: an OpsError as it is, an OSError through
+    ``failure_of``; None for anything else (a bug, whose traceback must be kept)."""
+    if isinstance(exc, OpsError):
+        return exc
+    if isinstance(exc, OSError):
+        return failure_of(exc)
+    return None
