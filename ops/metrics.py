@@ -117,6 +117,16 @@ def _count(config: Config, data: dict, step: str, code: int, seconds: float, bod
         data["lock_contention"] = data.get("lock_contention", 0) + 1
     if step == "verify" and code == FAILED:
         data["verify_failures"] = data.get("verify_failures", 0) + 1
+    if step == "backup" and code == OK:
+        # Every configured destination is asked by every backup; one that failed while the
+        # quorum was still met leaves the run a success, so only these numbers show it.
+        failed = body.get("failed_destinations", {})
+        for d in config.destinations:
+            if d.name in failed:
+                counts = data.setdefault("destination_failures", {})
+                counts[d.name] = counts.get(d.name, 0) + 1
+            else:
+                data.setdefault("destination_success", {})[d.name] = now
     counters = data.setdefault("counters", {})
     for policy, inc in increments.items():
         for name, value in inc.items():
@@ -156,6 +166,15 @@ def render(config: Config, data: dict) -> str:
            [({}, data.get("verify_failures", 0))])
     family("lock_contention_total", "counter", "Runs that found another run holding the lock (exit 75).",
            [({}, data.get("lock_contention", 0))])
+    family("destination_last_success_timestamp_seconds", "gauge",
+           "Unix time a backup last reached the destination without failing on it.",
+           [({"destination": d}, t) for d, t in sorted(data.get("destination_success", {}).items())])
+    failures = data.get("destination_failures", {})
+    # 0 for every configured destination, so increase() sees its first failure too.
+    named = sorted({*failures, *(dest.name for dest in config.destinations)})
+    family("destination_failures_total", "counter",
+           "Backups that succeeded without the destination (it failed; the others met the quorum).",
+           [({"destination": d}, failures.get(d, 0)) for d in named])
     free = []
     for p in config.policies:
         try:
