@@ -79,18 +79,19 @@ def failure_of(exc: OSError) -> StepFailed:
         path = f"{named} -> {os.fsdecode(exc.filename2)}"
     reason = exc.strerror or str(exc)
     message = f"{reason}: {path}" if path else reason
-    place = path or "the file system the step was using"  # the OS named no path (a write to an open file)
+    # The OS names no path for a write to a file already open (a full disk under the log).
+    where = f"the file system holding {path}" if path else "a file system the step was writing to"
     if exc.errno == errno.EROFS:
-        hint = f"{place} is on a read-only file system: remount it read-write, or point the config at a writable place"
+        hint = f"{where} is read-only: remount it read-write, or point the config at a writable place"
     elif exc.errno in (errno.EACCES, errno.EPERM):
         owner = _owner(named) if named else None
-        hint = (f"this user (uid {os.geteuid()}) may not use {place}"
+        hint = (f"this user (uid {os.geteuid()}) may not use {path or 'a file the step needed'}"
                 + (f", which belongs to uid {owner}" if owner is not None else "")
-                + ": run as the user that owns the toolkit's state (the one cron runs it as), or fix the permissions")
+                + ": run as the user that owns it (normally the one cron runs the toolkit as), or fix its permissions")
     elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        hint = f"the file system holding {place} is full: free space there"
+        hint = f"{where} is full: free space there"
     else:
-        hint = f"check {place}"
+        hint = f"check {path}" if path else "check the log and the file systems the step uses"
     return StepFailed(message, hint=hint + ", then run again")
 
 

@@ -74,7 +74,7 @@ def test_maintenance_on_a_read_only_state_fails_in_one_paragraph_calls_the_hook_
     lines = _one_paragraph(result.stderr, "maintenance")
     lock = sandbox.state / "lock"  # the first thing the chain writes
     assert lines[0] == f"qts-ops maintenance: Read-only file system: {lock}", lines[0]
-    assert lines[1].startswith(f"{lock} is on a read-only file system: remount it read-write"), lines[1]
+    assert lines[1].startswith(f"the file system holding {lock} is read-only: remount it read-write"), lines[1]
     assert "Nothing unverified was deleted." in lines
     env = _hook_env(sandbox.base / "hook.env")
     assert (env["QTS_OPS_STEP"], env["QTS_OPS_EXIT_CODE"]) == ("maintenance", "1")
