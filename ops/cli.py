@@ -2,20 +2,25 @@
 
 A script is ``main(argv)``: it builds its parser here, names one function of ``ops`` to
 call, and returns that function's exit code. Any OpsError becomes its own exit code and
-one clear paragraph on stderr; argparse's own usage errors exit 64, not 2, because 2
-means "refused" in this toolkit.
+one clear paragraph on stderr, and so does any OSError (exit 1: a read-only or full file
+system, a permission); argparse's own usage errors exit 64, not 2, because 2 means
+"refused" in this toolkit. A failure of the chain or of one of its steps is counted in
+the metrics here, once, whatever raised it.
 """
 
 import argparse
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Callable
 
+from ops import metrics
 from ops.config import Config, load_config
 from ops.console import Console
-from ops.errors import EXIT_STATUS_HELP, FAILED, OpsError, UsageError
-from ops.manifest import check_run_id
+from ops.errors import EXIT_STATUS_HELP, FAILED, OpsError, StepFailed, UsageError, as_failure
+from ops.logs import StepLog
+from ops.manifest import STEPS, check_run_id
 from ops.priority import lower_priority
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,24 +65,51 @@ def _open_standard_descriptors() -> None:
                 setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))
 
 
+# The scripts whose outcome the metrics count: the chain and its steps (what cron runs).
+COUNTED = {"maintenance", *STEPS}
+
+
 def main(name: str, p: argparse.ArgumentParser, argv, action: Callable[[argparse.Namespace, Config, Console], int]) -> int:
     _open_standard_descriptors()
     os.umask(0o077)  # everything the toolkit creates is private to its user
     ui = Console()
+    config = None
     try:
         args = p.parse_args(argv)
         ui = Console(verbose=args.verbose)
         lower_priority()
-        return action(args, load_config(args.config), ui)
-    except OpsError as exc:
-        ui.error(exc, name)
-        return exc.code
+        config = load_config(args.config)
+        return action(args, config, ui)
     except BrokenPipeError:  # `... | head` closed our stdout: not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
         ui.error(OpsError("interrupted"), name)
         return FAILED
+    except Exception as exc:
+        failure = as_failure(exc) or _bug(exc, name, config, ui)
+    ui.error(failure, name)
+    if config is not None and name in COUNTED:
+        metrics.record_step(config, name, failure.code, 0.0)  # never raises: metrics never fail a run
+    return failure.code
+
+
+def _bug(exc: Exception, name: str, config: Config | None, ui: Console) -> StepFailed:
+    """An exception no code of ours expected: a bug. Its traceback goes to the log (on the
+    terminal only when no log can be written, so it is never lost); the terminal gets the
+    one paragraph and exit 1 like any failure."""
+    trace = traceback.format_exc()
+    try:
+        log = StepLog(config.log_dir, name)
+        try:
+            log.event("traceback", trace, level="error")
+        finally:
+            log.close()
+        ui.log_path = log.path
+    except Exception:  # no config, or no log to write to
+        sys.stderr.write(trace)
+    return StepFailed(f"unexpected error: {type(exc).__name__}: {exc}",
+                      hint="this is a bug in the toolkit; the traceback is in the log: please report it")
 
 
 def run(argv=None, **kw) -> None:

@@ -255,6 +255,56 @@ class _Reader:
         return Path(os.path.normpath(base / self.string(value, key)))
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: str, first: int, second: int):
+        super().__init__(f"{key}: written twice")
+        self.key, self.first, self.second = key, first, second
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping: PyYAML would keep the
+    last silently, so ``older_than: 30d`` followed by ``older_than: 1d`` would delete at 1d.
+    (Keys merged in with ``<<`` may still be overridden: that is what a merge is for.)"""
+
+    def construct_document(self, node):
+        self._keys = {}  # id of each mapping node -> its dotted key, to name a duplicate
+        stack = [(node, "")]
+        while stack:
+            n, key = stack.pop()
+            if id(n) in self._keys:  # an alias: that node was named already (and may be its own ancestor)
+                continue
+            if isinstance(n, yaml.MappingNode):
+                self._keys[id(n)] = key
+                stack.extend((v, f"{key}.{k.value}" if key else str(k.value)) for k, v in n.value
+                             if isinstance(k, yaml.ScalarNode))
+            elif isinstance(n, yaml.SequenceNode):
+                self._keys[id(n)] = key
+                stack.extend((v, f"{key}[{i}]") for i, v in enumerate(n.value))
+        return super().construct_document(node)
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            lines = {}
+            for k, _ in node.value:
+                if not isinstance(k, yaml.ScalarNode) or k.tag == "tag:yaml.org,2002:merge":
+                    continue
+                name = self.construct_object(k)
+                if name in lines:
+                    outer = self._keys.get(id(node), "")
+                    raise _DuplicateKey(f"{outer}.{name}" if outer else str(name), lines[name], k.start_mark.line + 1)
+                lines[name] = k.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _same_s3_place(a: Destination, b: Destination) -> bool:
+    """Whether two S3 destinations would write under the same keys: the same store and
+    bucket, and one prefix a prefix of the other ("" holds every prefix)."""
+    def store(d: Destination) -> str:
+        return (d.endpoint_url or "").rstrip("/").lower()  # None: AWS itself
+    nested = a.prefix.startswith(b.prefix) or b.prefix.startswith(a.prefix)
+    return (store(a), a.bucket) == (store(b), b.bucket) and nested
+
+
 def _within(inner: Path, outer: Path) -> bool:
     """Whether ``inner`` is ``outer`` or beneath it, as written or through symlinks."""
     for a, b in ((inner, outer), (Path(os.path.realpath(inner)), Path(os.path.realpath(outer)))):
@@ -272,7 +322,10 @@ def load_config(path: str | os.PathLike) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from None
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_UniqueKeyLoader)
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: {exc.key}: written twice (lines {exc.first} and {exc.second}); "
+                          "YAML would silently keep the last", hint="keep one of them") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     base = path.resolve().parent
@@ -318,6 +371,17 @@ def load_config(path: str | os.PathLike) -> Config:
     if not 1 <= quorum <= len(destinations):
         raise r.fail("backup.require_verified_copies", f"must be between 1 and the number of destinations ({len(destinations)}), got {quorum}")
 
+    for i, d in enumerate(destinations):
+        for j, other in enumerate(destinations[:i]):
+            # Two names for one place would count one copy twice towards the quorum.
+            if d.path and other.path and (_within(d.path, other.path) or _within(other.path, d.path)):
+                raise r.fail(f"backup.destinations[{i}].path", f"{d.path} is the same place as, or overlaps, "
+                             f"backup.destinations[{j}].path ({other.path}); each copy needs a place of its own")
+            if d.type == other.type == "s3" and _same_s3_place(d, other):
+                raise r.fail(f"backup.destinations[{i}].prefix", f"bucket {d.bucket} prefix {d.prefix!r} overlaps "
+                             f"backup.destinations[{j}] (prefix {other.prefix!r}) on the same store; "
+                             "each copy needs a place of its own")
+
     reserved = {"state_dir": state_dir, "log_dir": log_dir}
     reserved.update({f"backup.destinations[{i}].path": d.path for i, d in enumerate(destinations) if d.path})
     policies = []
@@ -336,6 +400,9 @@ def load_config(path: str | os.PathLike) -> Config:
         for what, place in reserved.items():
             if _within(place, root) or _within(root, place):
                 raise r.fail(f"{key}.root", f"{root} overlaps {what} ({place}); a policy must never reach the toolkit's own files")
+        if _within(Path(os.path.abspath(path)), root):  # expired with the data, the next run would find no config
+            raise r.fail(f"{key}.root", f"{root} contains the config file {os.path.abspath(path)}; "
+                         "a policy must never reach it")
         age_from = p.get("age_from", "mtime")
         if age_from not in ("mtime", "path"):
             raise r.fail(f"{key}.age_from", f"expected mtime or path, got {age_from!r}")

@@ -42,6 +42,15 @@ class Console:
         elif self.verbose:
             print("warning: " + msg, file=sys.stderr)
 
+    def problem(self, msg: str) -> None:
+        """What an operator must hear of although the run succeeded (a destination failed
+        while the others met the quorum): one plain line on stderr even under cron, which
+        mails it, where a warning would say nothing."""
+        if self._rich:
+            self._rich.print("warning: " + msg, style="yellow", markup=False)
+        else:
+            print("qts-ops warning: " + msg, file=sys.stderr)
+
     def summary(self, title: str, figures: dict) -> None:
         """The end of a run: a panel on a terminal, one line with --verbose, nothing under cron."""
         if self._rich:

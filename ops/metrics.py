@@ -79,31 +79,58 @@ def record_step(config: Config, step: str, code: int, seconds: float, body: dict
     if config.metrics_file is None:
         return
     try:
-        now = time.time()
         with _locked_state(config.state_dir) as data:
-            s = data.setdefault("steps", {}).setdefault(step, {})
-            result = RESULTS.get(code, "failed")
-            s.setdefault("runs", {})[result] = s.get("runs", {}).get(result, 0) + 1
-            increments = _per_policy(step, body or {}, chain or {}) if code == OK else {}
-            if code == OK:
-                s["last_success"] = now
-                s["duration"] = seconds
-                for policy in increments:
-                    data.setdefault("policy_success", {}).setdefault(step, {})[policy] = now
-            elif code in (FAILED, REFUSED):
-                s["last_failure"] = now
-            if code == LOCKED:
-                data["lock_contention"] = data.get("lock_contention", 0) + 1
-            if step == "verify" and code == FAILED:
-                data["verify_failures"] = data.get("verify_failures", 0) + 1
-            counters = data.setdefault("counters", {})
-            for policy, inc in increments.items():
-                for name, value in inc.items():
-                    counters.setdefault(name, {})[policy] = counters.get(name, {}).get(policy, 0) + value
+            _count(config, data, step, code, seconds, body or {}, chain or {})
             snapshot = json.loads(json.dumps(data))
+    except OSError:
+        # The state directory is what failed (read-only, full, not ours): the textfile still
+        # shows this outcome, on the counters as last saved, so the failure reaches alerting.
+        snapshot = _saved(config.state_dir)
+        _count(config, snapshot, step, code, seconds, body or {}, chain or {})
+    try:
         write_textfile(config, snapshot)
     except OSError:
         pass  # a full disk or a read-only metrics path must not turn a good run into a failed one
+
+
+def _saved(state_dir: Path) -> dict:
+    try:
+        return json.loads(read_plain_file(Path(state_dir) / STATE))
+    except (OSError, ValueError):
+        return {}
+
+
+def _count(config: Config, data: dict, step: str, code: int, seconds: float, body: dict, chain: dict) -> None:
+    now = time.time()
+    s = data.setdefault("steps", {}).setdefault(step, {})
+    result = RESULTS.get(code, "failed")
+    s.setdefault("runs", {})[result] = s.get("runs", {}).get(result, 0) + 1
+    increments = _per_policy(step, body, chain) if code == OK else {}
+    if code == OK:
+        s["last_success"] = now
+        s["duration"] = seconds
+        for policy in increments:
+            data.setdefault("policy_success", {}).setdefault(step, {})[policy] = now
+    elif code in (FAILED, REFUSED):
+        s["last_failure"] = now
+    if code == LOCKED:
+        data["lock_contention"] = data.get("lock_contention", 0) + 1
+    if step == "verify" and code == FAILED:
+        data["verify_failures"] = data.get("verify_failures", 0) + 1
+    if step == "backup" and code == OK:
+        # Every configured destination is asked by every backup; one that failed while the
+        # quorum was still met leaves the run a success, so only these numbers show it.
+        failed = body.get("failed_destinations", {})
+        for d in config.destinations:
+            if d.name in failed:
+                counts = data.setdefault("destination_failures", {})
+                counts[d.name] = counts.get(d.name, 0) + 1
+            else:
+                data.setdefault("destination_success", {})[d.name] = now
+    counters = data.setdefault("counters", {})
+    for policy, inc in increments.items():
+        for name, value in inc.items():
+            counters.setdefault(name, {})[policy] = counters.get(name, {}).get(policy, 0) + value
 
 
 def _line(name: str, labels: dict, value) -> str:
@@ -139,6 +166,15 @@ def render(config: Config, data: dict) -> str:
            [({}, data.get("verify_failures", 0))])
     family("lock_contention_total", "counter", "Runs that found another run holding the lock (exit 75).",
            [({}, data.get("lock_contention", 0))])
+    family("destination_last_success_timestamp_seconds", "gauge",
+           "Unix time a backup last reached the destination without failing on it.",
+           [({"destination": d}, t) for d, t in sorted(data.get("destination_success", {}).items())])
+    failures = data.get("destination_failures", {})
+    # 0 for every configured destination, so increase() sees its first failure too.
+    named = sorted({*failures, *(dest.name for dest in config.destinations)})
+    family("destination_failures_total", "counter",
+           "Backups that succeeded without the destination (it failed; the others met the quorum).",
+           [({"destination": d}, failures.get(d, 0)) for d in named])
     free = []
     for p in config.policies:
         try:

@@ -254,6 +254,18 @@ def _compression(ctx: StepContext, policy: str) -> str:
 
 
 def backup_work(ctx: StepContext):
+    body, files = _backup(ctx)
+    if body["failed_destinations"]:
+        # The run succeeded on the others (exit 0) and cron shows nothing of a success:
+        # without this line a missing bucket would go unnoticed night after night.
+        failed = "; ".join(f"{n}: {' '.join(str(e).split())}" for n, e in sorted(body["failed_destinations"].items()))
+        held = f"is on {', '.join(body['destinations'])} only" if body["destinations"] else "had nothing to archive"
+        ctx.ui.problem(f"backup of run {ctx.run.id}: destination failed ({failed}); the run {held}. "
+                       "Look closer: make status")
+    return body, files
+
+
+def _backup(ctx: StepContext):
     run_id = ctx.run.id
     compression = ctx.config.compression
     scanned = {n: p for n, p in ctx.chain["scan"]["policies"].items() if p["expired"] > 0}
@@ -266,7 +278,7 @@ def backup_work(ctx: StepContext):
         return _adopt(ctx, published, others, failed)
     if not scanned:
         ctx.summary.update(archived=0)
-        return {"compression": compression, "destinations": [], "failed_destinations": {}, "policies": {}}, {}
+        return {"compression": compression, "destinations": [], "failed_destinations": failed, "policies": {}}, {}
 
     stagings = {}
     for dest in others:
@@ -314,8 +326,6 @@ def backup_work(ctx: StepContext):
             staging.abort()
         raise
     body["destinations"] = sorted(fanout.stagings)
-    if failed:
-        ctx.ui.warn(f"run {run_id} is on {', '.join(body['destinations'])} only; failed: {', '.join(failed)}")
     ctx.summary.update(archived=sum(p["archived"] for p in policies.values()),
                        bytes=sum(p["member_bytes"] for p in policies.values()))
     return body, files

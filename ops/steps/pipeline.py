@@ -4,11 +4,11 @@ import contextlib
 import json
 import os
 
-from ops import child, cli, hooks, metrics
+from ops import child, cli, hooks
 from ops.compaction import compact_finished_runs
 from ops.config import Config
 from ops.console import Console
-from ops.errors import FAILED, LOCKED, LockBusy, Refused, StepFailed
+from ops.errors import FAILED, LockBusy, OpsError, Refused, StepFailed
 from ops.lock import LOCK_FD_ENV, hold_lock
 from ops.logs import StepLog
 from ops.manifest import STEPS, Run, list_runs, new_run_id
@@ -113,37 +113,69 @@ def maintenance(config: Config, ui: Console, new_run: bool = False) -> int:
     """scan, backup, verify, clean on one run id under one lock; stop at the first failure.
 
     Each step is its own process and inherits the lock descriptor, so no other chain can
-    slip in between two steps.
+    slip in between two steps. Every failure, a step's or the chain's own (its state or
+    log directory unusable, a step killed), calls the on_failure hook once, here; another
+    run holding the lock does not (exit 75: cron retries).
     """
+    at = {"run": "", "step": "maintenance"}  # where the chain stopped, for the hook
+    log = None
     with contextlib.ExitStack() as held:
         try:
             fd = held.enter_context(hold_lock(config.state_dir, {"step": "maintenance"}))
-        except LockBusy:  # what cron runs most: its refusal counts as contention, like a step's
-            metrics.record_step(config, "maintenance", LOCKED, 0.0)
+            run_id, left = (new_run_id(config.state_dir), None) if new_run else run_to_continue(config)
+            at["run"] = run_id
+            log = StepLog(config.log_dir, "maintenance", run_id)
+            held.callback(log.close)
+            ui.log_path = log.path  # named in the error paragraph when a step is killed
+            if left:
+                log.event("not_continued", f"{left}; a new run starts", level="warning")
+                ui.warn(f"{left}; a new run starts")
+            code = _chain(config, ui, run_id, fd, log, at)
+        except LockBusy:
             raise
-        run_id, left = (new_run_id(config.state_dir), None) if new_run else run_to_continue(config)
-        log = StepLog(config.log_dir, "maintenance", run_id)
-        ui.log_path = log.path  # named in the error paragraph when a step is killed
-        if left:
-            log.event("not_continued", f"{left}; a new run starts", level="warning")
-            ui.warn(f"{left}; a new run starts")
-        log.event("start", f"maintenance of run {run_id}")
-        try:
-            for step in STEPS:
-                code = _step_process(step, config, run_id, fd)
-                if code < 0:  # killed by a signal: a failed step, reported with a code from the table
-                    log.event("stopped", f"{step} was killed by signal {-code}; later steps not run",
-                              level="error", exit_code=FAILED, signal=-code)
-                    hooks.on_failure(config, log, run_id, step, FAILED)
-                    raise StepFailed(f"{step} of run {run_id} was killed by signal {-code}; later steps not run",
-                                     hint="run maintenance again: it resumes this run where it stopped")
-                if code:
-                    log.event("stopped", f"{step} exited {code}; later steps not run", level="error", exit_code=code)
-                    hooks.on_failure(config, log, run_id, step, code)
-                    return code
-            log.event("done", f"maintenance of run {run_id} complete")
-            ui.summary(f"maintenance run {run_id}", summarize(config, run_id))
-            compact_finished_runs(config, log)
-            return 0
-        finally:
-            log.close()
+        except Exception as exc:
+            code = exc.code if isinstance(exc, OpsError) else FAILED  # an OSError is a failed step (cli.main)
+            if log is None:
+                log = _log_for_hook(config, at["run"], ui, f"{exc}", code)
+                if log is not None:
+                    held.callback(log.close)
+            hooks.on_failure(config, log, at["run"], at["step"], code)
+            raise
+        if code:
+            hooks.on_failure(config, log, run_id, at["step"], code)
+        return code
+
+
+def _log_for_hook(config: Config, run_id: str, ui: Console, why: str, code: int) -> StepLog | None:
+    """The chain's log when it failed before opening it (the state directory read-only, or
+    not ours), with why: the hook's outcome is recorded there too, if the log can be written."""
+    try:
+        log = StepLog(config.log_dir, "maintenance", run_id or None)
+    except (OpsError, OSError):
+        return None
+    try:
+        log.event("error", why, level="error", exit_code=code)
+    except OSError:
+        pass
+    ui.log_path = log.path
+    return log
+
+
+def _chain(config: Config, ui: Console, run_id: str, fd: int, log: StepLog, at: dict) -> int:
+    log.event("start", f"maintenance of run {run_id}")
+    for step in STEPS:
+        at["step"] = step
+        code = _step_process(step, config, run_id, fd)
+        if code < 0:  # killed by a signal: a failed step, reported with a code from the table
+            log.event("stopped", f"{step} was killed by signal {-code}; later steps not run",
+                      level="error", exit_code=FAILED, signal=-code)
+            raise StepFailed(f"{step} of run {run_id} was killed by signal {-code}; later steps not run",
+                             hint="run maintenance again: it resumes this run where it stopped")
+        if code:
+            log.event("stopped", f"{step} exited {code}; later steps not run", level="error", exit_code=code)
+            return code
+    at["step"] = "maintenance"
+    log.event("done", f"maintenance of run {run_id} complete")
+    ui.summary(f"maintenance run {run_id}", summarize(config, run_id))
+    compact_finished_runs(config, log)
+    return 0

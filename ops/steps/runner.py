@@ -15,7 +15,7 @@ from typing import Callable
 
 from ops.config import Config
 from ops.console import Console
-from ops.errors import FAILED, OpsError, Refused, StepFailed, refusal_of
+from ops.errors import FAILED, OpsError, Refused, StepFailed, as_failure, failure_of, refusal_of
 from ops.lock import hold_lock
 from ops.logs import StepLog
 from ops.manifest import Run
@@ -98,10 +98,12 @@ def run_step(step: str, config: Config, run_id: str, ui: Console, work: Work) ->
     try:
         with hold_lock(config.state_dir, {"run": run_id, "step": step}):
             code = _locked(step, config, Run(config.state_dir, run_id), log, ui, work, outcome)
-    except OpsError as exc:
-        log.event("error", exc.message, level="error", exit_code=exc.code)
-        metrics.record_step(config, step, exc.code, time.monotonic() - started)
-        raise
+    except (OpsError, OSError) as exc:  # counted in the metrics by the shell (cli.main), with every failure
+        failure = as_failure(exc)
+        log.event("error", failure.message, level="error", exit_code=failure.code)
+        if failure is exc:
+            raise
+        raise failure from exc
     finally:
         log.close()
     if "body" in outcome:  # a step that only found itself already done counts nothing twice
@@ -133,6 +135,11 @@ def _locked(step: str, config: Config, run: Run, log: StepLog, ui: Console, work
             if exc.code == FAILED:
                 run.write_failed(step, exc.message, exc.code)
             raise
+        except OSError as exc:  # what the host refused (read-only, full, not permitted): said plainly
+            intact()
+            failure = failure_of(exc)
+            run.write_failed(step, failure.message, failure.code)
+            raise failure from exc
         except Exception as exc:  # an unforeseen error is still a failed step, never a crash without a record
             intact()
             log.event("traceback", traceback.format_exc(), level="error")
