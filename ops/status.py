@@ -10,7 +10,7 @@ from ops.config import Config
 from ops.console import Console
 from ops.destinations import DestinationError, open_destination
 from ops.errors import Refused, StepFailed
-from ops.lock import lock_path, not_plain, read_holder
+from ops.lock import describe_holder, lock_path, not_plain, read_holder
 from ops.manifest import STEPS, Run, list_runs, open_sealed
 from ops.paths import NotPlainFile, read_plain_file
 from ops.retention.policy import format_age, format_size, matcher
@@ -161,7 +161,10 @@ def status(config: Config, ui: Console, as_json: bool = False) -> int:
     rows = [[r["run"], *(_cell(r["steps"][s]) for s in STEPS)] for r in info["runs"]]
     ui.table(f"Runs in {info['state_dir']}", ["run", *STEPS], rows)
     holder = info["lock_holder"]
-    print(f"lock: {'held by pid %s (run %s, step %s) since %s' % (holder.get('pid'), holder.get('run'), holder.get('step'), holder.get('since')) if holder is not None else 'free'}")
+    if holder is None:
+        print("lock: free")
+    else:
+        print(f"lock: held by {describe_holder(holder)}" + (f" since {holder['since']}" if holder.get("since") else ""))
     age = info["last_complete_age_seconds"]
     print(f"last complete maintenance: {info['last_complete_run'] or 'none'}"
           + (f" at {info['last_complete_at']} ({format_age(age * 10**9)} ago)" if age is not None else ""))
