@@ -25,7 +25,10 @@ def root_identity(policy: Policy) -> tuple[int, int]:
             f"policy {policy.name}: root {policy.root} does not exist",
             hint="fix the root in the config, or set missing_ok: true for a root that may be absent",
         ) from None
-    if not os.path.isdir(policy.root) or os.path.islink(policy.root):
+    if os.path.islink(policy.root):
+        raise StepFailed(f"policy {policy.name}: root {policy.root} is a symbolic link (never followed)",
+                         hint="set the policy's root to the directory the link points to")
+    if not os.path.isdir(policy.root):
         raise StepFailed(f"policy {policy.name}: root {policy.root} is not a directory")
     return st.st_dev, st.st_ino
 
