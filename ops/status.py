@@ -10,11 +10,14 @@ from ops.config import Config
 from ops.console import Console
 from ops.destinations import DestinationError, open_destination
 from ops.errors import Refused, StepFailed
+from ops.jsonl import shown
 from ops.lock import describe_holder, lock_path, not_plain, read_holder
 from ops.manifest import STEPS, Run, list_runs, open_sealed
 from ops.paths import NotPlainFile, read_plain_file
+from ops.retention.deletable import RULE, kept_at_scan, unlink_failures
 from ops.retention.policy import format_age, format_size, matcher
 from ops.retention.walk import walk_files
+from ops.steps.clean import JOURNAL
 
 
 def _step_state(run: Run, step: str) -> dict:
@@ -41,7 +44,8 @@ def _step_state(run: Run, step: str) -> dict:
 def _counts(step: str, doc: dict) -> dict:
     if step == "scan":
         ps = doc.get("policies", {}).values()
-        return {"files": sum(p.get("expired", 0) for p in ps), "bytes": sum(p.get("expired_bytes", 0) for p in ps)}
+        return {"files": sum(p.get("expired", 0) for p in ps), "bytes": sum(p.get("expired_bytes", 0) for p in ps),
+                "undeletable": kept_at_scan(doc)}
     if step == "backup":
         ps = doc.get("policies", {}).values()
         return {"files": sum(p.get("archived", 0) for p in ps), "bytes": sum(p.get("member_bytes", 0) for p in ps),
@@ -89,6 +93,7 @@ def collect(config: Config, limit: int = 10) -> dict:
                             f"on the others ({why}).")
         if steps["clean"]["state"] != "ok" and run_id != all_runs[-1]:
             problems.append(f"run {run_id} never finished; newer runs exist. Its files stay until a run covers them.")
+    problems.extend(_undeletable(config, runs))
     finished = [r for r in runs if r["steps"]["clean"]["state"] == "ok"]
     destinations = {}
     for d in config.destinations:
@@ -115,6 +120,35 @@ def collect(config: Config, limit: int = 10) -> dict:
         "destinations": destinations,
         "problems": problems,
     }
+
+
+def _undeletable(config: Config, runs: list[dict]) -> list[str]:
+    """Files the toolkit's user could not delete, as the newest scan and the newest clean
+    found them: they stay on disk night after night until someone fixes the cause."""
+    out = []
+    scanned = next((r for r in reversed(runs) if r["steps"]["scan"]["state"] == "ok"), None)
+    for policy, n in (scanned["steps"]["scan"]["undeletable"] if scanned else {}).items():
+        if n:
+            out.append(f"run {scanned['run']}: policy {policy}: {_files(n, 'expired file')} that the toolkit's user "
+                       f"cannot delete (a directory it may not write, or a read-only mount), kept and not archived. "
+                       f"`scripts/plan.py --json` names them (rule {RULE}): give the user write access there, or "
+                       f"exclude them from the policy.")
+    cleaned = next((r for r in reversed(runs) if r["steps"]["clean"]["state"] == "ok"), None)
+    if cleaned:
+        journal = Run(config.state_dir, cleaned["run"]).path(JOURNAL)
+        try:
+            failures = unlink_failures(journal)
+        except (OSError, ValueError) as exc:
+            return out + [f"run {cleaned['run']}: {journal} cannot be read: {exc}"]
+        for policy, (n, first) in sorted(failures.items()):
+            out.append(f"run {cleaned['run']}: policy {policy}: clean could not delete {_files(n, 'verified file')} "
+                       f"(first {shown(first['path'])}: {first['reason']}), kept. Fix the cause (the directory's "
+                       f"owner or mode, a read-only mount, an immutable file); {journal} names them.")
+    return out
+
+
+def _files(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
 
 
 def _on_disk(policy) -> dict:

@@ -6,6 +6,7 @@ from typing import Callable, Iterator
 
 from ops.config import Policy
 from ops.errors import StepFailed
+from ops.retention.deletable import keep_undeletable
 from ops.retention.policy import Decision, Disk, decide, matcher
 from ops.retention.walk import walk_files
 
@@ -49,4 +50,5 @@ def evaluate(policy: Policy, now_ns: int, on_skip: Callable[[str, str], None]) -
             on_skip(path, why)
 
     files = (f for f in walk_files(Path(policy.root), skipped) if matches(f.path))
-    return decide(files, policy, now_ns, disk=disk_of(policy) if policy.min_free else None)
+    decisions = decide(files, policy, now_ns, disk=disk_of(policy) if policy.min_free else None)
+    return keep_undeletable(decisions, policy.root)
