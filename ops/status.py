@@ -141,9 +141,10 @@ def _undeletable(config: Config, runs: list[dict]) -> list[str]:
         except (OSError, ValueError) as exc:
             return out + [f"run {cleaned['run']}: {journal} cannot be read: {exc}"]
         for policy, (n, first) in sorted(failures.items()):
+            example = f"{shown(str(first.get('path')))}: {first['reason']}"
             out.append(f"run {cleaned['run']}: policy {policy}: clean could not delete {_files(n, 'verified file')} "
-                       f"(first {shown(first['path'])}: {first['reason']}), kept. Fix the cause (the directory's "
-                       f"owner or mode, a read-only mount, an immutable file); {journal} names them.")
+                       f"(first {example}), kept. Fix the cause (the directory's owner or mode, a read-only mount, "
+                       f"an immutable file); {journal} names them.")
     return out
 
 

@@ -94,7 +94,10 @@ def unlink_failures(journal) -> dict[str, tuple[int, dict]]:
             if marker not in raw:
                 continue
             line = decode_line(raw)
-            if line.get("outcome") == "kept" and str(line.get("reason", "")).startswith(UNLINK_FAILED):
-                count, first = found.get(line["policy"], (0, line))
-                found[line["policy"]] = (count + 1, first)
+            if not isinstance(line, dict) or line.get("outcome") != "kept":
+                continue
+            if str(line.get("reason")).startswith(UNLINK_FAILED):
+                policy = str(line.get("policy"))
+                count, first = found.get(policy, (0, line))
+                found[policy] = (count + 1, first)
     return found
