@@ -20,7 +20,19 @@ DEST ?=
 FILE ?=
 CHAOS_SEED ?=
 CHAOS_TRIALS ?= 20
-run_arg = $(if $(RUN),--run $(RUN))
+# What an operator passes (make find FILE=..., CONFIG=...) reaches the scripts through the
+# environment only, never through make's or the shell's parsing: each of USER_VARS is exported
+# as QTS_OPS_<name>, taken with $(value) so make expands nothing in it ($HOME stays $HOME),
+# and a recipe names it only as "$$QTS_OPS_<name>", which bash substitutes as one argument
+# and never reads as code. Quotes, newlines, backticks and spaces arrive byte for byte.
+USER_VARS := CONFIG RUN POLICY TO DEST FILE CHAOS_SEED CHAOS_TRIALS
+$(foreach v,$(USER_VARS),$(eval export QTS_OPS_$(v) := $$(value $(v))))
+# make would also export a variable set on its command line under its own name, expanding
+# it first (running any $(...) in it): these are passed as QTS_OPS_<name> only.
+unexport $(USER_VARS)
+# $(call opt,--option,NAME): --option="$QTS_OPS_NAME" when NAME is set, else nothing. One
+# word with "=", so a value that starts with "-" is still the option's value.
+opt = $(if $(value $(2)),$(1)="$$QTS_OPS_$(2)")
 
 .DEFAULT_GOAL := help
 
@@ -38,39 +50,40 @@ venv: $(STAMP)
 
 .PHONY: maintenance ## scan, backup, verify, clean on one run; stop at the first failure
 maintenance: $(STAMP)
-	$(PY) scripts/maintenance.py --config $(CONFIG)
+	$(PY) scripts/maintenance.py $(call opt,--config,CONFIG)
 
 .PHONY: scan ## start a run: record the files whose retention expired (RUN= to name it)
 scan: $(STAMP)
-	$(PY) scripts/scan.py --config $(CONFIG) $(run_arg)
+	$(PY) scripts/scan.py $(call opt,--config,CONFIG) $(call opt,--run,RUN)
 
 .PHONY: backup ## archive the newest run (or RUN=) to every destination
 backup: $(STAMP)
-	$(PY) scripts/backup.py --config $(CONFIG) $(run_arg)
+	$(PY) scripts/backup.py $(call opt,--config,CONFIG) $(call opt,--run,RUN)
 
 .PHONY: verify ## re-read the newest run's (or RUN=) archives and check every member
 verify: $(STAMP)
-	$(PY) scripts/verify.py --config $(CONFIG) $(run_arg)
+	$(PY) scripts/verify.py $(call opt,--config,CONFIG) $(call opt,--run,RUN)
 
 .PHONY: clean ## delete the newest run's (or RUN=) verified, unchanged files
 clean: $(STAMP)
-	$(PY) scripts/clean.py --config $(CONFIG) $(run_arg)
+	$(PY) scripts/clean.py $(call opt,--config,CONFIG) $(call opt,--run,RUN)
 
 .PHONY: plan ## show what the next run would back up and delete, and why; changes nothing
 plan: $(STAMP)
-	$(PY) scripts/plan.py --config $(CONFIG)
+	$(PY) scripts/plan.py $(call opt,--config,CONFIG)
 
 .PHONY: status ## recent runs, each step's state, the lock holder, problems; DEST=name lists that destination's runs
 status: $(STAMP)
-	$(PY) scripts/status.py --config $(CONFIG) $(if $(DEST),--runs-on $(DEST))
+	$(PY) scripts/status.py $(call opt,--config,CONFIG) $(call opt,--runs-on,DEST)
 
 .PHONY: restore ## restore RUN= [POLICY=] or FILE=<original path>, [TO=dir] [DEST=name]; never overwrites
 restore: $(STAMP)
-	$(PY) scripts/restore.py --config $(CONFIG) $(if $(FILE),--file "$(FILE)",--run "$(RUN)") $(if $(POLICY),--policy $(POLICY)) $(if $(TO),--to "$(TO)") $(if $(DEST),--dest $(DEST))
+	$(PY) scripts/restore.py $(call opt,--config,CONFIG) $(call opt,--file,FILE) $(call opt,--run,RUN) \
+	    $(call opt,--policy,POLICY) $(call opt,--to,TO) $(call opt,--dest,DEST)
 
 .PHONY: find ## FILE=<path or glob>: where the copies of deleted files live
 find: $(STAMP)
-	$(PY) scripts/find.py --config $(CONFIG) --file "$(FILE)"
+	$(PY) scripts/find.py $(call opt,--config,CONFIG) $(call opt,--file,FILE)
 
 .PHONY: demo ## build a sandbox of aged trading data under demo/ and run the whole job on it
 demo: $(STAMP)
@@ -82,7 +95,7 @@ bench: $(STAMP)
 
 .PHONY: chaos ## fault campaign on the real scripts in throw-away sandboxes (CHAOS_SEED=, CHAOS_TRIALS=20)
 chaos: $(STAMP)
-	$(PY) scripts/chaos.py $(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) --trials $(CHAOS_TRIALS)
+	$(PY) scripts/chaos.py $(call opt,--seed,CHAOS_SEED) $(call opt,--trials,CHAOS_TRIALS)
 
 .PHONY: test ## the whole test suite (both cores: most tests are real processes waiting on real I/O)
 test: $(STAMP)

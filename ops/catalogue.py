@@ -59,8 +59,13 @@ def entries(state_dir: Path) -> Iterator[dict]:
 
 
 def find(state_dir: Path, pattern: str) -> Iterator[dict]:
-    """Deletions whose original path equals ``pattern`` or matches it as a glob (``*`` spans '/')."""
-    pattern = os.path.normpath(os.path.abspath(pattern)) if not any(c in pattern for c in "*?[") else pattern
+    """Deletions whose original path equals ``pattern`` or matches it as a glob (``*`` spans '/').
+
+    The catalogue holds absolute paths, so a relative pattern, glob or not, is taken from
+    the current directory, as a shell would take it. An absolute glob is left as written.
+    """
+    if not os.path.isabs(pattern) or not any(c in pattern for c in "*?["):
+        pattern = os.path.abspath(pattern)  # abspath normalises too: ./a//b and a/../b as the path they name
     for entry in entries(state_dir):
         if entry["path"] == pattern or fnmatch.fnmatchcase(entry["path"], pattern):
             yield entry

@@ -80,12 +80,17 @@ class Console:
         """A report the operator asked for (plan, status): printed with or without a TTY."""
         if self._rich:
             from rich.table import Table
+            from rich.text import Text
 
-            t = Table(title=title, show_footer=footer is not None)
+            # A narrow terminal folds a cell onto more lines, never cuts it with "…": a path
+            # shown must be the whole path. Cells are Text, not markup: "[x]" in a name stays.
+            t = Table(title=Text(title), show_footer=footer is not None)
             for i, c in enumerate(columns):
-                t.add_column(c, footer=str(footer[i]) if footer else "", justify="right" if rows and all(isinstance(r[i], int) for r in rows) else "left")
+                numeric = rows and all(isinstance(r[i], int) for r in rows)
+                t.add_column(c, footer=str(footer[i]) if footer else "", justify="right" if numeric else "left",
+                             overflow="fold")
             for row in rows:
-                t.add_row(*(str(x) for x in row))
+                t.add_row(*(Text(str(x)) for x in row))
             self._out.print(t)
             return
         print(f"== {title}")

@@ -39,6 +39,27 @@ def dumps(obj) -> bytes:
         return _encode_ascii(obj).encode("ascii")
 
 
+_CONTROL = {chr(c) for c in (*range(0x20), 0x7F)}
+
+
+def shown(name: str) -> str:
+    """A file name as a person should see it on a terminal or in plain text output.
+
+    A name a terminal shows faithfully comes out as it is. One with bytes that are not
+    UTF-8 (lone surrogates, which a terminal would show as U+FFFD) or with a control
+    character (a newline would split a row) comes out as its journal line writes it:
+    JSON-escaped, in ASCII, so what the operator reads can be grepped for in the journal
+    and the catalogue.
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return dumps(name).decode("ascii")[1:-1]
+    if _CONTROL.isdisjoint(name):
+        return name
+    return dumps(name).decode("utf-8")[1:-1]
+
+
 def dumps_line(obj) -> bytes:
     return dumps(obj) + b"\n"
 

@@ -29,6 +29,27 @@ def not_plain(path: Path, exc: OSError) -> str:
     return f"{path} {exc.strerror}; the lock must be a regular file of the toolkit's own"
 
 
+def describe_holder(holder: dict) -> str:
+    """'pid 42 (run <id>, step backup)', or without the run while the holder has none yet
+    (maintenance takes the lock before it knows which run it resumes or starts)."""
+    said = ", ".join(f"{k} {holder[k]}" for k in ("run", "step") if holder.get(k))
+    return f"pid {holder.get('pid', '?')}" + (f" ({said})" if said else "")
+
+
+def record_run(fd: int, run_id: str) -> None:
+    """Add the run id to the record of the lock ``fd`` holds, once the holder knows it.
+
+    Only what status and a refused rival say depends on it, so a failure is ignored. The
+    new record is longer than the old one: nothing of the old is left after its end.
+    """
+    try:
+        data = json.dumps(dict(json.loads(os.pread(fd, 4096, 0)), run=run_id)).encode()
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+    except (OSError, ValueError, TypeError):
+        pass
+
+
 def read_holder(state_dir: Path) -> dict | None:
     """Who holds the lock now, or None when nobody does; NotPlainFile if the lock is not a
     regular file (a FIFO there would block the reader)."""
@@ -90,8 +111,7 @@ def hold_lock(state_dir: Path, who: dict):
         except BlockingIOError:
             holder = read_holder(state_dir) or {}
             raise LockBusy(
-                f"another run holds the lock {path} (pid {holder.get('pid', '?')}, "
-                f"run {holder.get('run', '?')}, step {holder.get('step', '?')}); nothing was changed",
+                f"another run holds the lock {path}: {describe_holder(holder)}; nothing was changed",
                 hint="cron will retry on its next tick",
             ) from None
         info = dict(who, pid=os.getpid(), since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

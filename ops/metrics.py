@@ -17,7 +17,9 @@ from pathlib import Path
 from ops.atomic import PRIVATE_FILE, atomic_write, ensure_private_dir
 from ops.config import Config
 from ops.errors import CONFIG, FAILED, LOCKED, OK, REFUSED
+from ops.manifest import Run
 from ops.paths import NotPlainFile, open_plain_fd, read_plain_file
+from ops.retention.deletable import kept_at_scan, unlink_failures
 
 STATE = "metrics.json"
 RESULTS = {OK: "ok", FAILED: "failed", REFUSED: "refused", LOCKED: "locked", CONFIG: "config"}
@@ -68,6 +70,22 @@ def _per_policy(step: str, body: dict, chain: dict) -> dict[str, dict[str, int]]
             out[name] = {"deleted_files": p.get("deleted", 0), "deleted_bytes": p.get("deleted_bytes", 0),
                          "kept_changed_files": p.get("kept_changed", 0)}
     return out
+
+
+def _undeletable(config: Config, step: str, body: dict, chain: dict, data: dict) -> None:
+    """The gauge of files its user could not delete, as this scan or clean left them: scan's
+    expired files kept because their directory is not writable, clean's failed unlinks."""
+    if step == "scan":
+        found = kept_at_scan(body)
+    else:
+        from ops.steps.clean import JOURNAL  # here, not above: clean imports this module
+
+        try:
+            failures = unlink_failures(Run(config.state_dir, chain["scan"]["run_id"]).path(JOURNAL))
+        except (OSError, ValueError, KeyError):
+            return  # unknown: the gauge keeps its last value rather than claim none
+        found = {policy: failures.get(policy, (0,))[0] for policy in body.get("policies", {})}
+    data.setdefault("undeletable", {})[step] = found
 
 
 def record_step(config: Config, step: str, code: int, seconds: float, body: dict | None = None,
@@ -127,6 +145,8 @@ def _count(config: Config, data: dict, step: str, code: int, seconds: float, bod
                 counts[d.name] = counts.get(d.name, 0) + 1
             else:
                 data.setdefault("destination_success", {})[d.name] = now
+    if code == OK and step in ("scan", "clean"):
+        _undeletable(config, step, body, chain, data)
     counters = data.setdefault("counters", {})
     for policy, inc in increments.items():
         for name, value in inc.items():
@@ -162,6 +182,11 @@ def render(config: Config, data: dict) -> str:
     for name, help_text in COUNTERS.items():
         family(f"{name}_total", "counter", help_text,
                [({"policy": p}, v) for p, v in sorted(data.get("counters", {}).get(name, {}).items())])
+    family("undeletable_files", "gauge",
+           "Files the toolkit's user could not delete at the last scan (expired, kept: their directory is not "
+           "writable) or clean (unlink failed). They stay on disk until the cause is fixed.",
+           [({"step": st, "policy": p}, n) for st, ps in sorted(data.get("undeletable", {}).items())
+            for p, n in sorted(ps.items())])
     family("verify_failures_total", "counter", "Verify runs that found a copy unreadable or not matching.",
            [({}, data.get("verify_failures", 0))])
     family("lock_contention_total", "counter", "Runs that found another run holding the lock (exit 75).",

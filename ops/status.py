@@ -10,12 +10,15 @@ from ops.config import Config
 from ops.console import Console
 from ops.destinations import DestinationError, open_destination
 from ops.errors import Refused, StepFailed
-from ops.lock import lock_path, not_plain, read_holder
+from ops.jsonl import shown
+from ops.lock import describe_holder, lock_path, not_plain, read_holder
 from ops.manifest import STEPS, Run, list_runs, open_sealed
 from ops.paths import NotPlainFile, read_plain_file
 from ops.retention.evaluate import nested_roots
+from ops.retention.deletable import RULE, kept_at_scan, unlink_failures
 from ops.retention.policy import format_age, format_size, matcher
 from ops.retention.walk import walk_files
+from ops.steps.clean import JOURNAL
 
 
 def _step_state(run: Run, step: str) -> dict:
@@ -42,7 +45,8 @@ def _step_state(run: Run, step: str) -> dict:
 def _counts(step: str, doc: dict) -> dict:
     if step == "scan":
         ps = doc.get("policies", {}).values()
-        return {"files": sum(p.get("expired", 0) for p in ps), "bytes": sum(p.get("expired_bytes", 0) for p in ps)}
+        return {"files": sum(p.get("expired", 0) for p in ps), "bytes": sum(p.get("expired_bytes", 0) for p in ps),
+                "undeletable": kept_at_scan(doc)}
     if step == "backup":
         ps = doc.get("policies", {}).values()
         return {"files": sum(p.get("archived", 0) for p in ps), "bytes": sum(p.get("member_bytes", 0) for p in ps),
@@ -90,6 +94,7 @@ def collect(config: Config, limit: int = 10) -> dict:
                             f"on the others ({why}).")
         if steps["clean"]["state"] != "ok" and run_id != all_runs[-1]:
             problems.append(f"run {run_id} never finished; newer runs exist. Its files stay until a run covers them.")
+    problems.extend(_undeletable(config, runs))
     finished = [r for r in runs if r["steps"]["clean"]["state"] == "ok"]
     destinations = {}
     for d in config.destinations:
@@ -116,6 +121,36 @@ def collect(config: Config, limit: int = 10) -> dict:
         "destinations": destinations,
         "problems": problems,
     }
+
+
+def _undeletable(config: Config, runs: list[dict]) -> list[str]:
+    """Files the toolkit's user could not delete, as the newest scan and the newest clean
+    found them: they stay on disk night after night until someone fixes the cause."""
+    out = []
+    scanned = next((r for r in reversed(runs) if r["steps"]["scan"]["state"] == "ok"), None)
+    for policy, n in (scanned["steps"]["scan"]["undeletable"] if scanned else {}).items():
+        if n:
+            out.append(f"run {scanned['run']}: policy {policy}: {_files(n, 'expired file')} that the toolkit's user "
+                       f"cannot delete (a directory it may not write, or a read-only mount), kept and not archived. "
+                       f"`scripts/plan.py --json` names them (rule {RULE}): give the user write access there, or "
+                       f"exclude them from the policy.")
+    cleaned = next((r for r in reversed(runs) if r["steps"]["clean"]["state"] == "ok"), None)
+    if cleaned:
+        journal = Run(config.state_dir, cleaned["run"]).path(JOURNAL)
+        try:
+            failures = unlink_failures(journal)
+        except (OSError, ValueError) as exc:
+            return out + [f"run {cleaned['run']}: {journal} cannot be read: {exc}"]
+        for policy, (n, first) in sorted(failures.items()):
+            example = f"{shown(str(first.get('path')))}: {first['reason']}"
+            out.append(f"run {cleaned['run']}: policy {policy}: clean could not delete {_files(n, 'verified file')} "
+                       f"(first {example}), kept. Fix the cause (the directory's owner or mode, a read-only mount, "
+                       f"an immutable file); {journal} names them.")
+    return out
+
+
+def _files(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
 
 
 def _on_disk(policy, policies) -> dict:
@@ -163,7 +198,10 @@ def status(config: Config, ui: Console, as_json: bool = False) -> int:
     rows = [[r["run"], *(_cell(r["steps"][s]) for s in STEPS)] for r in info["runs"]]
     ui.table(f"Runs in {info['state_dir']}", ["run", *STEPS], rows)
     holder = info["lock_holder"]
-    print(f"lock: {'held by pid %s (run %s, step %s) since %s' % (holder.get('pid'), holder.get('run'), holder.get('step'), holder.get('since')) if holder is not None else 'free'}")
+    if holder is None:
+        print("lock: free")
+    else:
+        print(f"lock: held by {describe_holder(holder)}" + (f" since {holder['since']}" if holder.get("since") else ""))
     age = info["last_complete_age_seconds"]
     print(f"last complete maintenance: {info['last_complete_run'] or 'none'}"
           + (f" at {info['last_complete_at']} ({format_age(age * 10**9)} ago)" if age is not None else ""))

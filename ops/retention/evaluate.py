@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Iterator
 
 from ops.config import Policy
 from ops.errors import StepFailed
+from ops.retention.deletable import keep_undeletable
 from ops.retention.policy import Decision, Disk, decide, matcher
 from ops.retention.walk import walk_files
 
@@ -38,7 +39,10 @@ def root_identity(policy: Policy) -> tuple[int, int]:
             f"policy {policy.name}: root {policy.root} does not exist",
             hint="fix the root in the config, or set missing_ok: true for a root that may be absent",
         ) from None
-    if not os.path.isdir(policy.root) or os.path.islink(policy.root):
+    if os.path.islink(policy.root):
+        raise StepFailed(f"policy {policy.name}: root {policy.root} is a symbolic link (never followed)",
+                         hint="set the policy's root to the directory the link points to")
+    if not os.path.isdir(policy.root):
         raise StepFailed(f"policy {policy.name}: root {policy.root} is not a directory")
     return st.st_dev, st.st_ino
 
@@ -118,4 +122,5 @@ def evaluate(policy: Policy, now_ns: int, on_skip: Callable[[str, str], None],
 
     files = (f for f in walk_files(Path(policy.root), skipped, nested_roots(policy, policies)) if governs(f.path))
     decisions = decide(files, policy, now_ns, disk=disk_of(policy, freed) if policy.min_free else None)
+    decisions = keep_undeletable(decisions, policy.root)
     return freed.tally(decisions) if freed is not None else decisions

@@ -9,7 +9,7 @@ from ops.compaction import compact_finished_runs
 from ops.config import Config
 from ops.console import Console
 from ops.errors import FAILED, LockBusy, OpsError, Refused, StepFailed
-from ops.lock import LOCK_FD_ENV, hold_lock
+from ops.lock import LOCK_FD_ENV, hold_lock, record_run
 from ops.logs import StepLog
 from ops.manifest import STEPS, Run, list_runs, new_run_id
 from ops.paths import read_plain_file
@@ -124,6 +124,7 @@ def maintenance(config: Config, ui: Console, new_run: bool = False) -> int:
             fd = held.enter_context(hold_lock(config.state_dir, {"step": "maintenance"}))
             run_id, left = (new_run_id(config.state_dir), None) if new_run else run_to_continue(config)
             at["run"] = run_id
+            record_run(fd, run_id)  # status then names the run this chain works on, not only "maintenance"
             log = StepLog(config.log_dir, "maintenance", run_id)
             held.callback(log.close)
             ui.log_path = log.path  # named in the error paragraph when a step is killed

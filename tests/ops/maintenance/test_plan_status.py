@@ -3,12 +3,16 @@
 import fcntl
 import json
 import os
+import shlex
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from conftest import SCRIPTS
 
 from ._support import path_tree
 
@@ -275,6 +279,43 @@ def test_status_shows_the_lock_holder_while_the_lock_is_held(sandbox):
 
     assert _status_json(sandbox)["lock_holder"] is None
     assert "lock: free" in sandbox.run("status").stdout
+
+
+def test_status_names_a_holder_without_a_run_by_its_step_alone(sandbox):
+    # What the chain writes the moment it takes the lock, before it knows which run it resumes.
+    sandbox.state.mkdir(parents=True, mode=0o700)
+    fd = os.open(sandbox.state / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        holder = {"step": "maintenance", "pid": os.getpid(), "since": "2026-11-26T03:17:00Z"}
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        text = sandbox.run("status")
+        rival = sandbox.run("scan")
+    finally:
+        os.close(fd)
+    (line,) = [line for line in text.stdout.splitlines() if line.startswith("lock:")]
+    assert line == f"lock: held by pid {os.getpid()} (step maintenance) since 2026-11-26T03:17:00Z", line
+    assert rival.returncode == 75
+    assert f"pid {os.getpid()} (step maintenance); nothing was changed" in rival.stderr, rival.stderr
+
+
+def test_status_while_maintenance_runs_names_its_run(sandbox):
+    out = sandbox.base / "status-during"
+    status = shlex.join([sys.executable, str(SCRIPTS / "status.py"), "--config", str(sandbox.config_path)])
+    # The hook runs while the chain still holds the lock: status seen from inside the run.
+    sandbox.config["on_failure"] = (f"{status} --json > {shlex.quote(f'{out}.json')}; "
+                                    f"{status} > {shlex.quote(f'{out}.txt')}")
+    sandbox.write_config()
+    sandbox.file("old.log", "old")
+
+    result = sandbox.run("maintenance", env={"QTS_OPS_CRASH_AT": "backup.after_archive"})
+
+    assert result.returncode == 1, result.stderr
+    (run_id,) = sandbox.runs()
+    holder = json.loads(out.with_suffix(".json").read_text())["lock_holder"]
+    assert (holder["run"], holder["step"]) == (run_id, "maintenance"), holder
+    assert f"lock: held by pid {holder['pid']} (run {run_id}, step maintenance) since " in \
+        out.with_suffix(".txt").read_text()
 
 
 @pytest.mark.parametrize("script", ["plan", "status"])

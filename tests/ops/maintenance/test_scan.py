@@ -57,3 +57,16 @@ def test_scan_fails_on_a_missing_root_unless_missing_ok(sandbox):
     sandbox.write_config()
     run_ok(sandbox, "scan", "--run", RUN_A)
     assert json.loads((sandbox.run_dir(RUN_A) / "scan.ok.json").read_bytes())["policies"] == {}
+
+
+def test_scan_of_a_root_that_is_a_symbolic_link_says_so_and_records_nothing(sandbox):
+    real = sandbox.data / "real-logs"
+    (sandbox.data / "logs").rename(real)
+    (sandbox.data / "logs").symlink_to(real)
+    sandbox.file("old.log", "old")  # through the link: the file is in real-logs
+    result = sandbox.run("scan", "--run", RUN_A)
+    assert result.returncode == 1, result.stderr
+    assert f"policy logs: root {sandbox.data / 'logs'} is a symbolic link" in result.stderr, result.stderr
+    assert "is not a directory" not in result.stderr
+    assert not (sandbox.run_dir(RUN_A) / "scan.ok.json").exists()
+    assert (real / "old.log").read_text() == "old"
