@@ -11,17 +11,17 @@ import sys
 
 import pytest
 
-import campaign
-from e2e_support import log_events, popen, published_runs, tar_members
 from ops.steps.clean import UNLINK_WORKERS
-
-SCRIPTS = campaign.SCRIPTS
+from tools.chaos.files import put_file, remove_tree
+from tools.chaos.inject import faultdest
+from tools.chaos.trials.hostile import NOBODY, blocked_ancestor, drop_to_nobody
+from tools.sandbox import SCRIPTS, log_events, popen, published_runs, tar_members
 
 
 def _fault_env(n: int) -> dict:
     """The n-th fsync of publishing on "local" fails with EIO: injected by the destination
-    subclass in inject/faultdest.py (no device-mapper here for a disk that really fails)."""
-    return {"QTS_CHAOS_FAULT": f"fsync-eio;dest=local;n={n}", "PYTHONPATH": str(campaign.INJECT)}
+    subclass in tools/chaos/inject/faultdest.py (no device-mapper here for a disk that really fails)."""
+    return {"QTS_CHAOS_FAULT": f"fsync-eio;dest=local;n={n}", "PYTHONPATH": str(faultdest.INJECT)}
 
 
 def test_backup_whose_fsync_fails_at_any_point_of_publish_fails_and_leaves_nothing_to_adopt(sandbox):
@@ -55,7 +55,7 @@ def deep_dir(sandbox):
     """data/logs/d, removed with rm -rf afterwards: pytest's own clean-up of old temporary
     directories (shutil.rmtree) recurses and dies on a tree this deep."""
     yield sandbox.data / "logs" / "d"
-    campaign.remove_tree(sandbox.data / "logs" / "d")
+    remove_tree(sandbox.data / "logs" / "d")
 
 
 def test_scan_finds_a_file_whose_absolute_path_is_longer_than_path_max(sandbox, deep_dir):
@@ -63,7 +63,7 @@ def test_scan_finds_a_file_whose_absolute_path_is_longer_than_path_max(sandbox, 
     # 4096 bytes from / it silently found nothing (no file, no log line: kept forever).
     depth = 2100  # "d/" per level: the bottom is ~4.2 KB below the root, whatever tmp_path is
     rel = b"d/" * depth + b"bottom.log"
-    campaign.put_file(os.fsencode(sandbox.data / "logs"), rel, b"deep tick\n", 1_000_000_000)
+    put_file(os.fsencode(sandbox.data / "logs"), rel, b"deep tick\n", 1_000_000_000)
     assert len(os.fsencode(sandbox.data / "logs")) + 1 + len(rel) > os.pathconf("/", "PC_PATH_MAX")
 
     for step in ("scan", "backup"):
@@ -82,19 +82,19 @@ def test_scan_reports_a_directory_it_cannot_list(sandbox):
     sandbox.file("vault/orders.log", "order\n")
     for dirpath, dirs, files in os.walk(sandbox.base):
         for name in dirs + files:
-            os.lchown(os.path.join(dirpath, name), campaign.NOBODY, campaign.NOBODY)
-    os.chown(sandbox.base, campaign.NOBODY, campaign.NOBODY)
+            os.lchown(os.path.join(dirpath, name), NOBODY, NOBODY)
+    os.chown(sandbox.base, NOBODY, NOBODY)
     os.chmod(sandbox.base, 0o755)
     vault = sandbox.data / "logs" / "vault"
     os.chown(vault, 0, 0)
     os.chmod(vault, 0o700)
-    blocked = campaign.blocked_ancestor(sandbox.base, campaign.NOBODY, campaign.NOBODY)
+    blocked = blocked_ancestor(sandbox.base, NOBODY, NOBODY)
     config = (blocked / sandbox.config_path.name) if blocked else sandbox.config_path
     env = dict(os.environ, QTS_OPS_PRIORITY="normal")
     env.pop("QTS_OPS_LOCK_FD", None)
     got = subprocess.run([sys.executable, str(SCRIPTS / "scan.py"), "--config", str(config)], capture_output=True,
                          text=True, env=env, cwd="/", timeout=60,
-                         preexec_fn=campaign.drop_to_nobody(sandbox.base if blocked else None, blocked))
+                         preexec_fn=drop_to_nobody(sandbox.base if blocked else None, blocked))
     assert got.returncode == 0, got.stderr
     skips = [e for e in log_events(sandbox) if e["event"] == "skip"]
     assert [(e["path"], e["reason"]) for e in skips] == [("vault", "cannot read directory: Permission denied")]

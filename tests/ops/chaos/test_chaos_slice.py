@@ -7,27 +7,33 @@ something."""
 
 import os
 
-import campaign
+from tools.chaos import campaign
+from tools.chaos.dataset import Dataset
+from tools.chaos.oracle import judge
+from tools.chaos.outcome import Outcome
+from tools.chaos.report import failures, table
+from tools.chaos.runner import real_run
+from tools.chaos.trials import KINDS
 
 SEED = 20261126
-SLICE = [k for k in campaign.KINDS if k != "hostile-deep"]
+SLICE = [k for k in KINDS if k != "hostile-deep"]
 # Kinds that may be skipped, with the reason in the table: a tmpfs or a private bind
 # mount needs CAP_SYS_ADMIN.
 MAY_SKIP = {"disk-full-dest", "disk-full-state", "hostile-uid"}
 
 
 def test_oracle_reports_a_file_deleted_without_an_archive_and_a_damaged_archive(sandbox, tmp_path):
-    ds = campaign.Dataset(sandbox)
+    ds = Dataset(sandbox)
     archived = ds.add("logs", b"2026/ticks-old.log", b"tick 1\n" * 50, 90, True)
     young = ds.add("logs", b"2026/ticks-new.log", b"tick 2\n" * 50, 1, False)
-    assert campaign.real_run(sandbox).code == 0
-    clean = campaign.Outcome("self-test", 0, 0)
-    campaign.judge(sandbox, ds, tmp_path / "a", clean)
+    assert real_run(sandbox).code == 0
+    clean = Outcome("self-test", 0, 0)
+    judge(sandbox, ds, tmp_path / "a", clean)
     assert not clean.failed, clean
 
     os.unlink(sandbox.data / "logs" / "2026/ticks-new.log")  # gone, and never archived
-    lost = campaign.Outcome("self-test", 1, 0)
-    campaign.judge(sandbox, ds, tmp_path / "b", lost)
+    lost = Outcome("self-test", 1, 0)
+    judge(sandbox, ds, tmp_path / "b", lost)
     assert lost.lost == [young.key]
 
     [run_id] = sandbox.runs()
@@ -35,16 +41,16 @@ def test_oracle_reports_a_file_deleted_without_an_archive_and_a_damaged_archive(
     data = bytearray(archive.read_bytes())
     data[len(data) // 2] ^= 0x10
     archive.write_bytes(bytes(data))
-    damaged = campaign.Outcome("self-test", 2, 0)
-    campaign.judge(sandbox, ds, tmp_path / "c", damaged)
+    damaged = Outcome("self-test", 2, 0)
+    judge(sandbox, ds, tmp_path / "c", damaged)
     assert sorted(damaged.lost) == sorted([young.key, archived.key])
     assert any("SHA256SUMS" in v for v in damaged.violations), damaged.violations
 
 
 def test_seeded_slice_of_every_fault_kind_preserves_every_file(tmp_path):
     results = campaign.run_campaign(SEED, trials=1, work=tmp_path / "chaos", kinds=SLICE, workers=2, budget=0.2)
-    text, passed = campaign.table(results)
-    report = f"\n{text}\n{campaign.failures(results, SEED)}"
+    text, passed = table(results)
+    report = f"\n{text}\n{failures(results, SEED)}"
     assert passed, report
     assert sorted({o.kind for o in results}) == sorted(SLICE), report
     for o in results:

@@ -1,7 +1,7 @@
 """A stateful property: whatever order the core's writes, the clock, the step scripts, a
 SIGKILL at a crash point and a damaged state or destination file come in, after every one
 of them every file ever written is present unchanged or byte-identical in an archive that
-GNU tar and sha256sum accept and verify vouched for (campaign.judge: also nothing deleted
+GNU tar and sha256sum accept and verify vouched for (oracle.judge: also nothing deleted
 twice, the lock free).
 
 Destination files are damaged only while their run is not yet verified: a copy damaged
@@ -19,8 +19,12 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-import campaign
 from conftest import Sandbox
+from tools.chaos import oracle
+from tools.chaos.dataset import Dataset
+from tools.chaos.outcome import Outcome
+from tools.chaos.runner import fork_run
+from tools.chaos.trials.corruption import corrupt, dest_files
 
 SCALE = int(os.environ.get("CHAOS") or 0)
 SETTINGS = settings(
@@ -54,7 +58,7 @@ def chain_machine(base: Path, seen: dict):
             base.mkdir(exist_ok=True)
             self.n = len(os.listdir(base))
             self.sb = Sandbox(base / f"example-{self.n:03d}")
-            self.ds = campaign.Dataset(self.sb)
+            self.ds = Dataset(self.sb)
             self.cache: dict = {}
             self.vouched: set = set()  # (destination, run) verify vouched for, before any damage
             self.written = 0
@@ -77,7 +81,7 @@ def chain_machine(base: Path, seen: dict):
             return "scan", ("--run", self.new_run_id())
 
         def present(self) -> list[bytes]:
-            ids = campaign.data_ids(self.sb)
+            ids = oracle.data_ids(self.sb)
             return sorted(k for k in self.ds.files if k in ids)
 
         @initialize(n=st.integers(1, 4))
@@ -111,13 +115,13 @@ def chain_machine(base: Path, seen: dict):
         @rule(step=st.sampled_from(STEPS))
         def run_a_step(self, step):
             args = ("--run", self.new_run_id()) if step == "scan" else ()  # the others: newest run
-            got = campaign.fork_run(self.sb, step, *args)
+            got = fork_run(self.sb, step, *args)
             assert got.code in (0, 1, 2), f"{step} exited {got.code}: {got.out[-600:]}"
 
         @rule()
         def maintenance_goes_on(self):
             step, args = self.next_step()
-            got = campaign.fork_run(self.sb, step, *args)
+            got = fork_run(self.sb, step, *args)
             assert got.code in (0, 1, 2), f"{step} exited {got.code}: {got.out[-600:]}"
 
         @rule(which=st.integers(0, 1 << 16), nth=st.integers(1, 3))
@@ -125,7 +129,7 @@ def chain_machine(base: Path, seen: dict):
             step, args = self.next_step()
             points = sorted(p for p, s in CRASH_POINTS.items() if s == step)
             point = points[which % len(points)]
-            got = campaign.fork_run(self.sb, step, *args, env={"QTS_OPS_CRASH_AT": f"{point}:{nth}"})
+            got = fork_run(self.sb, step, *args, env={"QTS_OPS_CRASH_AT": f"{point}:{nth}"})
             seen["killed"] += got.code == -9
             assert got.code in (0, 1, 2, -9), f"{point}:{nth} exited {got.code}: {got.out[-600:]}"
 
@@ -133,7 +137,7 @@ def chain_machine(base: Path, seen: dict):
         def kill_a_step_at_a_crash_point(self, point, nth):
             step = CRASH_POINTS[point]
             args = ("--run", self.new_run_id()) if step == "scan" else ()
-            got = campaign.fork_run(self.sb, step, *args, env={"QTS_OPS_CRASH_AT": f"{point}:{nth}"})
+            got = fork_run(self.sb, step, *args, env={"QTS_OPS_CRASH_AT": f"{point}:{nth}"})
             seen["killed"] += got.code == -9
             assert got.code in (0, 1, 2, -9), f"{point}:{nth} exited {got.code}: {got.out[-600:]}"
 
@@ -144,17 +148,17 @@ def chain_machine(base: Path, seen: dict):
                 rdir = self.sb.state / "runs" / run_id
                 targets += [rdir / n for n in sorted(os.listdir(rdir)) if not n.endswith(".failed.json")]
                 if not (rdir / "verify.ok.json").exists():
-                    targets += campaign.dest_files(self.sb, run_id)
+                    targets += dest_files(self.sb, run_id)
             if targets:
-                self.vouched |= campaign.vouched_runs(self.sb)
+                self.vouched |= oracle.vouched_runs(self.sb)
                 path = targets[which % len(targets)]
-                seen["corrupted"] += campaign.corrupt(random.Random(seed), path, None) is not None
+                seen["corrupted"] += corrupt(random.Random(seed), path, None) is not None
 
         @invariant()
         def every_file_is_present_or_in_a_verified_archive(self):
             self.checks += 1
-            out = campaign.Outcome("stateful", self.n, 0)
-            campaign.judge(self.sb, self.ds, self.sb.base.parent / f"scratch-{self.n}-{self.checks}", out,
+            out = Outcome("stateful", self.n, 0)
+            oracle.judge(self.sb, self.ds, self.sb.base.parent / f"scratch-{self.n}-{self.checks}", out,
                            cache=self.cache, vouched=self.vouched)
             seen["checks"] += 1
             seen["checks_with_files_deleted"] += len(self.present()) < len(self.ds.files)

@@ -2,74 +2,21 @@
 the lock, judged with standard tools (GNU tar, sha256sum) rather than with ops' own code."""
 
 import contextlib
-import fcntl
-import json
 import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[3] / "scripts"
+# The helpers the fault campaign shares live in tools/sandbox.py; the tests import them
+# from here.
+from tools.sandbox import (  # noqa: F401
+    SCRIPTS, add_policy, alive, children_of, group_pids, kill_chain, lock_is_free, log_events, popen,
+    published_runs, tar_members,
+)
+
 ARCHIVE_SUFFIX = ".tar.zst"
-
-
-def add_policy(sandbox, name: str, root: str, include: list[str], older_than: str = "30d") -> None:
-    """A second policy in the sandbox's config, with its root created."""
-    (sandbox.data / root).mkdir(parents=True, exist_ok=True)
-    sandbox.config["policies"].append({
-        "name": name, "root": f"data/{root}", "include": include, "older_than": older_than,
-        "settle": "10m", "keep_last": 0, "missing_ok": False,
-    })
-    sandbox.write_config()
-
-
-def popen(sandbox, script: str, *args: str, env: dict | None = None) -> subprocess.Popen:
-    """sandbox.run, but not waited for, in its own session so the whole chain can be killed."""
-    cmd = [sys.executable, str(SCRIPTS / f"{script}.py"), "--config", str(sandbox.config_path), *args]
-    full_env = dict(os.environ, QTS_OPS_PRIORITY="normal", **(env or {}))
-    full_env.pop("QTS_OPS_LOCK_FD", None)
-    return subprocess.Popen(cmd, env=full_env, cwd=sandbox.base, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _stat_fields(pid: int | str) -> list[str] | None:
-    """The fields of /proc/<pid>/stat after the command name (state, ppid, pgrp, ...), or
-    None once the process is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rpartition(")")[2].split()
-
-
-def alive(pid: int) -> bool:
-    """Running or stopped, not a zombie waiting to be reaped."""
-    fields = _stat_fields(pid)
-    return fields is not None and fields[0] != "Z"
-
-
-def _live_pids_where(field: int, value: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat_fields(entry)
-            if fields is not None and int(fields[field]) == value and fields[0] != "Z":
-                pids.append(int(entry))
-    return pids
-
-
-def group_pids(pgid: int) -> list[int]:
-    """Every live process of a process group, read from /proc."""
-    return _live_pids_where(2, pgid)
-
-
-def children_of(pid: int) -> set[int]:
-    """Every live child process of ``pid``, read from /proc."""
-    return set(_live_pids_where(1, pid))
 
 
 def write_pid(marker) -> None:
@@ -87,45 +34,6 @@ def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:
         time.sleep(0.01)
 
 
-def kill_chain(proc: subprocess.Popen, timeout: float = 10) -> None:
-    """SIGKILL the chain and every step it started; return once none of them is alive."""
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout)
-    deadline = time.monotonic() + timeout
-    while group_pids(proc.pid):
-        assert time.monotonic() < deadline, f"processes of the killed chain still alive: {group_pids(proc.pid)}"
-        time.sleep(0.005)
-
-
-def lock_is_free(state_dir: Path, within: float = 0.0) -> bool:
-    """Whether nobody holds the toolkit's flock, or nobody does any more ``within`` seconds
-    from now (only call when no chain may be starting)."""
-    path = Path(state_dir) / "lock"
-    if not path.exists():
-        return True
-    deadline = time.monotonic() + within
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    return False
-                time.sleep(0.01)
-    finally:
-        os.close(fd)
-
-
-def log_events(sandbox) -> list[dict]:
-    events = []
-    for path in sorted(sandbox.logs.glob("*.log")):
-        for line in path.read_bytes().splitlines():
-            events.append(json.loads(line))
-    return events
-
-
 def deleted_counts(sandbox) -> dict[tuple[str, str], int]:
     """How many "deleted" events each (policy, path) has in the whole log."""
     counts: dict[tuple[str, str], int] = {}
@@ -140,11 +48,6 @@ def events_for(sandbox, path: str, event: str | None = None) -> list[dict]:
     return [e for e in log_events(sandbox) if e.get("path") == path and (event is None or e["event"] == event)]
 
 
-def tar_members(archive: Path) -> list[str]:
-    out = subprocess.run(["tar", "--zstd", "-tf", str(archive)], capture_output=True, check=True)
-    return [os.fsdecode(line) for line in out.stdout.split(b"\n") if line]
-
-
 def extract(archive: Path, into: Path) -> Path:
     """GNU tar restores the archive; sha256sum -c checks it against the run's .sha256 file."""
     into.mkdir(parents=True)
@@ -154,10 +57,6 @@ def extract(archive: Path, into: Path) -> Path:
                            capture_output=True, text=True)
     assert check.returncode == 0, f"sha256sum -c {sums.name} failed after GNU tar extracted it:\n{check.stdout}{check.stderr}"
     return into
-
-
-def published_runs(backups: Path) -> list[str]:
-    return sorted(os.listdir(backups)) if backups.exists() else []
 
 
 def restored_files(sandbox, backups: Path, scratch: Path) -> dict[str, bytes]:

@@ -25,12 +25,15 @@ Spec: ``<fault>;dest=<name>[;n=<int>][;after=<bytes>][;chunk=<bytes>][;match=<su
 import errno
 import io
 import os
+from pathlib import Path
 
 from ops.destinations import local
 from ops.destinations.local import LocalDestination, LocalStaging
 
 ENV = "QTS_CHAOS_FAULT"
-MECHANISM = "LocalDestination/LocalStaging subclass (tests/ops/chaos/inject/faultdest.py)"
+MECHANISM = "LocalDestination/LocalStaging subclass (tools/chaos/inject/faultdest.py)"
+# The directory to put on a chain's PYTHONPATH: its sitecustomize.py installs the fault.
+INJECT = Path(__file__).resolve().parent
 
 
 def parse(spec: str) -> dict:

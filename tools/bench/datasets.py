@@ -1,19 +1,18 @@
-"""What scripts/bench.py needs besides its rows: datasets, timed children, statistics, tables.
+"""The benchmark's pristine datasets: their sizes (``Scale``: FULL, or SMALL, 20x less),
+the builders of LARGE (incompressible files), MANY (small trading-like CSV and log files)
+and SCALE (empty files in many directories), each built once under bench/pristine/ and
+reused while it matches its stamp (``ensure_dataset``), and the tree helpers the rows use
+on them (count, copy, remove).
 
-Nothing here imports ``ops``: the benchmark measures the toolkit from the outside, the
-way cron runs it (the step scripts as child processes), next to the tools it competes with.
-"""
+Nothing here imports ``ops``: the benchmark measures the toolkit from the outside."""
 
 import json
 import os
 import random
-import shutil
-import statistics
 import subprocess
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 MiB = 1 << 20
@@ -21,8 +20,6 @@ DAY_NS = 86400 * 10**9
 # Bump when a generator changes what it writes: every stamped dataset is then rebuilt.
 DATA_VERSION = 1
 
-
-# --------------------------------------------------------------------------- sizes
 
 @dataclass(frozen=True)
 class Scale:
@@ -49,8 +46,6 @@ def count_label(n: int) -> str:
         return f"{n // 1_000}k"
     return str(n)
 
-
-# --------------------------------------------------------------------------- datasets
 
 def _set_old(path, when_ns: int, dir_fd=None) -> None:
     os.utime(path, ns=(when_ns, when_ns), dir_fd=dir_fd, follow_symlinks=False)
@@ -88,7 +83,8 @@ def _text(rng: random.Random, size: int, csv: bool, day: int) -> bytes:
     while total < size:
         t += rng.randrange(1, 2_000_000)
         sec, us = divmod(t % 86400_000_000, 1_000_000)
-        stamp = f"2025-{1 + day % 12:02d}-{1 + day % 28:02d}T{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}.{us:06d}"
+        stamp = (f"2025-{1 + day % 12:02d}-{1 + day % 28:02d}"
+                 f"T{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}.{us:06d}")
         r = rng.getrandbits(32)
         if csv:
             line = (f"{stamp},{_SYMBOLS[r & 7]},{_SIDES[r >> 3 & 1]},{4000 + (r >> 4 & 4095) / 4:.2f},"
@@ -253,172 +249,3 @@ def rmtree(path: Path) -> None:
     """rm -rf, in C: shutil.rmtree is several times slower on 200,000 files."""
     if os.path.lexists(path):
         subprocess.run(["rm", "-rf", "--", str(path)], check=True)
-
-
-# --------------------------------------------------------------------------- timing
-
-@dataclass
-class Phase:
-    """One timed child process (and everything it started), reaped with wait4."""
-    name: str
-    wall_s: float
-    peak_rss_kib: int
-    cpu_s: float
-    exit_code: int
-    counted: bool = True      # part of the row's total (False: shown for information only)
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0
-
-
-GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
-
-
-def timed(name: str, cmd: list[str], log: Path, env: dict | None = None, cwd: Path | None = None,
-          counted: bool = True) -> Phase:
-    """Run cmd to completion: wall time, peak RSS (the maximum over the child and every
-    descendant it reaped) and CPU seconds of the whole tree.
-
-    The child is started through GNU time, whose own few MiB are the floor of the figure:
-    a child forked straight from this Python process would inherit this process's peak RSS
-    (Linux keeps the pre-exec high-water mark), so every row would read at least ours.
-    Without /usr/bin/time, wait4's figures are used and may be that floor.
-    """
-    log.parent.mkdir(parents=True, exist_ok=True)
-    usage_file = log.with_name(log.name + ".time")
-    argv = [str(c) for c in cmd]
-    if GNU_TIME:
-        argv = [GNU_TIME, "-q", "-f", "%M %U %S", "-o", str(usage_file), "--", *argv]
-    with open(log, "ab") as out:
-        out.write(f"$ {' '.join(map(str, cmd))}\n".encode())
-        out.flush()
-        started = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        wall = time.perf_counter() - started
-        proc.returncode = code = os.waitstatus_to_exitcode(status)
-        rss, cpu = usage.ru_maxrss, usage.ru_utime + usage.ru_stime
-        if GNU_TIME:
-            try:
-                kib, user, system = usage_file.read_text().split()[-3:]
-                rss, cpu = int(kib), float(user) + float(system)  # a child killed by signal N exits 128+N here
-            except (OSError, ValueError):
-                pass
-            usage_file.unlink(missing_ok=True)
-        out.write(f"# exit {code}, {wall:.3f} s, peak RSS {rss} KiB\n".encode())
-    return Phase(name, wall, rss, cpu, code, counted)
-
-
-def shell(name: str, script: str, log: Path, cwd: Path, env: dict | None = None, counted: bool = True) -> Phase:
-    return timed(name, ["bash", "-e", "-o", "pipefail", "-c", script], log, env=env, cwd=cwd, counted=counted)
-
-
-# --------------------------------------------------------------------------- statistics
-
-def spread(values: list[float]) -> dict | None:
-    if not values:
-        return None
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
-
-
-def fmt_s(x: float | None) -> str:
-    if x is None:
-        return "-"
-    return f"{x:.3f}" if x < 1 else f"{x:.2f}" if x < 100 else f"{x:.0f}"
-
-
-def fmt_rate(x: float | None, unit: str = "") -> str:
-    if x is None:
-        return "-"
-    return f"{x:,.0f}{unit}" if x >= 100 else f"{x:.1f}{unit}"
-
-
-def fmt_ratio(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}×"
-
-
-def render_table(title: str, columns: list[str], rows: list[list[str]], right: set[int]) -> None:
-    """One table on stdout: rich on a terminal, aligned plain text otherwise (logs, CI)."""
-    if sys.stdout.isatty():
-        try:
-            from rich.console import Console
-            from rich.table import Table
-        except ImportError:
-            pass
-        else:
-            t = Table(title=title, title_justify="left")
-            for i, c in enumerate(columns):
-                t.add_column(c, justify="right" if i in right else "left", no_wrap=i < 2)
-            for r in rows:
-                if r and r[0] == "---":
-                    t.add_section()
-                    continue
-                t.add_row(*r)
-            Console().print(t)
-            return
-    body = [r for r in rows if not (r and r[0] == "---")]
-    widths = [max(len(c), *(len(r[i]) for r in body)) if body else len(c) for i, c in enumerate(columns)]
-
-    def line(cells):
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    print(f"== {title}")
-    print(line(columns))
-    print(line(["-" * w for w in widths]))
-    for r in rows:
-        if r and r[0] == "---":
-            print()
-            continue
-        print(line(r))
-    print()
-
-
-def cpu_busy_s() -> float:
-    """Seconds of CPU the whole machine has been busy (all cores, steal included), from /proc/stat."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_s() -> float:
-    """CPU seconds of this process and every child it has reaped."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-def machine_facts() -> dict:
-    facts = {"nproc": os.cpu_count(), "python": sys.version.split()[0], "executable": sys.executable,
-             "kernel": os.uname().release, "loadavg_start": os.getloadavg()}
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                facts["cpu"] = line.split(":", 1)[1].strip()
-                break
-        facts["mem_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (OSError, ValueError):
-        pass
-    for tool in ("tar", "zstd", "sha256sum", "restic"):
-        path = shutil.which(tool)
-        if path:
-            try:
-                first = subprocess.run([path, "version" if tool == "restic" else "--version"], capture_output=True,
-                                       text=True, timeout=10).stdout.splitlines()
-                facts[tool] = first[0] if first else path
-            except (OSError, subprocess.SubprocessError):
-                facts[tool] = path
-    return facts
-
-
-def as_dict(obj) -> dict:
-    return asdict(obj)

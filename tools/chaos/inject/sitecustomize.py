@@ -8,7 +8,8 @@ if os.environ.get("QTS_CHAOS_FAULT"):
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[4]))  # the repository root, for ``ops``
-    import faultdest
+    # The repository root, for ``ops`` and ``tools``: only this directory is on PYTHONPATH.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+    from tools.chaos.inject import faultdest
 
     faultdest.install()

@@ -1,0 +1,25 @@
+"""scripts/bench.py and scripts/chaos.py are thin entry points into tools/: each must find
+the package on its own, from any working directory, as make and an operator run them."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tools.chaos.trials import KINDS
+from tools.sandbox import SCRIPTS
+
+
+@pytest.mark.parametrize("script, says", [
+    ("bench", ["usage: scripts/bench.py", "--quick", "BENCH_SCALE=small"]),
+    ("chaos", ["usage: scripts/chaos.py", "--seed", *KINDS]),
+])
+def test_the_entry_point_starts_without_the_repository_on_the_path(script, says, tmp_path):
+    # No PYTHONPATH (pytest-xdist puts the repository there): only the script's own bootstrap may find tools.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    got = subprocess.run([sys.executable, str(SCRIPTS / f"{script}.py"), "--help"], capture_output=True, text=True,
+                         env=env, cwd=tmp_path, timeout=60)
+    assert got.returncode == 0, got.stderr
+    for text in says:
+        assert text in got.stdout

@@ -1,0 +1,346 @@
+"""The benchmark's rows and how they run: where the work happens (bench/work/), the rows
+(qts-ops maintenance and its steps, the shell pipeline with the same guarantees, restic, the
+disk's floor, GNU tar), each timed on a fresh copy of the pristine data, and the SCALE
+points (scan and plan on many empty files); ``Trial``, one row's run."""
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tools.bench.datasets import Scale, copy_tree, count_label, rmtree, tree_totals
+from tools.bench.timing import Phase, cpu_busy_s, noise, own_cpu_s, shell, timed
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = REPO / "scripts"
+BENCH = REPO / "bench"
+WORK = BENCH / "work"
+PY = sys.executable
+STEPS = ("scan", "backup", "verify", "clean")
+OLDER_THAN_DAYS = 30
+
+# Which working copies (under bench/work/data/) each dataset's run covers.
+ROOTS = {"LARGE": ("large",), "MANY": ("many",), "MIXED": ("large", "many")}
+# Incompressible data is stored uncompressed where the config allows it per policy (an
+# operator would); otherwise it goes through the one global codec, zstd.
+PER_POLICY = {"large": {"compression": "none"}}
+# Rows that leave the data as it was share one copy; the others delete it.
+KEEPING_ROWS = ("tar", "floor", "restic")
+DELETING_ROWS = ("maintenance", "maintenance-low", "steps", "shell")
+
+
+@dataclass
+class Trial:
+    """One row run once on one dataset: its timed phases and what the machine did meanwhile."""
+    dataset: str
+    row: str
+    repeat: int
+    phases: list[Phase]
+    loadavg: tuple
+    other_cpu_s: float = 0.0   # CPU the rest of the machine used while this trial ran (noise)
+    span_s: float = 0.0
+    facts: dict = field(default_factory=dict)  # out_bytes, left_files, ...
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.phases) and all(p.ok for p in self.phases)
+
+    @property
+    def total_s(self) -> float:
+        return sum(p.wall_s for p in self.phases if p.counted)
+
+    @property
+    def peak_rss_kib(self) -> int:
+        return max((p.peak_rss_kib for p in self.phases if p.counted), default=0)
+
+
+def say(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def per_policy_compression() -> bool:
+    """Whether this checkout's retention.yaml schema has a per-policy ``compression`` key."""
+    sys.path.insert(0, str(REPO))
+    try:
+        from ops.config import POLICY_KEYS
+    except ImportError:
+        return False
+    finally:
+        sys.path.remove(str(REPO))
+    return "compression" in POLICY_KEYS
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(2)
+
+
+def ensure_restic(allow_install: bool) -> tuple[str | None, str]:
+    """restic's path, or None and why not; tries `apt-get install restic` once if allowed."""
+    path = shutil.which("restic")
+    if path:
+        return path, "on PATH"
+    if not allow_install:
+        return None, "restic is not on PATH (--no-install given)"
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        return None, "restic is not on PATH and apt-get is unavailable (or not root) to install it"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    say("restic not found: trying apt-get install -y restic ...")
+    for attempt in (["apt-get", "install", "-y", "-q", "restic"], ["apt-get", "update", "-q"],
+                    ["apt-get", "install", "-y", "-q", "restic"]):
+        r = subprocess.run(attempt, capture_output=True, text=True, env=env)
+        if attempt[1] == "install" and r.returncode == 0 and shutil.which("restic"):
+            return shutil.which("restic"), "installed with apt-get"
+    last = (r.stderr or r.stdout).strip().splitlines()
+    return None, "apt-get install restic failed" + (f": {last[-1]}" if last else "")
+
+
+class Bench:
+    """One benchmark run: the rows it times on working copies under bench/work/, and their trials."""
+
+    def __init__(self, scale: Scale, repeat: int, restic: str | None, logs: Path, rows: list[str]):
+        self.scale = scale
+        self.rows = rows
+        self.repeat = repeat
+        self.restic = restic
+        self.logs = logs
+        self.pristine = BENCH / "pristine" / scale.name
+        self.data = WORK / "data"
+        self.var = WORK / "var"
+        self.out = WORK / "out"
+        self.intact: dict[str, bool] = {}
+        self.trials: list[Trial] = []
+        self.stamps: dict[str, dict] = {}
+
+    # ------------------------------------------------------------------ set-up
+
+    def env(self, low_priority: bool = False) -> dict:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("QTS_OPS_LOCK_FD", "QTS_OPS_CRASH_AT", "VERBOSE", "QTS_OPS_PRIORITY")}
+        if not low_priority:
+            env["QTS_OPS_PRIORITY"] = "normal"
+        return env
+
+    def config(self, dataset: str, roots: dict[str, Path]) -> Path:
+        """A retention.yaml (JSON is YAML) with one simple older_than policy per root."""
+        doc = {
+            "version": 1,
+            "state_dir": str(self.var / "state"),
+            "log_dir": str(self.var / "log"),
+            "backup": {"compression": "zstd", "require_verified_copies": 1,
+                       "destinations": [{"name": "local", "type": "local", "path": str(self.var / "backups")}]},
+            "policies": [{"name": name, "root": str(root), "older_than": f"{OLDER_THAN_DAYS}d", "settle": "10m",
+                          "keep_last": 0, "missing_ok": False,
+                          **(PER_POLICY.get(name, {}) if per_policy_compression() else {})}
+                         for name, root in roots.items()],
+        }
+        path = WORK / "config" / f"{dataset.lower()}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+        return path
+
+    def fresh(self, roots: tuple[str, ...]) -> None:
+        """Each root a copy of its pristine tree unless the previous row left it intact."""
+        for name in roots:
+            if self.intact.get(name):
+                continue
+            started = time.monotonic()
+            rmtree(self.data / name)
+            self.data.mkdir(parents=True, exist_ok=True)
+            copy_tree(self.pristine / name, self.data / name)
+            self.intact[name] = True
+            say(f"  fresh copy of {name} ({time.monotonic() - started:.1f} s, untimed)")
+
+    def reset_outputs(self) -> None:
+        rmtree(self.var)
+        rmtree(self.out)
+        self.out.mkdir(parents=True)
+
+    def write_list(self, roots: tuple[str, ...]) -> Path:
+        """The NUL-separated list of expired files, relative to bench/work/data (untimed)."""
+        lst = self.out / "list"
+        with open(lst, "wb") as f:
+            subprocess.run(["find", *roots, "-type", "f", "-mtime", f"+{OLDER_THAN_DAYS}", "-print0"],
+                           cwd=self.data, stdout=f, check=True)
+        return lst
+
+    def log(self, dataset: str, row: str, rep: int) -> Path:
+        return self.logs / f"{dataset.lower()}-{row}-{rep + 1}.log"
+
+    # ------------------------------------------------------------------ rows
+
+    def row_maintenance(self, ds: str, rep: int, low: bool = False) -> list[Phase]:
+        cfg = self.config(ds, {n: self.data / n for n in ROOTS[ds]})
+        row = "maintenance-low" if low else "maintenance"
+        p = timed("maintenance", [PY, SCRIPTS / "maintenance.py", "--config", cfg], self.log(ds, row, rep),
+                  env=self.env(low_priority=low))
+        p.extra["work_s"] = step_work_times(self.var / "log", None)
+        return [p]
+
+    def row_steps(self, ds: str, rep: int) -> list[Phase]:
+        cfg = self.config(ds, {n: self.data / n for n in ROOTS[ds]})
+        run_id = new_run_id()
+        phases = []
+        for step in STEPS:
+            p = timed(step, [PY, SCRIPTS / f"{step}.py", "--config", cfg, "--run", run_id],
+                      self.log(ds, "steps", rep), env=self.env())
+            phases.append(p)
+            if not p.ok:
+                break
+        work = step_work_times(self.var / "log", run_id)
+        for p in phases:
+            p.extra["work_s"] = work.get(p.name)
+        return phases
+
+    def row_shell(self, ds: str, rep: int) -> list[Phase]:
+        """The homemade pipeline an operator would write, with the same guarantees:
+        hash the sources, archive, sync, re-read the archive and check every file, delete."""
+        roots = " ".join(ROOTS[ds])
+        log, cwd = self.log(ds, "shell", rep), self.data
+        steps = [
+            ("find", f"find {roots} -type f -mtime +{OLDER_THAN_DAYS} -print0 > ../out/list"),
+            ("sha256sum", "xargs -0 sha256sum -- < ../out/list > ../out/sums"),
+            ("tar+zstd", "tar --null -T ../out/list -I 'zstd -3 -T0' -cf ../out/shell.tar.zst"),
+            ("sync", "sync"),
+            ("extract+check", "mkdir ../out/x && tar -I zstd -xf ../out/shell.tar.zst -C ../out/x && "
+                              "cd ../out/x && sha256sum -c --quiet ../sums"),
+            ("rm", "xargs -0 rm -f -- < ../out/list"),
+        ]
+        phases = []
+        for name, script in steps:
+            phases.append(shell(name, script, log, cwd))
+            if not phases[-1].ok:
+                return phases
+        # Not counted: a real script must also remove its extraction, but this keeps the
+        # baseline conservative (faster), so the targets are not met by its overheads.
+        phases.append(shell("rm -rf extraction", "rm -rf ../out/x", log, cwd, counted=False))
+        return phases
+
+    def row_restic(self, ds: str, rep: int) -> list[Phase]:
+        self.write_list(ROOTS[ds])
+        env = dict(os.environ, RESTIC_PASSWORD="bench", RESTIC_REPOSITORY=str(self.out / "restic"),
+                   RESTIC_CACHE_DIR=str(self.out / "restic-cache"))
+        log = self.log(ds, "restic", rep)
+        init = timed("init", [self.restic, "init", "-q"], log, env=env, counted=False)
+        if not init.ok:
+            return [init]
+        backup = timed("backup", [self.restic, "backup", "-q", "--files-from-raw", "../out/list"], log,
+                       env=env, cwd=self.data)
+        if not backup.ok:
+            return [init, backup]
+        return [init, backup, timed("check --read-data", [self.restic, "check", "-q", "--read-data"], log, env=env)]
+
+    def row_floor(self, ds: str, rep: int) -> list[Phase]:
+        self.write_list(ROOTS[ds])
+        log = self.log(ds, "floor", rep)
+        write = shell("cat > 1 file; sync", "xargs -0 cat -- < ../out/list > ../out/floor.bin && sync", log,
+                      self.data)
+        if not write.ok:
+            return [write]
+        return [write, shell("cat file > /dev/null (warm)", "cat ../out/floor.bin > /dev/null", log, self.data)]
+
+    def row_tar(self, ds: str, rep: int) -> list[Phase]:
+        self.write_list(ROOTS[ds])
+        log = self.log(ds, "tar", rep)
+        tar = shell("tar -cf", "tar --null -T ../out/list -cf ../out/plain.tar", log, self.data)
+        if not tar.ok:
+            return [tar]
+        return [tar, shell("sync", "sync", log, self.data, counted=False)]
+
+    # ------------------------------------------------------------------ running
+
+    def rows_for(self, rep: int) -> list[str]:
+        deleting = [r for r in DELETING_ROWS if r in self.rows]
+        k = rep % len(deleting) if deleting else 0
+        keeping = [r for r in KEEPING_ROWS if r in self.rows and (r != "restic" or self.restic)]
+        return keeping + deleting[k:] + deleting[:k]
+
+    def run_trial(self, ds: str, row: str, rep: int) -> Trial:
+        roots = ROOTS[ds]
+        self.fresh(roots)
+        self.reset_outputs()
+        os.sync()  # the copy's and the last trial's writeback must not land in this trial's time
+        load, busy, own, t0 = os.getloadavg(), cpu_busy_s(), own_cpu_s(), time.monotonic()
+        fn = {"maintenance": lambda: self.row_maintenance(ds, rep),
+              "maintenance-low": lambda: self.row_maintenance(ds, rep, low=True),
+              "steps": lambda: self.row_steps(ds, rep), "shell": lambda: self.row_shell(ds, rep),
+              "restic": lambda: self.row_restic(ds, rep), "floor": lambda: self.row_floor(ds, rep),
+              "tar": lambda: self.row_tar(ds, rep)}[row]
+        phases = fn()
+        trial = Trial(ds, row, rep, phases, load, noise(busy, own), time.monotonic() - t0)
+        if row in DELETING_ROWS:
+            for name in roots:
+                self.intact[name] = False
+            trial.facts["left_files"] = sum(tree_totals(self.data / n)[0] for n in roots)
+        trial.facts["out_bytes"] = self.output_bytes(row)
+        return trial
+
+    def output_bytes(self, row: str) -> int | None:
+        if row in ("maintenance", "maintenance-low", "steps"):
+            return tree_totals(self.var / "backups")[1]
+        name = {"shell": "shell.tar.zst", "floor": "floor.bin", "tar": "plain.tar"}.get(row)
+        if name:
+            p = self.out / name
+            return p.stat().st_size if p.exists() else None
+        if row == "restic":
+            return tree_totals(self.out / "restic")[1]
+        return None
+
+    def run_dataset(self, ds: str) -> None:
+        for rep in range(self.repeat):
+            for row in self.rows_for(rep):
+                say(f"{ds} {row} ({rep + 1}/{self.repeat})")
+                t = self.run_trial(ds, row, rep)
+                self.trials.append(t)
+                status = "ok" if t.ok else "FAILED: " + ", ".join(f"{p.name} exit {p.exit_code}"
+                                                                   for p in t.phases if not p.ok)
+                left = t.facts.get("left_files")
+                say(f"  {t.total_s:.2f} s, peak RSS {t.peak_rss_kib / 1024:.0f} MiB, {status}"
+                    + (f", {left} files left" if left else ""))
+        self.reset_outputs()
+
+    def run_scale(self) -> None:
+        root = self.pristine / "scale"
+        s = self.scale
+        points = {f"SCALE-{count_label(s.scale_files // s.scale_dirs * s.scale_point_dirs)}": root / "a",
+                  f"SCALE-{count_label(s.scale_files)}": root}
+        for rep in range(self.repeat):
+            for ds, policy_root in points.items():
+                cfg = self.config(ds, {"scale": policy_root})
+                for row in ("scan", "plan"):
+                    say(f"{ds} {row} ({rep + 1}/{self.repeat})")
+                    self.reset_outputs()
+                    os.sync()
+                    load, busy, own, t0 = os.getloadavg(), cpu_busy_s(), own_cpu_s(), time.monotonic()
+                    cmd = [PY, SCRIPTS / f"{row}.py", "--config", cfg]
+                    p = timed(row, cmd, self.log(ds, row, rep), env=self.env())
+                    t = Trial(ds, row, rep, [p], load, noise(busy, own), time.monotonic() - t0)
+                    self.trials.append(t)
+                    say(f"  {t.total_s:.2f} s, peak RSS {t.peak_rss_kib / 1024:.0f} MiB, "
+                        f"{'ok' if t.ok else f'FAILED: exit {p.exit_code}'}")
+        self.reset_outputs()
+
+
+def step_work_times(log_dir: Path, run_id: str | None) -> dict[str, float]:
+    """Seconds from each step's own `start` to its `done` log line: the step's work without
+    interpreter start-up, imports, lock and chain check (its log timestamps are in ms)."""
+    marks: dict[str, dict[str, float]] = {}
+    for path in sorted(Path(log_dir).glob("ops-*.log")):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if rec.get("event") not in ("start", "done") or rec.get("step") not in STEPS:
+                    continue
+                if run_id is not None and rec.get("run") != run_id:
+                    continue
+                ts = datetime.strptime(rec["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+                marks.setdefault(rec["step"], {})[rec["event"]] = ts
+    return {step: round(m["done"] - m["start"], 3) for step, m in marks.items() if "start" in m and "done" in m}

@@ -1,0 +1,2 @@
+"""The fault-injecting destination (faultdest.py) and the sitecustomize.py that installs it
+in every process of a chain started with this directory on PYTHONPATH."""
