@@ -6,7 +6,7 @@ from typing import Callable, Iterator
 
 from ops.config import Policy
 from ops.errors import StepFailed
-from ops.retention.policy import Decision, Disk, decide, matcher
+from ops.retention.policy import Decision, Disk, decide, keep_restored, matcher
 from ops.retention.walk import walk_files
 
 
@@ -36,8 +36,10 @@ def disk_of(policy: Policy) -> Disk:
     return Disk(total=st.f_blocks * st.f_frsize, free=st.f_bavail * st.f_frsize)
 
 
-def evaluate(policy: Policy, now_ns: int, on_skip: Callable[[str, str], None]) -> Iterator[Decision]:
-    """Every file under the root that the policy governs, decided (keep or expire, and why)."""
+def evaluate(policy: Policy, now_ns: int, on_skip: Callable[[str, str], None],
+             restored: dict | None = None) -> Iterator[Decision]:
+    """Every file under the root that the policy governs, decided (keep or expire, and why);
+    ``restored``: this policy's marks from ops/restored.py, kept while their grace lasts."""
     matches = matcher(policy)
 
     def skipped(path: str, why: str) -> None:
@@ -46,4 +48,5 @@ def evaluate(policy: Policy, now_ns: int, on_skip: Callable[[str, str], None]) -
             on_skip(path, why)
 
     files = (f for f in walk_files(Path(policy.root), skipped) if matches(f.path))
-    return decide(files, policy, now_ns, disk=disk_of(policy) if policy.min_free else None)
+    decisions = decide(files, policy, now_ns, disk=disk_of(policy) if policy.min_free else None)
+    return keep_restored(decisions, restored, now_ns)

@@ -7,6 +7,7 @@ from collections import Counter
 from ops.atomic import atomic_file
 from ops.errors import StepFailed
 from ops.jsonl import HashingLineWriter
+from ops import restored as restored_files
 from ops.manifest import Run, list_runs
 from ops.paths import read_plain_file
 from ops.retention.evaluate import RootMissing, evaluate, root_identity
@@ -46,6 +47,7 @@ def scan_work(ctx: StepContext):
                          hint="check the system clock (timedatectl, NTP); nothing is expired until it is right")
     policies, files = {}, {}
     totals = Counter()
+    restored = restored_files.load(ctx.config, now_ns)
     for policy in ctx.config.policies:
         try:
             dev, ino = root_identity(policy)
@@ -63,7 +65,7 @@ def scan_work(ctx: StepContext):
         reasons = Counter()
         with atomic_file(ctx.run.path(name)) as f:
             out = HashingLineWriter(f)
-            for d in evaluate(policy, now_ns, on_skip):
+            for d in evaluate(policy, now_ns, on_skip, restored.get(policy.name)):
                 reasons[d.rule] += 1
                 if not d.expire:
                     kept += 1
