@@ -42,6 +42,14 @@ class Console:
         elif self.verbose:
             print("warning: " + msg, file=sys.stderr)
 
+    def notice(self, msg: str) -> None:
+        """One plain line on stderr, with or without a TTY or --verbose: what an operator
+        must hear of even under cron (another host's runs on a destination)."""
+        if self._rich:
+            self._rich.print(msg, style="yellow", markup=False)
+        else:
+            print(msg, file=sys.stderr)
+
     def summary(self, title: str, figures: dict) -> None:
         """The end of a run: a panel on a terminal, one line with --verbose, nothing under cron."""
         if self._rich:
