@@ -66,7 +66,7 @@ status: $(STAMP)
 
 .PHONY: restore ## restore RUN= [POLICY=] or FILE=<original path>, [TO=dir] [DEST=name]; never overwrites
 restore: $(STAMP)
-	$(PY) scripts/restore.py --config $(CONFIG) $(if $(FILE),--file "$(FILE)",--run "$(RUN)") $(if $(POLICY),--policy $(POLICY)) $(if $(TO),--to "$(TO)") $(if $(DEST),--dest $(DEST))
+	$(PY) scripts/restore.py --config $(CONFIG) $(if $(FILE),--file "$(FILE)",--run "$(RUN)") $(if $(POLICY),--policy $(POLICY)) $(if $(TO),--to "$(TO)") $(if $(DEST),--dest $(DEST)) $(if $(filter 1,$(FROM_OTHER_HOST)),--from-other-host)
 
 .PHONY: find ## FILE=<path or glob>: where the copies of deleted files live
 find: $(STAMP)
