@@ -351,3 +351,19 @@ def test_make_restore_passes_from_other_host_on(sandbox, tmp_path):
     assert f"was backed up from {sandbox.data / 'logs'}, not from {other.data / 'logs'}" in refused.stderr
     assert told.returncode == 0, told.stderr
     assert other.snapshot() == {"logs/a.log": b"alpha\n"}
+
+
+def test_a_link_in_place_of_the_restored_files_record_is_never_written_through(sandbox, tmp_path):
+    aged(sandbox, "a.log", b"alpha\n")
+    run_ok(sandbox, "maintenance")
+    elsewhere = tmp_path / "elsewhere.jsonl"
+    elsewhere.write_bytes(b"")
+    (sandbox.state / "restored.jsonl").symlink_to(elsewhere)
+
+    r = sandbox.run("restore", "--run", sandbox.runs()[-1])
+
+    assert r.returncode == 1, r.stderr
+    assert f"{sandbox.state / 'restored.jsonl'} is a symbolic link" in r.stderr
+    assert elsewhere.read_bytes() == b""
+    assert sandbox.snapshot() == {}, "no file goes into its root unrecorded"
+    assert _temporaries(sandbox.base) == []
