@@ -79,7 +79,8 @@ status: $(STAMP)
 .PHONY: restore ## restore RUN= [POLICY=] or FILE=<original path>, [TO=dir] [DEST=name]; never overwrites
 restore: $(STAMP)
 	$(PY) scripts/restore.py $(call opt,--config,CONFIG) $(call opt,--file,FILE) $(call opt,--run,RUN) \
-	    $(call opt,--policy,POLICY) $(call opt,--to,TO) $(call opt,--dest,DEST)
+	    $(call opt,--policy,POLICY) $(call opt,--to,TO) $(call opt,--dest,DEST) \
+	    $(if $(filter 1,$(value FROM_OTHER_HOST)),--from-other-host)
 
 .PHONY: find ## FILE=<path or glob>: where the copies of deleted files live
 find: $(STAMP)

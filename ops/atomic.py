@@ -59,8 +59,10 @@ def ensure_private_dir(path: Path, own: bool = False) -> Path:
     return path
 
 
-def temp_name(final_name: str) -> str:
-    return f".{final_name}.tmp-{secrets.token_hex(4)}"
+def temp_name(final_name: str, kind: str = "tmp") -> str:
+    """``.<final_name>.<kind>-<8 hex>``: a ``kind`` of its own lets a writer know its
+    leftovers again (restore's, in directories that are not the toolkit's)."""
+    return f".{final_name}.{kind}-{secrets.token_hex(4)}"
 
 
 @contextlib.contextmanager

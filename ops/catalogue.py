@@ -58,6 +58,18 @@ def entries(state_dir: Path) -> Iterator[dict]:
                              hint="the archives themselves still list every file: see Restore in the README") from None
 
 
+def run_entries(state_dir: Path, run_id: str) -> Iterator[dict]:
+    """The deletions of one run (none if the catalogue has no block for it)."""
+    path = Path(state_dir) / DIR / f"{run_id}.jsonl"
+    try:
+        yield from iter_lines(path)
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        raise StepFailed(f"catalogue file {path} cannot be read: {exc}",
+                         hint="the archives themselves still list every file: see Restore in the README") from None
+
+
 def find(state_dir: Path, pattern: str) -> Iterator[dict]:
     """Deletions whose original path equals ``pattern`` or matches it as a glob (``*`` spans '/').
 

@@ -28,8 +28,11 @@ PERCENT_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)%\Z")
 # Credentials are deliberately not among the keys: they come from the AWS chain only.
 DESTINATION_KEYS = {
     "local": {"name", "type", "path"},
-    "s3": {"name", "type", "bucket", "prefix", "endpoint_url", "region", "storage_class"},
+    "s3": {"name", "type", "bucket", "prefix", "endpoint_url", "region", "storage_class", "connect_timeout",
+           "read_timeout", "deadline"},
 }
+# How long an S3 request may wait (seconds): patience, which decides nothing about deletion.
+TIMEOUT_KEYS = ("connect_timeout", "read_timeout", "deadline")
 CALENDAR = ("keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
 POLICY_KEYS = {"name", "root", "include", "exclude", "older_than", "settle", "keep_last", "missing_ok",
                "age_from", "path_date", "min_age", "max_total_size", "min_free", "protect", "compression",
@@ -56,6 +59,9 @@ class Destination:
     endpoint_url: str | None = None
     region: str | None = None
     storage_class: str | None = None
+    connect_timeout: float = 5.0  # seconds to open a connection
+    read_timeout: float = 60.0  # seconds of silence an open request is given
+    deadline: float = 120.0  # seconds one request may take with its retries; none starts that could not end by then
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,7 @@ class Config:
     on_failure: str | None = None  # shell command run when a run fails (QTS_OPS_RUN_ID, QTS_OPS_EXIT_CODE)
     on_failure_timeout: Duration = Duration("60s", 60)
     compact_runs_after: Duration = Duration("90d", 90 * 86400)
+    restore_grace: Duration = Duration("30d", 30 * 86400)  # scan keeps a file restored into its root this long
 
     def policy(self, name: str) -> Policy:
         for p in self.policies:
@@ -147,7 +154,8 @@ class Config:
         changing them does not orphan a run.
         """
         rules = {"policies": [asdict(p) for p in self.policies],
-                 "destinations": [asdict(d) for d in self.destinations],
+                 "destinations": [{k: v for k, v in asdict(d).items() if k not in TIMEOUT_KEYS}
+                                  for d in self.destinations],
                  "require_verified_copies": self.require_verified_copies}
         canonical = json.dumps(rules, sort_keys=True, separators=(",", ":"), default=str)
         return {"host": socket.gethostname(), "config": str(self.path.resolve()),
@@ -251,6 +259,18 @@ class _Reader:
         except ValueError as exc:
             raise self.fail(key, str(exc)) from None
 
+    def seconds(self, value, key: str) -> float:
+        """A positive number of seconds (``10``, ``2.5``) or a duration (``2m``)."""
+        if isinstance(value, str):
+            seconds = self.duration(value, key).seconds
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):  # a YAML 'yes' is no number
+            seconds = value
+        else:
+            raise self.fail(key, f"expected a number of seconds or a duration like 30s, got {value!r}")
+        if not 0 < seconds < float("inf"):  # NaN fails this too
+            raise self.fail(key, f"must be a finite number of seconds above 0, got {value!r}")
+        return float(seconds)
+
     def directory(self, value, key: str, base: Path) -> Path:
         return Path(os.path.normpath(base / self.string(value, key)))
 
@@ -333,7 +353,7 @@ def load_config(path: str | os.PathLike) -> Config:
 
     top = r.mapping(doc if doc is not None else {}, "", {"version", "state_dir", "log_dir", "backup", "policies",
                                                           "metrics_file", "on_failure", "on_failure_timeout",
-                                                          "compact_runs_after"}, {"version"})
+                                                          "compact_runs_after", "restore_grace"}, {"version"})
     if type(top["version"]) is not int or top["version"] != 1:
         raise r.fail("version", f"unsupported schema version {top['version']!r} (this toolkit reads version 1)")
     state_dir = r.directory(top.get("state_dir", "var/state"), "state_dir", base)
@@ -366,6 +386,7 @@ def load_config(path: str | os.PathLike) -> Config:
         destinations.append(Destination(
             name, "s3", bucket=r.string(d["bucket"], f"{key}.bucket"), prefix=prefix,
             **{k: r.string(d[k], f"{key}.{k}") for k in ("endpoint_url", "region", "storage_class") if k in d},
+            **{k: r.seconds(d[k], f"{key}.{k}") for k in TIMEOUT_KEYS if k in d},
         ))
     quorum = r.typed(backup.get("require_verified_copies", 1), "backup.require_verified_copies", int, "an integer")
     if not 1 <= quorum <= len(destinations):
@@ -454,4 +475,5 @@ def load_config(path: str | os.PathLike) -> Config:
         on_failure=r.string(top["on_failure"], "on_failure") if "on_failure" in top else None,
         on_failure_timeout=r.duration(top.get("on_failure_timeout", "60s"), "on_failure_timeout"),
         compact_runs_after=r.duration(top.get("compact_runs_after", "90d"), "compact_runs_after"),
+        restore_grace=r.duration(top.get("restore_grace", "30d"), "restore_grace"),
     )

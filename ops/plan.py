@@ -8,6 +8,7 @@ from collections import Counter
 
 from ops.config import Config
 from ops.console import Console
+from ops import restored as restored_files
 from ops.logs import StepLog
 from ops.retention.evaluate import Freed, RootMissing, evaluate, evaluation_order, root_identity
 from ops.retention.policy import format_size
@@ -24,6 +25,7 @@ def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 2
     behind = clock_behind(config.state_dir, now_ns)
     if behind:
         ui.warn(f"{behind}: scan would refuse to expire anything until the clock is right")
+    restored = restored_files.load(config, now_ns)
     log = StepLog(config.log_dir, "plan")
     out = sys.stdout
     if as_json:
@@ -45,7 +47,7 @@ def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 2
                 missing = True
             first = True
             decisions = [] if missing else evaluate(policy, now_ns, lambda p, why: skipped.append((p, why)),
-                                                    config.policies, freed)
+                                                    config.policies, freed, restored.get(policy.name))
             for d in decisions:
                 action = "expire" if d.expire else "keep"
                 stats[action] += 1

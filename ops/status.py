@@ -8,7 +8,8 @@ import time
 
 from ops.config import Config
 from ops.console import Console
-from ops.destinations import DestinationError, open_destination
+from ops.destinations import DestinationError, hurried, open_destination
+from ops.hosts import known_runs, other_hosts
 from ops.errors import Refused, StepFailed
 from ops.jsonl import shown
 from ops.lock import describe_holder, lock_path, not_plain, read_holder
@@ -97,12 +98,23 @@ def collect(config: Config, limit: int = 10) -> dict:
     problems.extend(_undeletable(config, runs))
     finished = [r for r in runs if r["steps"]["clean"]["state"] == "ok"]
     destinations = {}
+    known = known_runs(config)
     for d in config.destinations:
         try:
-            dest = open_destination(d)
-            destinations[d.name] = {"runs": len(dest.list_runs()), "bytes": dest.bytes_used()}
+            # Hurried: a destination that does not answer costs status seconds, not minutes.
+            dest = open_destination(hurried(d))
+            held = dest.list_runs()
+            destinations[d.name] = {"runs": len(held), "bytes": dest.bytes_used()}
+            theirs = other_hosts(dest, known, runs=held)
         except (OSError, DestinationError) as exc:
             destinations[d.name] = {"error": str(exc)}
+            continue
+        if theirs:
+            destinations[d.name]["other_hosts"] = theirs  # {run id: host}, only when there are any
+            problems.append(f"destination {d.name} also holds {len(theirs)} run(s) of other hosts "
+                            f"({', '.join(sorted(set(theirs.values())))}); give each host a prefix or directory of "
+                            f"its own. `make status DEST={d.name}` labels them; restore puts none into this host's "
+                            "roots unasked.")
     try:
         holder = read_holder(config.state_dir)
     except NotPlainFile as exc:
@@ -179,13 +191,16 @@ def _cell(st: dict) -> str:
 
 
 def runs_on(config: Config, name: str) -> int:
-    """The runs one destination holds, one per line: what a host that died can restore."""
+    """The runs one destination holds, one per line: what a host that died can restore.
+    A run of another host is labelled with it (after a tab)."""
     try:
-        runs = open_destination(config.destination(name)).list_runs()
+        dest = open_destination(hurried(config.destination(name)))
+        runs = dest.list_runs()
+        theirs = other_hosts(dest, known_runs(config), runs=runs)
     except (OSError, DestinationError) as exc:
         raise StepFailed(f"cannot list the runs on destination {name}: {exc}") from None
     for run_id in runs:
-        print(run_id)
+        print(f"{run_id}\tanother host: {theirs[run_id]}" if run_id in theirs else run_id)
     return 0
 
 
@@ -209,7 +224,10 @@ def status(config: Config, ui: Console, as_json: bool = False) -> int:
              [[n, p.get("files", "root missing"), format_size(p.get("bytes", 0)), p.get("oldest") or "-"]
               for n, p in info["policies"].items()])
     for name, d in info["destinations"].items():
-        print(f"destination {name}: " + (f"{d['runs']} runs, {format_size(d['bytes'])}" if "runs" in d else f"error: {d['error']}"))
+        theirs = d.get("other_hosts") or {}
+        held = f"{d['runs']} runs, {format_size(d['bytes'])}" if "runs" in d else f"error: {d['error']}"
+        print(f"destination {name}: {held}"
+              + (f" ({len(theirs)} of other hosts: {', '.join(sorted(set(theirs.values())))})" if theirs else ""))
     for p in info["problems"]:
         print(f"problem: {p}")
     return 0

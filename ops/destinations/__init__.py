@@ -1,5 +1,7 @@
 """Backup destinations behind one small interface; ``open_destination`` picks the kind."""
 
+from dataclasses import replace
+
 from ops.config import Destination as DestinationConfig
 from ops.destinations.base import Destination, DestinationError, Staging
 from ops.destinations.local import LocalDestination
@@ -11,8 +13,18 @@ def open_destination(cfg: DestinationConfig) -> Destination:
     if cfg.type == "s3":
         from ops.destinations.s3 import S3Destination
 
-        return S3Destination(cfg.name, cfg.bucket, cfg.prefix, cfg.endpoint_url, cfg.region, cfg.storage_class)
+        return S3Destination(cfg.name, cfg.bucket, cfg.prefix, cfg.endpoint_url, cfg.region, cfg.storage_class,
+                             connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout, deadline=cfg.deadline)
     raise ValueError(f"unknown destination type {cfg.type!r}")
 
 
-__all__ = ["Destination", "DestinationError", "Staging", "open_destination"]
+# What a look (status) waits at most: an answer in seconds matters more there than patience.
+HURRIED = {"connect_timeout": 3.0, "read_timeout": 5.0, "deadline": 10.0}
+
+
+def hurried(cfg: DestinationConfig) -> DestinationConfig:
+    """``cfg`` with its timeouts capped at HURRIED."""
+    return replace(cfg, **{k: min(getattr(cfg, k), cap) for k, cap in HURRIED.items()})
+
+
+__all__ = ["Destination", "DestinationError", "Staging", "hurried", "open_destination"]

@@ -9,9 +9,12 @@ published run is never overwritten. Files are streamed up in parts (multipart up
 with an SDK SHA-256 checksum per part), so memory stays at one part per open file.
 Objects of an attempt that never published (no MANIFEST.json) are not a backup anyone
 relies on; a retry replaces them and says so. Transient errors (timeouts, 5xx,
-throttling) are retried with exponential backoff and jitter, a bounded number of times.
+throttling) are retried with exponential backoff and jitter, a bounded number of times,
+and only while another attempt could still end before the call's deadline. Every
+failure, whatever botocore or the network raised, leaves here as a DestinationError.
 """
 
+import io
 import random
 import time
 from typing import BinaryIO
@@ -27,20 +30,28 @@ _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTim
                     "InternalError", "ServiceUnavailable", "503", "500", "502", "504"}
 
 
+def _response(exc: BaseException | None) -> dict:
+    """The parsed S3 answer an exception carries; {} for one that has none (a timeout, a
+    reset: botocore then sets ``response`` to None, or no such attribute at all)."""
+    response = getattr(exc, "response", None)
+    return response if isinstance(response, dict) else {}
+
+
 def _is_transient(exc: Exception) -> bool:
     from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
 
-    if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+    if isinstance(exc, (BotoConnectionError, HTTPClientError, OSError)):
         return True  # refused, reset, timed out: the endpoint may come back
     if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return err.get("Code") in _TRANSIENT_CODES or status >= 500 or status == 429
+        response = _response(exc)
+        status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0
+        return _error_code(exc) in _TRANSIENT_CODES or status >= 500 or status == 429
     return False
 
 
-def _error_code(exc: Exception) -> str:
-    return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+def _error_code(exc: BaseException | None) -> str:
+    error = _response(exc).get("Error")
+    return str(error.get("Code", "")) if isinstance(error, dict) else ""
 
 
 def _is_missing(exc: DestinationError) -> bool:
@@ -48,11 +59,41 @@ def _is_missing(exc: DestinationError) -> bool:
     return _error_code(exc.__cause__) in ("404", "NoSuchKey", "NotFound")
 
 
+class _Body(io.RawIOBase):
+    """An object's body as a raw stream: a read that times out or breaks off mid-body is a
+    DestinationError like any other failure here (botocore raises its own kinds), and
+    wrapped in a BufferedReader it iterates by lines (botocore's body by 1 KiB chunks)."""
+
+    def __init__(self, body, what: str):
+        super().__init__()
+        self._body = body
+        self._what = what
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            return self._body.readinto(buffer)
+        except (BotoCoreError, OSError) as exc:
+            raise DestinationError(f"{self._what} failed: {exc}") from exc
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()
+
+
 class S3Destination(Destination):
     def __init__(self, name: str, bucket: str, prefix: str = "", endpoint_url: str | None = None,
                  region: str | None = None, storage_class: str | None = None, client=None,
-                 sleep=time.sleep):
+                 sleep=time.sleep, connect_timeout: float = 5.0, read_timeout: float = 60.0, deadline: float = 120.0):
         super().__init__(name)
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.deadline = deadline
         self.bucket = bucket
         self.prefix = prefix
         self.endpoint_url = endpoint_url
@@ -71,8 +112,8 @@ class S3Destination(Destination):
                 "s3", endpoint_url=self.endpoint_url, region_name=self.region,
                 # Our own bounded retry below decides what is transient; the SDK's is off
                 # so the two do not multiply.
-                config=Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=60,
-                              request_checksum_calculation="when_supported"),
+                config=Config(retries={"total_max_attempts": 1}, connect_timeout=self.connect_timeout,
+                              read_timeout=self.read_timeout, request_checksum_calculation="when_supported"),
             )
         return self._client
 
@@ -83,16 +124,22 @@ class S3Destination(Destination):
         return f"{self.prefix}{run_id}/{name}"
 
     def call(self, operation: str, **kwargs):
-        """One S3 request, retried while the error is transient; DestinationError after."""
+        """One S3 request, retried while the error is transient and another attempt could
+        still end before ``deadline``; DestinationError after. A silent endpoint costs
+        ``read_timeout`` per attempt: five in a row were five minutes of a step."""
         from botocore.exceptions import BotoCoreError, ClientError
 
+        started = time.monotonic()
         for attempt in range(ATTEMPTS):
             try:
                 return getattr(self.client, operation)(**kwargs)
-            except (ClientError, BotoCoreError) as exc:
-                if not _is_transient(exc) or attempt == ATTEMPTS - 1:
+            # ValueError: a client that cannot be built (a malformed endpoint_url)
+            except (ClientError, BotoCoreError, OSError, ValueError) as exc:
+                delay = min(BACKOFF_CAP_S, BACKOFF_S * 2**attempt) * (0.5 + random.random())
+                worst_end = time.monotonic() - started + delay + self.connect_timeout + self.read_timeout
+                if not _is_transient(exc) or attempt == ATTEMPTS - 1 or worst_end > self.deadline:
                     raise DestinationError(f"{self.describe()}: {operation} failed: {exc}") from exc
-                self._sleep(min(BACKOFF_CAP_S, BACKOFF_S * 2**attempt) * (0.5 + random.random()))
+                self._sleep(delay)
         raise AssertionError("unreachable")
 
     def has_run(self, run_id: str) -> bool:
@@ -151,16 +198,8 @@ class S3Destination(Destination):
         return self._on_file("head_object", run_id, name)["ContentLength"]
 
     def open_read(self, run_id: str, name: str) -> BinaryIO:
-        return self._on_file("get_object", run_id, name)["Body"]
-
-    def read_bytes(self, run_id: str, name: str) -> bytes:
-        from botocore.exceptions import BotoCoreError
-
-        with self.open_read(run_id, name) as body:
-            try:
-                return body.read()
-            except BotoCoreError as exc:  # the connection broke mid-body (not an OSError)
-                raise DestinationError(f"{self.describe()}: reading {run_id}/{name} failed: {exc}") from exc
+        body = self._on_file("get_object", run_id, name)["Body"]
+        return io.BufferedReader(_Body(body, f"{self.describe()}: reading {run_id}/{name}"), 1 << 20)
 
 
 class _Upload:

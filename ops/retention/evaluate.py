@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator
 from ops.config import Policy
 from ops.errors import StepFailed
 from ops.retention.deletable import keep_undeletable
-from ops.retention.policy import Decision, Disk, decide, matcher
+from ops.retention.policy import Decision, Disk, decide, keep_restored, matcher
 from ops.retention.walk import walk_files
 
 
@@ -102,11 +102,13 @@ def disk_of(policy: Policy, freed: Freed | None = None) -> Disk:
 
 
 def evaluate(policy: Policy, now_ns: int, on_skip: Callable[[str, str], None],
-             policies: Iterable[Policy] = (), freed: Freed | None = None) -> Iterator[Decision]:
+             policies: Iterable[Policy] = (), freed: Freed | None = None, restored: dict | None = None
+             ) -> Iterator[Decision]:
     """Every file under the root that the policy governs, decided (keep or expire, and why).
 
     ``policies`` are all the config's (for the files another one decides); ``freed``
-    carries what those evaluated before this one expire, and learns what this one does.
+    carries what those evaluated before this one expire, and learns what this one does;
+    ``restored``: this policy's marks from ops/restored.py, kept while their grace lasts.
     """
     policies = tuple(policies)
     matches = matcher(policy)
@@ -122,5 +124,5 @@ def evaluate(policy: Policy, now_ns: int, on_skip: Callable[[str, str], None],
 
     files = (f for f in walk_files(Path(policy.root), skipped, nested_roots(policy, policies)) if governs(f.path))
     decisions = decide(files, policy, now_ns, disk=disk_of(policy, freed) if policy.min_free else None)
-    decisions = keep_undeletable(decisions, policy.root)
+    decisions = keep_undeletable(keep_restored(decisions, restored, now_ns), policy.root)
     return freed.tally(decisions) if freed is not None else decisions

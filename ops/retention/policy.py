@@ -11,12 +11,16 @@ person can read. Rules are tried in a fixed order; the first that applies decide
            when files expire) > space pressure (oldest first, until the target is met)
   kept:    everything else ("younger than ...")
 
+``keep_restored`` then keeps, of what would expire, the files restore put back into the
+root while their ``restore_grace`` lasts (the marks are passed in, as data).
+
 A policy with calendar rules never expires every file of its series (as restic refuses
 to forget the last snapshot): should its rules ever do so, all are kept and it says why.
 """
 
 import heapq
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Callable, Iterable, Iterator
@@ -172,6 +176,23 @@ def decide(files: Iterable[FileInfo], policy: Policy, now_ns: int, disk: Disk | 
     if policy.calendar or policy.has_space_rules:
         return iter(_decide_set(list(files), rules, disk))
     return _decide_stream(files, rules)
+
+
+def keep_restored(decisions: Iterable[Decision], restored: dict[str, tuple[int, int, int, int, int]] | None,
+                  now_ns: int) -> Iterator[Decision]:
+    """``decisions``, with each expiry of a file restore put back turned into a keep while
+    its grace lasts. ``restored``: {path: (dev, ino, mtime_ns, restored_ns, kept_until_ns)};
+    only the same file at that path counts, so one written anew there is decided as any other."""
+    for d in decisions:
+        mark = restored.get(d.file.path) if d.expire and restored else None
+        if mark and (d.file.dev, d.file.ino, d.file.mtime_ns) == mark[:3] and now_ns < mark[4]:
+            d = Decision(d.file, False, "restored",
+                         f"restored {_day(mark[3])}; kept until {_day(mark[4])} (restore_grace)")
+        yield d
+
+
+def _day(ns: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ns // NS))
 
 
 def _decide_stream(files: Iterable[FileInfo], rules: _Rules) -> Iterator[Decision]:

@@ -19,6 +19,7 @@ from ops.config import NAME_RE
 from ops.destinations import DestinationError, open_destination
 from ops.errors import Refused, StepFailed
 from ops.hashio import HashingWriter, sha256_bytes
+from ops.hosts import known_runs, other_hosts
 from ops.jsonl import HashingLineWriter, dumps_document, iter_lines
 from ops.manifest import open_sealed, seal_document
 from ops.paths import Beneath, RootChanged, describe_oserror, entry_key, read_plain_file, stat_key
@@ -245,6 +246,25 @@ def _reachable(ctx: StepContext, failed: dict[str, str]) -> tuple[list, list]:
     return published, others
 
 
+def _warn_other_hosts(ctx: StepContext, dests: list) -> None:
+    """Say (a log line, one plain line on stderr) when a destination also holds runs of
+    another host: two hosts given one prefix see each other's runs as their own. A look
+    only; a destination that cannot answer it leaves the backup as it is."""
+    known = known_runs(ctx.config)
+    for dest in dests:
+        try:
+            found = other_hosts(dest, known, first_only=True)
+        except (DestinationError, OSError) as exc:
+            ctx.log.event("other_hosts_unknown", f"{dest.name}: cannot look for runs of other hosts: {exc}",
+                          level="warning", destination=dest.name)
+            continue
+        for run_id, host in found.items():
+            msg = (f"destination {dest.describe()} also holds runs of another host ({host}, e.g. run {run_id}); "
+                   f"give each host a prefix or directory of its own (make status DEST={dest.name} lists them)")
+            ctx.log.event("other_host_runs", msg, level="warning", destination=dest.name, host=host, run_example=run_id)
+            ctx.ui.problem(msg)
+
+
 def _compression(ctx: StepContext, policy: str) -> str:
     """The policy's own ``compression`` (parquet is already compressed), else the global one."""
     for p in ctx.config.policies:
@@ -301,6 +321,9 @@ def _backup(ctx: StepContext):
             crashpoints.reach("backup.after_archive")
         manifest = dumps_document({
             "format": "qts-ops-run", "schema": 1, "run_id": run_id, "host": socket.gethostname(),
+            # Whose run this is, for restore (another host's run never goes into this one's
+            # roots unasked) and for any host that shares the destination.
+            "identity": ctx.config.identity(),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "compression": compression,
             "policies": {n: {k: p[k] for k in RESTORE_KEYS} for n, p in policies.items()},
         })
@@ -326,6 +349,7 @@ def _backup(ctx: StepContext):
             staging.abort()
         raise
     body["destinations"] = sorted(fanout.stagings)
+    _warn_other_hosts(ctx, [d for d in others if d.name in fanout.stagings])
     ctx.summary.update(archived=sum(p["archived"] for p in policies.values()),
                        bytes=sum(p["member_bytes"] for p in policies.values()))
     return body, files

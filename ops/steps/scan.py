@@ -7,6 +7,7 @@ from collections import Counter
 from ops.atomic import atomic_file
 from ops.errors import StepFailed
 from ops.jsonl import HashingLineWriter
+from ops import restored as restored_files
 from ops.manifest import Run, list_runs
 from ops.paths import read_plain_file
 from ops.retention.evaluate import Freed, RootMissing, evaluate, evaluation_order, nested_roots, root_identity
@@ -47,6 +48,7 @@ def scan_work(ctx: StepContext):
     policies, files = {}, {}
     totals = Counter()
     freed = Freed()
+    restored = restored_files.load(ctx.config, now_ns)
     for policy in evaluation_order(ctx.config.policies):
         try:
             dev, ino = root_identity(policy)
@@ -64,7 +66,7 @@ def scan_work(ctx: StepContext):
         reasons = Counter()
         with atomic_file(ctx.run.path(name)) as f:
             out = HashingLineWriter(f)
-            for d in evaluate(policy, now_ns, on_skip, ctx.config.policies, freed):
+            for d in evaluate(policy, now_ns, on_skip, ctx.config.policies, freed, restored.get(policy.name)):
                 reasons[d.rule] += 1
                 if not d.expire:
                     kept += 1

@@ -23,6 +23,7 @@ import zstandard
 from conftest import Sandbox
 
 LONG_NAME = "l" * 70 + "/" + "n" * 70 + ".log"  # > 100 bytes: a GNU long-name record in the tar
+OTHER_ROOT = "--from-other-host"  # the template's run into this sandbox's roots (see after_maintenance)
 
 
 def _sha(data: bytes) -> str:
@@ -74,7 +75,9 @@ def template(tmp_path_factory):
 def after_maintenance(sandbox, template):
     """This test's sandbox as the template left it after maintenance: same config, data, destination.
 
-    Local state is not copied: restore reads only the destination.
+    Local state is not copied: restore reads only the destination. The run was backed up
+    from the template's roots, not this sandbox's, so a restore into the roots here says
+    OTHER_ROOT, as an operator would after a look.
     """
     source, run_id, originals = template
     sandbox.write_config(source.config)
@@ -129,7 +132,7 @@ def test_restore_to_dir_writes_under_dir_slash_policy_and_leaves_roots_alone(san
 def test_restore_policy_option_restores_only_that_policy(sandbox, after_maintenance):
     run_id, originals = after_maintenance
 
-    r = sandbox.run("restore", "--run", run_id, "--policy", "dumps")
+    r = sandbox.run("restore", "--run", run_id, "--policy", "dumps", OTHER_ROOT)
 
     assert r.returncode == 0, r.stderr
     _assert_restored(sandbox.data, originals, {"dumps"})
@@ -158,10 +161,10 @@ def test_restore_works_without_any_local_state(sandbox):
 
 def test_restore_twice_refuses_the_second_time_and_keeps_the_first_result(sandbox, after_maintenance):
     run_id, originals = after_maintenance
-    assert sandbox.run("restore", "--run", run_id).returncode == 0
+    assert sandbox.run("restore", "--run", run_id, OTHER_ROOT).returncode == 0
     before = path_tree(sandbox.base)
 
-    r = sandbox.run("restore", "--run", run_id)
+    r = sandbox.run("restore", "--run", run_id, OTHER_ROOT)
 
     assert r.returncode == 1
     assert path_tree(sandbox.base) == before
@@ -176,7 +179,7 @@ def test_restore_with_an_existing_target_file_lists_the_conflict_and_writes_noth
     existing = sandbox.file(rel, b"the operator's newer copy", age_days=0, root=policy)
     before = path_tree(sandbox.base)
 
-    r = sandbox.run("restore", "--run", run_id)
+    r = sandbox.run("restore", "--run", run_id, OTHER_ROOT)
 
     assert r.returncode == 1
     assert str(existing) in r.stderr
@@ -195,7 +198,7 @@ def test_restore_refuses_when_a_target_directory_is_a_symlink_and_writes_nothing
     shutil.rmtree(sandbox.data / "logs" / "a")
     (sandbox.data / "logs" / "a").symlink_to(outside)
 
-    r = sandbox.run("restore", "--run", run_id, "--policy", "logs")
+    r = sandbox.run("restore", "--run", run_id, "--policy", "logs", OTHER_ROOT)
 
     assert r.returncode == 1
     assert os.listdir(outside) == []
@@ -214,7 +217,8 @@ def test_restore_refuses_a_target_that_is_itself_a_symlink_as_scan_refuses_such_
         shutil.rmtree(target)
     target.symlink_to(outside)
 
-    r = sandbox.run("restore", "--run", run_id, "--policy", "logs", *(["--to", str(tmp_path / "to")] if to else []))
+    where = ["--to", str(tmp_path / "to")] if to else [OTHER_ROOT]
+    r = sandbox.run("restore", "--run", run_id, "--policy", "logs", *where)
 
     assert r.returncode == 1, r.stderr
     assert f"the restore target {target} is not a directory (a symbolic link is never followed)" in r.stderr
@@ -324,10 +328,12 @@ def test_restore_refuses_hostile_member_even_with_forged_checksums(sandbox, afte
     (tmp_path / "outside").mkdir()
     forged = _forge_run(sandbox, run_id, _hostile(case, tmp_path))
     target_to = tmp_path / "restored"
-    allowed_new = {"restored", "restored/logs", "restored/logs/fine.log", "data/logs/fine.log"}
+    allowed_new = {"restored", "restored/logs", "restored/logs/fine.log", "data/logs/fine.log",
+                   # the state records a file restored into its root (restore_grace)
+                   "var", "var/state", "var/state/restored.jsonl"}
     before = path_tree(tmp_path)
 
-    for args in (["--to", str(target_to)], []):  # under TO/<policy>/, then straight into the policy root
+    for args in (["--to", str(target_to)], [OTHER_ROOT]):  # under TO/<policy>/, then straight into the policy root
         r = sandbox.run("restore", "--run", forged, *args)
         assert r.returncode == 1, (args, r.stdout, r.stderr)
         assert "refusing" in r.stderr, r.stderr
@@ -369,9 +375,14 @@ def test_restore_refuses_archive_member_its_sha256_file_does_not_list(sandbox, a
         tf.addfile(info, io.BytesIO(data))
     archive = zstandard.ZstdCompressor().compress(buf.getvalue())
     (dst / "logs.tar.zst").write_bytes(archive)
+    manifest = json.loads((dst / "MANIFEST.json").read_bytes())  # its digests too: only the member check is left
+    manifest["policies"]["logs"]["archive_sha256"] = _sha(archive)
+    (dst / "MANIFEST.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     sums = (dst / "SHA256SUMS").read_text().splitlines()
+    new_sha = {"logs.tar.zst": _sha(archive), "MANIFEST.json": _sha((dst / "MANIFEST.json").read_bytes())}
     (dst / "SHA256SUMS").write_text("".join(
-        (f"{_sha(archive)}  logs.tar.zst" if line.endswith("  logs.tar.zst") else line) + "\n" for line in sums))
+        (f"{new_sha[line.split('  ')[1]]}  {line.split('  ')[1]}" if line.split("  ")[1] in new_sha else line) + "\n"
+        for line in sums))
 
     r = sandbox.run("restore", "--run", forged, "--to", str(tmp_path / "out"))
 
