@@ -11,17 +11,15 @@ the metrics here, once, whatever raised it.
 import argparse
 import os
 import sys
-import traceback
 from pathlib import Path
 from typing import Callable
 
-from ops import metrics
 from ops.config import Config, load_config
 from ops.console import Console
-from ops.errors import EXIT_STATUS_HELP, FAILED, OpsError, StepFailed, UsageError, as_failure
-from ops.logs import StepLog
-from ops.manifest import STEPS, check_run_id
-from ops.priority import lower_priority
+from ops.errors import EXIT_STATUS_HELP, UsageError
+from ops.logs.guard import Guard
+from ops.state.manifest import check_run_id
+from ops.sys.priority import lower_priority
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "retention.yaml"
@@ -65,51 +63,19 @@ def _open_standard_descriptors() -> None:
                 setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))
 
 
-# The scripts whose outcome the metrics count: the chain and its steps (what cron runs).
-COUNTED = {"maintenance", *STEPS}
-
-
 def main(name: str, p: argparse.ArgumentParser, argv, action: Callable[[argparse.Namespace, Config, Console], int]) -> int:
     _open_standard_descriptors()
     os.umask(0o077)  # everything the toolkit creates is private to its user
-    ui = Console()
-    config = None
-    try:
+    guard = Guard(name)
+
+    def body() -> int:
         args = p.parse_args(argv)
-        ui = Console(verbose=args.verbose)
+        guard.ui = Console(verbose=args.verbose)
         lower_priority()
-        config = load_config(args.config)
-        return action(args, config, ui)
-    except BrokenPipeError:  # `... | head` closed our stdout: not an error of ours
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except KeyboardInterrupt:
-        ui.error(OpsError("interrupted"), name)
-        return FAILED
-    except Exception as exc:
-        failure = as_failure(exc) or _bug(exc, name, config, ui)
-    ui.error(failure, name)
-    if config is not None and name in COUNTED:
-        metrics.record_step(config, name, failure.code, 0.0)  # never raises: metrics never fail a run
-    return failure.code
+        guard.config = load_config(args.config)
+        return action(args, guard.config, guard.ui)
 
-
-def _bug(exc: Exception, name: str, config: Config | None, ui: Console) -> StepFailed:
-    """An exception no code of ours expected: a bug. Its traceback goes to the log (on the
-    terminal only when no log can be written, so it is never lost); the terminal gets the
-    one paragraph and exit 1 like any failure."""
-    trace = traceback.format_exc()
-    try:
-        log = StepLog(config.log_dir, name)
-        try:
-            log.event("traceback", trace, level="error")
-        finally:
-            log.close()
-        ui.log_path = log.path
-    except Exception:  # no config, or no log to write to
-        sys.stderr.write(trace)
-    return StepFailed(f"unexpected error: {type(exc).__name__}: {exc}",
-                      hint="this is a bug in the toolkit; the traceback is in the log: please report it")
+    return guard.run(body)
 
 
 def run(argv=None, **kw) -> None:

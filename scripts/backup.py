@@ -4,7 +4,7 @@ hashing each file on the way, and publish the run on each destination whole."""
 
 import _bootstrap  # the repository root on sys.path, before ops is imported
 from ops import cli
-from ops.steps.pipeline import step_main
+from ops.maintenance.chain import step_main
 
 if __name__ == "__main__":
     cli.run(name="backup", p=cli.parser("backup", __doc__),

@@ -4,7 +4,7 @@ backup; keep (and log why) every other one."""
 
 import _bootstrap  # the repository root on sys.path, before ops is imported
 from ops import cli
-from ops.steps.pipeline import step_main
+from ops.maintenance.chain import step_main
 
 if __name__ == "__main__":
     cli.run(name="clean", p=cli.parser("clean", __doc__),

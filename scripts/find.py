@@ -5,7 +5,7 @@ spans directories). Exits 1 when nothing matches. --json prints one object per l
 
 import _bootstrap  # the repository root on sys.path, before ops is imported
 from ops import cli
-from ops.find import find
+from ops.restore.find import find
 
 if __name__ == "__main__":
     p = cli.parser("find", __doc__, run=False)

@@ -4,7 +4,7 @@ first failure and exit with its code. An unfinished newest run is resumed, not r
 
 import _bootstrap  # the repository root on sys.path, before ops is imported
 from ops import cli
-from ops.steps.pipeline import maintenance
+from ops.maintenance.chain import maintenance
 
 if __name__ == "__main__":
     p = cli.parser("maintenance", __doc__, run=False)

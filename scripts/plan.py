@@ -4,7 +4,7 @@ the space it would free. Writes nothing but log lines. --json prints every decis
 
 import _bootstrap  # the repository root on sys.path, before ops is imported
 from ops import cli
-from ops.plan import plan
+from ops.maintenance.retention.plan import plan
 
 if __name__ == "__main__":
     p = cli.parser("plan", __doc__, run=False)

@@ -11,7 +11,7 @@ roots only with --from-other-host; under --to it always may."""
 import _bootstrap  # the repository root on sys.path, before ops is imported
 from ops import cli
 from ops.errors import UsageError
-from ops.restore import restore, restore_file
+from ops.restore.restore import restore, restore_file
 
 if __name__ == "__main__":
     p = cli.parser("restore", __doc__)

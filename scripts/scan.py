@@ -4,7 +4,7 @@
 
 import _bootstrap  # the repository root on sys.path, before ops is imported
 from ops import cli
-from ops.steps.pipeline import step_main
+from ops.maintenance.chain import step_main
 
 if __name__ == "__main__":
     cli.run(name="scan", p=cli.parser("scan", __doc__),

@@ -4,7 +4,7 @@ and any problem with what to do about it. --json for machines. Changes nothing."
 
 import _bootstrap  # the repository root on sys.path, before ops is imported
 from ops import cli
-from ops.status import runs_on, status
+from ops.reports.status import runs_on, status
 
 if __name__ == "__main__":
     p = cli.parser("status", __doc__, run=False)

@@ -4,7 +4,7 @@ SHA-256 against the original's, and every checksum file to the byte."""
 
 import _bootstrap  # the repository root on sys.path, before ops is imported
 from ops import cli
-from ops.steps.pipeline import step_main
+from ops.maintenance.chain import step_main
 
 if __name__ == "__main__":
     cli.run(name="verify", p=cli.parser("verify", __doc__),

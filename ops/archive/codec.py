@@ -10,7 +10,7 @@ import zstandard
 from ops.archive import tarformat
 from ops.archive.tarformat import BLOCK, TarFormatError
 from ops.archive.unpacker import CHUNK, DECODE_ERRORS, Unpacker
-from ops.hashio import HashingReader, HashingWriter
+from ops.sys.hashio import HashingReader, HashingWriter
 
 EXTENSIONS = {"zstd": ".tar.zst", "gzip": ".tar.gz", "none": ".tar"}
 ZSTD_LEVEL = 3

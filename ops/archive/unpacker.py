@@ -27,7 +27,7 @@ import zlib
 
 import zstandard
 
-from ops.workers import die_with
+from ops.sys.workers import die_with
 
 CHUNK = 1 << 20  # the read size of every archive stream, here and in ops/archive/codec.py
 

@@ -7,18 +7,18 @@ import threading
 from pathlib import Path
 from typing import BinaryIO
 
-from ops.atomic import PRIVATE_DIR, PRIVATE_FILE, ensure_private_dir, fsync_dir, fsync_dir_fd
+from ops.sys.atomic import PRIVATE_DIR, PRIVATE_FILE, ensure_private_dir, fsync_dir, fsync_dir_fd
 from ops.destinations.base import Destination, DestinationError, Staging
-from ops.handover import Handover
-from ops.manifest import RUN_ID_RE
-from ops.paths import NotPlainFile, open_dir_nofollow, open_plain_file
-from ops import crashpoints
+from ops.sys.handover import Handover
+from ops.state.manifest import RUN_ID_RE
+from ops.sys.paths import NotPlainFile, open_dir_nofollow, open_plain_file
+from ops.sys import crashpoints
 
 
 class _StagingFile:
     """A staging file written by a thread of its own, which also starts writeback early.
 
-    write() only hands the bytes over (ops/handover.py): the copy into the page cache
+    write() only hands the bytes over (ops/sys/handover.py): the copy into the page cache
     then runs beside the reading and hashing instead of between them (2 GiB of large
     files: backup took 1.9 s instead of 2.2 s on two cores). Every FLUSH_EVERY bytes a
     further thread fdatasyncs what was written so far, so the disk works while the

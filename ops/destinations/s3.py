@@ -20,7 +20,7 @@ import time
 from typing import BinaryIO
 
 from ops.destinations.base import Destination, DestinationError, Staging
-from ops.manifest import RUN_ID_RE
+from ops.state.manifest import RUN_ID_RE
 
 PART_SIZE = 16 << 20  # S3's minimum part is 5 MiB; 16 MiB x 10,000 parts = 160 GiB per object
 ATTEMPTS = 5

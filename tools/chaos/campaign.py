@@ -49,7 +49,7 @@ def run_trial(kind: str, i: int, seed: int, work: Path, keep: bool = False, budg
 def _init_worker() -> None:
     # Warm the imports the forked step processes need, once per worker.
     importlib.import_module("ops.cli")
-    importlib.import_module("ops.steps.pipeline")
+    importlib.import_module("ops.maintenance.chain")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 

@@ -9,7 +9,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from ops.manifest import RUN_ID_RE
+from ops.state.manifest import RUN_ID_RE
 from tools.chaos.dataset import Dataset
 from tools.chaos.files import Tree, read_tree, remove_tree, sha
 from tools.chaos.outcome import Outcome

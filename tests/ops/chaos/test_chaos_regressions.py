@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from ops.steps.clean import UNLINK_WORKERS
+from ops.maintenance.cleanup.step import UNLINK_WORKERS
 from tools.chaos.files import put_file, remove_tree
 from tools.chaos.inject import faultdest
 from tools.chaos.trials.hostile import NOBODY, blocked_ancestor, drop_to_nobody
@@ -137,7 +137,7 @@ def test_a_failed_directory_fsync_takes_the_new_file_away(tmp_path, monkeypatch)
 
     The directory fsync is faked to fail: a real EIO from a disk cannot be made here
     (no device-mapper on this kernel)."""
-    from ops import atomic
+    from ops.sys import atomic
 
     def failing_fsync_dir(path):
         raise OSError(errno.EIO, "injected: directory fsync failed")

@@ -1,4 +1,4 @@
-"""Properties of ops.retention.policy.decide over random file sets and policies (hypothesis).
+"""Properties of ops.maintenance.retention.policy.decide over random file sets and policies (hypothesis).
 
 Ages cluster around the policy boundaries (0, settle, older_than, the future tolerance),
 where off-by-one mistakes live. No example database is written (database=None); the
@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ops.config import Duration, Policy
-from ops.retention.policy import FUTURE_TOLERANCE_NS, FileInfo, decide
+from ops.maintenance.retention.policy import FUTURE_TOLERANCE_NS, FileInfo, decide
 
 NOW = 1_790_000_000 * 10**9
 S = 10**9

@@ -1,4 +1,4 @@
-"""ops.retention.policy.decide: which file expires and why, against a fixed clock.
+"""ops.maintenance.retention.policy.decide: which file expires and why, against a fixed clock.
 
 Pure function, so no sandbox: FileInfo records in, Decisions out. Every case is one row.
 """
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ops.config import Policy, parse_duration
-from ops.retention.policy import FUTURE_TOLERANCE_NS, Decision, FileInfo, decide
+from ops.maintenance.retention.policy import FUTURE_TOLERANCE_NS, Decision, FileInfo, decide
 
 NOW = 1_790_000_000 * 10**9  # a fixed "now" in ns (Sept 2026); nothing reads the real clock
 S = 10**9

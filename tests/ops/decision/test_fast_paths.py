@@ -12,11 +12,11 @@ from hypothesis import given, strategies as st
 
 from ops.archive import tarformat
 from ops.archive.codec import CHUNK
-from ops.checksums import parse_lines, sum_line
-from ops.hashio import HashingWriter
-from ops.jsonl import decode_line, dumps
-from ops.paths import unsafe_reason
-from ops.steps.backup import _contents, _read_chunks
+from ops.archive.checksums import parse_lines, sum_line
+from ops.sys.hashio import HashingWriter
+from ops.sys.jsonl import decode_line, dumps
+from ops.sys.paths import unsafe_reason
+from ops.maintenance.backup.step import _contents, _read_chunks
 
 # Names as file systems hand them over: any text, including the lone surrogates that stand
 # for bytes that are not UTF-8 (U+DC80..U+DCFF), quotes, backslashes and control characters.

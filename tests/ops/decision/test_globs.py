@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 
-from ops.retention.globs import compile_globs, glob_to_regex
+from ops.config.globs import compile_globs, glob_to_regex
 
 MATCHES = [
     # (pattern, path, matches)

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from ops.config import Duration, Policy, Size
-from ops.retention.policy import FUTURE_TOLERANCE_NS, Disk, FileInfo, decide
+from ops.maintenance.retention.policy import FUTURE_TOLERANCE_NS, Disk, FileInfo, decide
 
 S = 10**9
 H = 3600 * S

@@ -2,7 +2,7 @@
 (keep_daily/weekly/monthly/yearly), space pressure (max_total_size, min_free), min_age,
 protection (protect globs and .ops-keep markers) and the series refusal.
 
-ops.retention.policy.decide is pure: FileInfo records, a fixed clock and an explicit
+ops.maintenance.retention.policy.decide is pure: FileInfo records, a fixed clock and an explicit
 time zone in, one Decision per file out. Every expected reason below was worked out by
 hand from the rule, not copied from the implementation's output.
 """
@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from ops.config import Policy, parse_duration, parse_size
-from ops.retention.policy import FUTURE_TOLERANCE_NS, Decision, Disk, FileInfo, decide
+from ops.maintenance.retention.policy import FUTURE_TOLERANCE_NS, Decision, Disk, FileInfo, decide
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

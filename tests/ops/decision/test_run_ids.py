@@ -6,7 +6,7 @@ import calendar
 
 from hypothesis import given, strategies as st
 
-from ops.manifest import RUN_ID_RE, list_runs, new_run_id
+from ops.state.manifest import RUN_ID_RE, list_runs, new_run_id
 
 NOW = calendar.timegm((2026, 11, 26, 3, 17, 0))
 

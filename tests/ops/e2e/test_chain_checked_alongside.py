@@ -1,4 +1,4 @@
-"""verify's entry files are checked in a forked process beside its work (ops/steps/runner.py):
+"""verify's entry files are checked in a forked process beside its work (ops/maintenance/step.py):
 the check's refusal is never lost, a checker that dies refuses too, and a checker whose
 answer no longer matters is stopped at once, not waited for. Real forked processes."""
 
@@ -11,8 +11,8 @@ import pytest
 
 from e2e_support import wait_for, write_pid
 from ops.errors import Refused
-from ops.manifest import Run
-from ops.steps.runner import _entry_files_checked
+from ops.state.manifest import Run
+from ops.maintenance.step import _entry_files_checked
 
 RUN = "20261126T031700Z-4f2a"
 

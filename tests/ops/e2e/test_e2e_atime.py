@@ -5,7 +5,7 @@ host), and falls back to a plain open where the kernel refuses it (not the owner
 import os
 import time
 
-from ops.paths import Beneath
+from ops.sys.paths import Beneath
 
 
 def test_backup_leaves_every_source_access_time_as_it_was(sandbox):

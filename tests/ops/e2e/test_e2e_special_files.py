@@ -9,7 +9,7 @@ from pathlib import Path
 
 from e2e_support import events_for, log_events, tar_members
 
-from ops.paths import open_plain_file
+from ops.sys.paths import open_plain_file
 
 
 def test_fifo_and_socket_matching_include_are_skipped_logged_and_left_alone(sandbox, monkeypatch):

@@ -1,4 +1,4 @@
-"""Large entry files are checked side by side in forked processes (ops/manifest.py): the
+"""Large entry files are checked side by side in forked processes (ops/state/manifest.py): the
 refusal is the same one a check in turn would give, in chain order; a checker that dies
 refuses too; small files are checked in the step's own process. Real forked processes,
 and once a whole large run through scripts/clean.py."""
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from ops.errors import Refused
-from ops.manifest import Run, _SIDE_BY_SIDE_BYTES
-from ops.steps.runner import _entry_files_checked
+from ops.state.manifest import Run, _SIDE_BY_SIDE_BYTES
+from ops.maintenance.step import _entry_files_checked
 
 RUN = "20261126T031700Z-4f2a"
 
@@ -41,7 +41,7 @@ def _chain(run: Run, lines: int, scan_extra: bytes = b"", backup_extra: bytes = 
 @pytest.fixture(autouse=True)
 def two_cores(monkeypatch):
     """Two checkers whatever the host has: one more file than checkers then needs a refill."""
-    monkeypatch.setattr("ops.manifest._cores", lambda: 2)
+    monkeypatch.setattr("ops.state.manifest._cores", lambda: 2)
 
 
 def _large(run: Run) -> int:

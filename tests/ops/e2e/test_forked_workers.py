@@ -1,4 +1,4 @@
-"""ops/workers.py with real forked processes: answers in order, errors and deaths reported,
+"""ops/sys/workers.py with real forked processes: answers in order, errors and deaths reported,
 nothing left running after close, and no worker outliving the step that forked it."""
 
 import os
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from e2e_support import alive, wait_for, write_pid
-from ops.lock import hold_lock, lock_path
-from ops.workers import ForkedWorkers, WorkerError
+from ops.state.lock import hold_lock, lock_path
+from ops.sys.workers import ForkedWorkers, WorkerError
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -110,7 +110,7 @@ def test_no_worker_outlives_its_step_even_a_stopped_one(tmp_path):
         import os, signal, sys, time
         sys.path.insert(0, {str(REPO)!r})
         from pathlib import Path
-        from ops.workers import ForkedWorkers
+        from ops.sys.workers import ForkedWorkers
         def work(task):
             Path(task + ".tmp").write_text(str(os.getpid()))
             os.rename(task + ".tmp", task)  # whole, so the step below never reads it empty

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from e2e_support import assert_nothing_lost, published_runs, tar_members, tmpfs
-from ops.manifest import seal_document
+from ops.state.manifest import seal_document
 
 UTC = {"TZ": "UTC"}
 DAY_NS = 86400 * 10**9

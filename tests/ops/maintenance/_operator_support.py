@@ -13,9 +13,9 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import REPO
-from ops.compaction import compact_finished_runs
+from ops.maintenance.cleanup.compaction import compact_finished_runs
 from ops.config import load_config
-from ops.logs import StepLog
+from ops.logs.steplog import StepLog
 
 METRICS_FILE = "var/metrics/qts.prom"  # relative to the sandbox's config, like every other path
 

@@ -1,7 +1,7 @@
 """What the maintenance tests share: whole-tree snapshots, log reading, and tampering.
 
 Tampering is done the way an attacker or a careless operator would: on the files on disk,
-with ``ops.manifest.seal_document`` when a forgery must be internally consistent so that
+with ``ops.state.manifest.seal_document`` when a forgery must be internally consistent so that
 only the check under test can catch it.
 """
 
@@ -12,7 +12,7 @@ import stat
 import subprocess
 from pathlib import Path
 
-from ops.manifest import STEPS, seal_document
+from ops.state.manifest import STEPS, seal_document
 
 RUN_A = "20260101T000000Z-aaaa"  # fixed ids: the "other run" of a swap, and the run under test
 RUN_B = "20260101T000100Z-bbbb"

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from ops.steps.clean import JOURNAL, UNLINK_BATCH
+from ops.maintenance.cleanup.step import JOURNAL, UNLINK_BATCH
 
 from ._support import RUN_B, chain_to, check_refusals_then_idempotence, decisions, log_records, run_ok, tree
 

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Sandbox
-from ops.manifest import STEPS
+from ops.state.manifest import STEPS
 
 from ._operator_support import (METRICS_FILE, add_dumps_policy, aged, corrupt, holding_lock, read_metrics,
                                 sample)

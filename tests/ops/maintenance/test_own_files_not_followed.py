@@ -20,7 +20,7 @@ import pytest
 
 from ops.destinations import DestinationError
 from ops.destinations.local import LocalDestination
-from ops.logs import log_file
+from ops.logs.steplog import log_file
 
 from ._operator_support import aged, compact_years_later, maintenance_script, read_metrics, sample
 from ._support import RUN_B, chain_to, files_of, log_records, run_ok, tree, tree_diff

@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from ops.manifest import STEPS
+from ops.state.manifest import STEPS
 from tools.chaos.dataset import configure, dataset
 from tools.chaos.oracle import after_fault, data_ids, policy_roots, recover_and_judge
 from tools.chaos.outcome import TrialAbort

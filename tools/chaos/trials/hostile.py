@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from ops.lock import LOCK_FD_ENV
+from ops.state.lock import LOCK_FD_ENV
 from tools.chaos.dataset import Dataset, FileSpec, configure, dataset, random_content
 from tools.chaos.files import DIR_FLAGS
 from tools.chaos.oracle import data_ids, judge, settle

@@ -5,7 +5,7 @@ import random
 import signal
 import time
 
-from ops.manifest import STEPS
+from ops.state.manifest import STEPS
 from tools.chaos.dataset import Dataset, configure, dataset, random_content
 from tools.chaos.oracle import after_fault, recover_and_judge
 from tools.chaos.runner import fork_chain, real_run

@@ -1,0 +1,1 @@
+"""What the toolkit records of itself: the step log, the metrics textfile, the failure hook."""

@@ -1,0 +1,1 @@
+"""The maintenance chain and its declared steps (scan, backup, verify, clean)."""

@@ -1,0 +1,355 @@
+"""backup: stream every expired file into one archive per policy on every destination.
+
+Each source file is read once: hashed while it is archived. A file whose stat no longer
+matches the scan is not archived; one that changes while being read is archived but
+marked "changed" so clean keeps it. The run appears on a destination only whole.
+"""
+
+import itertools
+import os
+import socket
+import time
+
+from ops.sys import crashpoints
+from ops.archive import EXTENSIONS, ArchiveWriter
+from ops.archive.codec import CHUNK
+from ops.sys.atomic import atomic_file, atomic_write
+from ops.archive.checksums import sum_line
+from ops.config import NAME_RE
+from ops.destinations import DestinationError, open_destination
+from ops.errors import Refused, StepFailed
+from ops.sys.hashio import HashingWriter, sha256_bytes
+from ops.destinations.hosts import known_runs, other_hosts
+from ops.sys.jsonl import HashingLineWriter, dumps_document, iter_lines
+from ops.state.manifest import open_sealed, seal_document
+from ops.sys.paths import Beneath, RootChanged, describe_oserror, entry_key, read_plain_file, stat_key
+from ops.maintenance.step import StepContext
+
+PENDING = "backup.pending.json"
+# What MANIFEST.json tells a restore that has no local state.
+RESTORE_KEYS = ("root", "compression", "archive", "archive_sha256", "archive_bytes", "sums", "sums_sha256", "members", "member_bytes")
+
+
+def records_name(policy: str) -> str:
+    return f"backup.{policy}.jsonl"
+
+
+class Fanout:
+    """One stream of bytes to the same file on every live destination.
+
+    A destination that fails (disk full, endpoint down) is dropped and its staging thrown
+    away; the others go on. Only when none is left does the step fail.
+    """
+
+    def __init__(self, ctx: StepContext, stagings: dict, failed: dict[str, str]):
+        self.ctx = ctx
+        self.stagings = stagings  # name -> Staging, live ones only
+        self.failed = failed
+
+    def drop(self, name: str, exc: BaseException) -> None:
+        staging = self.stagings.pop(name, None)
+        if staging is None:
+            return
+        self.failed[name] = f"{type(exc).__name__}: {exc}"
+        try:
+            self.ctx.log.event("destination_failed", f"{name}: {exc}; continuing without it", level="error",
+                               destination=name)
+            self.ctx.ui.warn(f"destination {name} failed: {exc}")
+        finally:
+            staging.abort()  # no longer among the stagings the step aborts on its way out
+        if not self.stagings:
+            raise StepFailed("every destination failed: " + "; ".join(f"{n}: {e}" for n, e in self.failed.items()))
+
+    def each(self, action) -> None:
+        """Run ``action(name, staging)`` on every live destination, dropping those that fail."""
+        for name, staging in list(self.stagings.items()):
+            try:
+                action(name, staging)
+            except (OSError, DestinationError) as exc:
+                self.drop(name, exc)
+
+    def create(self, filename: str) -> "FanoutFile":
+        files = {}
+        self.each(lambda name, staging: files.__setitem__(name, staging.create(filename)))
+        return FanoutFile(self, files)
+
+
+class FanoutFile:
+    def __init__(self, fanout: Fanout, files: dict):
+        self.fanout = fanout
+        self.files = files
+
+    def write(self, data) -> int:
+        for name, f in list(self.files.items()):
+            if name not in self.fanout.stagings:
+                del self.files[name]
+                continue
+            try:
+                f.write(data)
+            except (OSError, DestinationError) as exc:
+                del self.files[name]
+                self.fanout.drop(name, exc)
+        return len(data)
+
+    def flush(self) -> None:
+        pass  # each destination makes its files durable when the run is published
+
+
+def _read_chunks(fd: int, size: int):
+    left = size
+    while left > 0:
+        data = os.read(fd, min(CHUNK, left))
+        if not data:
+            return
+        left -= len(data)
+        yield data
+
+
+def _contents(fd: int, size: int):
+    """The file's content as chunks of at most CHUNK bytes, ending early if it shrank.
+    A small file is one read and no generator: per-call overhead is what small files cost."""
+    if size <= CHUNK:
+        data = os.read(fd, size)
+        if len(data) == size or not data:
+            return (data,) if data else ()
+        return itertools.chain((data,), _read_chunks(fd, size - len(data)))
+    return _read_chunks(fd, size)
+
+
+def _archive_one(beneath: Beneath, writer: ArchiveWriter, entry: dict, raw_path: bytes) -> dict:
+    path = entry["path"]
+    try:
+        fd, st = beneath.open_regular(path)
+    except OSError as exc:
+        return {"path": path, "status": "skipped", "reason": describe_oserror(exc)}
+    try:
+        if stat_key(st) != entry_key(entry):
+            return {"path": path, "status": "skipped", "reason": "changed since scan"}
+        sha, got = writer.add(raw_path, st.st_size, st.st_mtime_ns // 1_000_000_000,
+                              st.st_mode & 0o7777, st.st_uid, st.st_gid, _contents(fd, st.st_size))
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if got != st.st_size or stat_key(after) != stat_key(st):
+        return {"path": path, "status": "changed", "sha256": sha, "size": st.st_size,
+                "reason": "changed while being archived; kept, the copy may be torn"}
+    return {"path": path, "status": "archived", "sha256": sha, "size": st.st_size}
+
+
+def _write_policy(ctx: StepContext, name: str, scanned: dict, fanout: Fanout, compression: str) -> tuple[dict, str]:
+    archive = name + EXTENSIONS[compression]
+    sums_name = f"{name}.sha256"
+    writer = ArchiveWriter(fanout.create(archive), compression)
+    # One short line per member, passed on in 1 MiB writes rather than one trip per line
+    # through every destination's file (about 0.25 s of backup on 200,000 small files).
+    sums = HashingWriter(fanout.create(sums_name), gather=CHUNK)
+    counts = {"archived": 0, "changed": 0, "skipped": 0}
+    archived_bytes = 0
+    try:
+        beneath = Beneath(scanned["root"], (scanned["root_dev"], scanned["root_ino"]))
+    except (RootChanged, OSError) as exc:
+        raise StepFailed(f"policy {name}: cannot open root {scanned['root']}: {exc}") from None
+    with beneath, atomic_file(ctx.run.path(records_name(name))) as rf, \
+            ctx.ui.progress(f"backup {name}", scanned["expired_bytes"]) as advance:
+        records = HashingLineWriter(rf)
+        for entry in iter_lines(ctx.run.path(scanned["entries"])):
+            raw_path = os.fsencode(entry["path"])
+            record = _archive_one(beneath, writer, entry, raw_path)
+            records.write(record)
+            counts[record["status"]] += 1
+            if record["status"] == "skipped":
+                ctx.log.event("not_archived", f"{record['path']}: {record['reason']}", level="warning",
+                              policy=name, path=record["path"], reason=record["reason"])
+                continue
+            if record["status"] == "changed":
+                ctx.log.event("changed", f"{record['path']}: {record['reason']}", level="warning",
+                              policy=name, path=record["path"])
+            sums.write(sum_line(record["sha256"], raw_path))
+            archived_bytes += record["size"]
+            advance(record["size"])
+            crashpoints.reach("backup.after_member")
+        archive_sha, archive_bytes = writer.close()
+        sums.flush()
+    info = {
+        "root": scanned["root"], "compression": compression, "archive": archive, "archive_sha256": archive_sha, "archive_bytes": archive_bytes,
+        "sums": sums_name, "sums_sha256": sums.sha256, "sums_bytes": sums.size, "members": counts["archived"] + counts["changed"], "member_bytes": archived_bytes, **counts,
+    }
+    return info, records.sha256
+
+
+def _sha256sums(files: dict[str, str]) -> bytes:
+    return b"".join(sum_line(sha, name.encode()) for name, sha in sorted(files.items()))
+
+
+def _adopt(ctx: StepContext, published: list, others: list, failed: dict[str, str]) -> tuple[dict, dict]:
+    """A crash after publishing, before backup.ok.json: finish from what was published.
+
+    The run is copied, byte for byte, to destinations that did not get it (a crash
+    between two publishes); verify then re-reads every copy against the checksums
+    taken from the original files.
+    """
+    try:
+        pending = open_sealed(read_plain_file(ctx.run.path(PENDING)), f"run {ctx.run.id}: {PENDING}")
+    except (OSError, Refused):  # missing, or not a file this step wrote: no proof of what was published
+        pending = None
+    for dest in published:
+        try:
+            same = pending and sha256_bytes(dest.read_bytes(ctx.run.id, "MANIFEST.json")) == pending["body"]["manifest_sha256"]
+        except (DestinationError, OSError):
+            same = False
+        if not same:
+            raise StepFailed(
+                f"destination {dest.describe()} already holds run {ctx.run.id}, but not the one this state describes; "
+                "refusing to overwrite it",
+                hint=f"inspect that run directory and move it aside, then rerun: make backup RUN={ctx.run.id}",
+            )
+    ctx.log.event("adopted", f"run {ctx.run.id} was already published on {', '.join(d.name for d in published)}")
+    done = list(published)
+    for dest in others:
+        try:
+            _copy_run(ctx.run.id, published[0], dest, pending["body"]["policies"])
+        except (DestinationError, OSError) as exc:
+            failed[dest.name] = f"{type(exc).__name__}: {exc}"
+            ctx.log.event("destination_failed", f"{dest.name}: copy failed: {exc}", level="error", destination=dest.name)
+            continue
+        done.append(dest)
+        ctx.log.event("copied", f"run {ctx.run.id} copied from {published[0].name} to {dest.name}")
+    body = dict(pending["body"], destinations=[d.name for d in done], failed_destinations=failed)
+    return body, pending["files"]
+
+
+def _copy_run(run_id: str, source, dest, policies: dict) -> None:
+    names = ["MANIFEST.json", "SHA256SUMS"] + [n for p in policies.values() for n in (p["archive"], p["sums"])]
+    staging = dest.begin_run(run_id)
+    try:
+        for name in names:
+            out = staging.create(name)
+            with source.open_read(run_id, name) as src:
+                while chunk := src.read(CHUNK):
+                    out.write(chunk)
+        staging.publish()
+    except BaseException:
+        staging.abort()
+        raise
+
+
+def _reachable(ctx: StepContext, failed: dict[str, str]) -> tuple[list, list]:
+    """(destinations already holding this run, the others that answer); the rest fail now."""
+    published, others = [], []
+    for cfg in ctx.config.destinations:
+        dest = open_destination(cfg)
+        try:
+            (published if dest.has_run(ctx.run.id) else others).append(dest)
+        except (DestinationError, OSError) as exc:
+            failed[dest.name] = f"{type(exc).__name__}: {exc}"
+            ctx.log.event("destination_failed", f"{dest.name}: {exc}", level="error", destination=dest.name)
+    return published, others
+
+
+def _warn_other_hosts(ctx: StepContext, dests: list) -> None:
+    """Say (a log line, one plain line on stderr) when a destination also holds runs of
+    another host: two hosts given one prefix see each other's runs as their own. A look
+    only; a destination that cannot answer it leaves the backup as it is."""
+    known = known_runs(ctx.config)
+    for dest in dests:
+        try:
+            found = other_hosts(dest, known, first_only=True)
+        except (DestinationError, OSError) as exc:
+            ctx.log.event("other_hosts_unknown", f"{dest.name}: cannot look for runs of other hosts: {exc}",
+                          level="warning", destination=dest.name)
+            continue
+        for run_id, host in found.items():
+            msg = (f"destination {dest.describe()} also holds runs of another host ({host}, e.g. run {run_id}); "
+                   f"give each host a prefix or directory of its own (make status DEST={dest.name} lists them)")
+            ctx.log.event("other_host_runs", msg, level="warning", destination=dest.name, host=host, run_example=run_id)
+            ctx.ui.problem(msg)
+
+
+def _compression(ctx: StepContext, policy: str) -> str:
+    """The policy's own ``compression`` (parquet is already compressed), else the global one."""
+    for p in ctx.config.policies:
+        if p.name == policy and p.compression:
+            return p.compression
+    return ctx.config.compression
+
+
+def backup_work(ctx: StepContext):
+    body, files = _backup(ctx)
+    if body["failed_destinations"]:
+        # The run succeeded on the others (exit 0) and cron shows nothing of a success:
+        # without this line a missing bucket would go unnoticed night after night.
+        failed = "; ".join(f"{n}: {' '.join(str(e).split())}" for n, e in sorted(body["failed_destinations"].items()))
+        held = f"is on {', '.join(body['destinations'])} only" if body["destinations"] else "had nothing to archive"
+        ctx.ui.problem(f"backup of run {ctx.run.id}: destination failed ({failed}); the run {held}. "
+                       "Look closer: make status")
+    return body, files
+
+
+def _backup(ctx: StepContext):
+    run_id = ctx.run.id
+    compression = ctx.config.compression
+    scanned = {n: p for n, p in ctx.chain["scan"]["policies"].items() if p["expired"] > 0}
+    for name in scanned:
+        if not NAME_RE.match(name):
+            raise Refused(f"run {run_id}: scan.ok.json names a policy {name!r} that is not a valid name")
+    failed: dict[str, str] = {}
+    published, others = _reachable(ctx, failed)
+    if published:
+        return _adopt(ctx, published, others, failed)
+    if not scanned:
+        ctx.summary.update(archived=0)
+        return {"compression": compression, "destinations": [], "failed_destinations": failed, "policies": {}}, {}
+
+    stagings = {}
+    for dest in others:
+        try:
+            stagings[dest.name] = dest.begin_run(run_id)
+            if stagings[dest.name].leftovers:
+                ctx.log.event("replacing_leftovers", f"{dest.name}: {len(stagings[dest.name].leftovers)} objects of an "
+                              "interrupted, never-published attempt at this run are replaced", level="warning",
+                              destination=dest.name, objects=stagings[dest.name].leftovers[:20])
+        except (DestinationError, OSError) as exc:
+            failed[dest.name] = f"{type(exc).__name__}: {exc}"
+            ctx.log.event("destination_failed", f"{dest.name}: {exc}", level="error", destination=dest.name)
+    if not stagings:
+        raise StepFailed("no destination can take run %s: %s" % (run_id, "; ".join(f"{n}: {e}" for n, e in failed.items())))
+    fanout = Fanout(ctx, stagings, failed)
+    try:
+        policies, files = {}, {}
+        for name, info in scanned.items():
+            policies[name], files[records_name(name)] = _write_policy(ctx, name, info, fanout, _compression(ctx, name))
+            crashpoints.reach("backup.after_archive")
+        manifest = dumps_document({
+            "format": "qts-ops-run", "schema": 1, "run_id": run_id, "host": socket.gethostname(),
+            # Whose run this is, for restore (another host's run never goes into this one's
+            # roots unasked) and for any host that shares the destination.
+            "identity": ctx.config.identity(),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "compression": compression,
+            "policies": {n: {k: p[k] for k in RESTORE_KEYS} for n, p in policies.items()},
+        })
+        listed = {"MANIFEST.json": sha256_bytes(manifest)}
+        for p in policies.values():
+            listed[p["archive"]] = p["archive_sha256"]
+            listed[p["sums"]] = p["sums_sha256"]
+        sums = _sha256sums(listed)
+        fanout.create("SHA256SUMS").write(sums)
+        fanout.create("MANIFEST.json").write(manifest)
+        body = {
+            "compression": compression, "destinations": sorted(fanout.stagings), "failed_destinations": failed,
+            "policies": policies, "manifest_sha256": listed["MANIFEST.json"], "sha256sums_sha256": sha256_bytes(sums),
+        }
+        # Written before publishing: a crash between publish and backup.ok.json leaves
+        # proof of what was published, so the rerun adopts it instead of writing it twice.
+        atomic_write(ctx.run.path(PENDING), seal_document({"body": body, "files": files}))
+        crashpoints.reach("backup.before_publish")
+        fanout.each(lambda name, staging: staging.publish())
+        crashpoints.reach("backup.after_publish")
+    except BaseException:
+        for staging in fanout.stagings.values():
+            staging.abort()
+        raise
+    body["destinations"] = sorted(fanout.stagings)
+    _warn_other_hosts(ctx, [d for d in others if d.name in fanout.stagings])
+    ctx.summary.update(archived=sum(p["archived"] for p in policies.values()),
+                       bytes=sum(p["member_bytes"] for p in policies.values()))
+    return body, files

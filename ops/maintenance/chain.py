@@ -1,0 +1,190 @@
+"""The four steps by name, which run each acts on, and the chain that runs them in order."""
+
+import contextlib
+import json
+import os
+
+from ops.sys import child
+from ops.logs import hooks
+from ops.maintenance.cleanup.compaction import compact_finished_runs
+from ops.config import Config, load_config
+from ops.console import Console
+from ops.errors import FAILED, LockBusy, OpsError, Refused, StepFailed
+from ops.state.lock import LOCK_FD_ENV, hold_lock, record_run
+from ops.logs.guard import Guard
+from ops.logs.steplog import StepLog
+from ops.state.summary import summarize
+from ops.state.manifest import STEPS, Run, list_runs, new_run_id
+from ops.sys.paths import read_plain_file
+from ops.maintenance.backup.step import backup_work
+from ops.maintenance.cleanup.step import clean_work
+from ops.maintenance.step import other_rules, run_step
+from ops.maintenance.retention.scan import scan_work
+from ops.maintenance.backup.verify import verify_work
+
+WORK = {"scan": scan_work, "backup": backup_work, "verify": verify_work, "clean": clean_work}
+
+
+def _scanned_here(run: Run, config: Config, newest: bool) -> dict | None:
+    """The run's scan manifest if this config file scanned it. A run whose scan has not
+    finished (or whose manifest cannot be read) is nobody's yet: it counts as this
+    config's only when it is the newest run of all, so a crashed scan is taken up again
+    and a damaged manifest is met by the step, which refuses and says why."""
+    scanned = run.scanned()
+    if scanned is None:
+        return {} if newest else None
+    identity = scanned.get("identity")
+    return scanned if isinstance(identity, dict) and identity.get("config") == config.identity()["config"] else None
+
+
+def _newest_of(config: Config) -> tuple[Run, dict] | None:
+    """This config file's newest run and its scan manifest ({} if not scanned yet).
+
+    Configs that share a state directory keep their runs apart: each continues and acts
+    on its own runs only (one lock still serialises them).
+    """
+    runs = list_runs(config.state_dir)
+    for i, run_id in enumerate(reversed(runs)):
+        run = Run(config.state_dir, run_id)
+        scanned = _scanned_here(run, config, newest=i == 0)
+        if scanned is not None:
+            return run, scanned
+    return None
+
+
+def newest_run(config: Config) -> str:
+    """This config's newest run; failing that the newest of all, which the step then
+    refuses with the reason (scanned under another config)."""
+    runs = list_runs(config.state_dir)
+    if not runs:
+        raise Refused(f"no run exists in {config.state_dir}", hint="start one with: make scan (or make maintenance)")
+    mine = _newest_of(config)
+    return mine[0].id if mine else runs[-1]
+
+
+def step_main(step: str, run_id: str | None, config: Config, ui: Console) -> int:
+    """One step alone: scan starts a new run unless given one; the others take the newest."""
+    if run_id is None:
+        run_id = new_run_id(config.state_dir) if step == "scan" else newest_run(config)
+    return run_step(step, config, run_id, ui, WORK[step])
+
+
+def run_to_continue(config: Config) -> tuple[str, str | None]:
+    """(run id, why the newest unfinished run was not continued or None).
+
+    This config's newest run is resumed if it can still finish (no second archive), else
+    a new run starts: when it is finished; when its backup reached fewer destinations
+    than the quorum (it can never let clean delete anything, and its files are still in
+    place, so a new run retries every destination); or when the config's deciding
+    settings changed since it was scanned (it is never finished under other rules).
+    """
+    mine = _newest_of(config)
+    if mine is None:
+        return new_run_id(config.state_dir), None
+    run, scanned = mine
+    if run.ok_path("clean").exists() or _copies(run) < config.require_verified_copies:
+        return new_run_id(config.state_dir), None
+    why = other_rules(scanned, config) if scanned else None
+    if why:
+        return new_run_id(config.state_dir), f"run {run.id} is left unfinished: {why}"
+    return run.id, None
+
+
+def _copies(run: Run) -> float:
+    """How many destinations hold the run (unknown until backup succeeded: not a reason to give up)."""
+    try:
+        return len(json.loads(read_plain_file(run.ok_path("backup")))["destinations"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return float("inf")  # not written yet, or damaged: resume, so the step refuses and says so
+
+
+def _step_process(step: str, config: Config, run_id: str, lock_fd: int) -> int:
+    """The step as ``scripts/<step>.py --config ... --run run_id`` would run it, in a forked
+    child (ops.sys.child): it re-reads the config and re-checks the chain as the script
+    does, reports and counts its failure the same way (Guard), and inherits the lock."""
+
+    def main() -> int:
+        os.environ[LOCK_FD_ENV] = str(lock_fd)
+        os.environ.pop("VERBOSE", None)  # the chain's one summary line is ours; the steps stay quiet under cron
+        guard = Guard(step)
+
+        def body() -> int:
+            guard.config = load_config(config.path)
+            return step_main(step, run_id, guard.config, guard.ui)
+
+        return guard.run(body)
+
+    return child.run(main)
+
+
+def maintenance(config: Config, ui: Console, new_run: bool = False) -> int:
+    """scan, backup, verify, clean on one run id under one lock; stop at the first failure.
+
+    Each step is its own process and inherits the lock descriptor, so no other chain can
+    slip in between two steps. Every failure, a step's or the chain's own (its state or
+    log directory unusable, a step killed), calls the on_failure hook once, here; another
+    run holding the lock does not (exit 75: cron retries).
+    """
+    at = {"run": "", "step": "maintenance"}  # where the chain stopped, for the hook
+    log = None
+    with contextlib.ExitStack() as held:
+        try:
+            fd = held.enter_context(hold_lock(config.state_dir, {"step": "maintenance"}))
+            run_id, left = (new_run_id(config.state_dir), None) if new_run else run_to_continue(config)
+            at["run"] = run_id
+            record_run(fd, run_id)  # status then names the run this chain works on, not only "maintenance"
+            log = StepLog(config.log_dir, "maintenance", run_id)
+            held.callback(log.close)
+            ui.log_path = log.path  # named in the error paragraph when a step is killed
+            if left:
+                log.event("not_continued", f"{left}; a new run starts", level="warning")
+                ui.warn(f"{left}; a new run starts")
+            code = _chain(config, ui, run_id, fd, log, at)
+        except LockBusy:
+            raise
+        except Exception as exc:
+            code = exc.code if isinstance(exc, OpsError) else FAILED  # an OSError is a failed step (cli.main)
+            if log is None:
+                log = _log_for_hook(config, at["run"], ui, f"{exc}", code)
+                if log is not None:
+                    held.callback(log.close)
+            hooks.on_failure(config, log, at["run"], at["step"], code)
+            raise
+        if code:
+            hooks.on_failure(config, log, run_id, at["step"], code)
+        return code
+
+
+def _log_for_hook(config: Config, run_id: str, ui: Console, why: str, code: int) -> StepLog | None:
+    """The chain's log when it failed before opening it (the state directory read-only, or
+    not ours), with why: the hook's outcome is recorded there too, if the log can be written."""
+    try:
+        log = StepLog(config.log_dir, "maintenance", run_id or None)
+    except (OpsError, OSError):
+        return None
+    try:
+        log.event("error", why, level="error", exit_code=code)
+    except OSError:
+        pass
+    ui.log_path = log.path
+    return log
+
+
+def _chain(config: Config, ui: Console, run_id: str, fd: int, log: StepLog, at: dict) -> int:
+    log.event("start", f"maintenance of run {run_id}")
+    for step in STEPS:
+        at["step"] = step
+        code = _step_process(step, config, run_id, fd)
+        if code < 0:  # killed by a signal: a failed step, reported with a code from the table
+            log.event("stopped", f"{step} was killed by signal {-code}; later steps not run",
+                      level="error", exit_code=FAILED, signal=-code)
+            raise StepFailed(f"{step} of run {run_id} was killed by signal {-code}; later steps not run",
+                             hint="run maintenance again: it resumes this run where it stopped")
+        if code:
+            log.event("stopped", f"{step} exited {code}; later steps not run", level="error", exit_code=code)
+            return code
+    at["step"] = "maintenance"
+    log.event("done", f"maintenance of run {run_id} complete")
+    ui.summary(f"maintenance run {run_id}", summarize(config, run_id))
+    compact_finished_runs(config, log)
+    return 0

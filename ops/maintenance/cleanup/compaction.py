@@ -1,0 +1,73 @@
+"""Compaction of finished runs: months of state in a few files, nothing thrown away.
+
+A run whose clean succeeded longer ago than ``compact_runs_after`` is packed, manifests and
+entry files alike, into ``<state_dir>/compacted/<run_id>.tar.zst`` (written atomically,
+then the run's directory is removed). Its deletions are already in the catalogue, so
+``make find`` and ``make restore FILE=`` keep working; the packed state can be read back
+with ``tar -xf``.
+"""
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from ops.archive import ArchiveWriter
+from ops.sys.atomic import atomic_file, ensure_private_dir
+from ops.config import Config
+from ops.errors import StepFailed
+from ops.logs.steplog import StepLog
+from ops.state.manifest import Run, list_runs
+from ops.sys.paths import NotPlainFile, open_plain_file
+
+DIR = "compacted"
+
+
+def _finished_at(run: Run) -> float | None:
+    try:
+        return run.ok_path("clean").stat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
+def compact_finished_runs(config: Config, log: StepLog, now: float | None = None) -> int:
+    """Pack old finished runs; housekeeping, so an error here is logged, never a failed run."""
+    try:
+        return _compact(config, log, time.time() if now is None else now)
+    except (OSError, StepFailed) as exc:
+        log.event("compaction_failed", f"compaction of old runs failed: {exc}; the runs stay as they are",
+                  level="warning")
+        return 0
+
+
+def _compact(config: Config, log: StepLog, now: float) -> int:
+    runs = list_runs(config.state_dir)
+    done = 0
+    for run_id in runs[:-1]:  # never the newest: it decides what the next maintenance resumes
+        run = Run(config.state_dir, run_id)
+        linked = run.linked_dir()
+        if linked:  # neither packed nor removed
+            log.event("compaction_skipped", f"{linked} is a symbolic link; left as it is", level="warning")
+            continue
+        finished = _finished_at(run)
+        if finished is None or now - finished < config.compact_runs_after.seconds:
+            continue
+        target = ensure_private_dir(Path(config.state_dir) / DIR, own=True) / f"{run_id}.tar.zst"
+        with atomic_file(target) as f:
+            writer = ArchiveWriter(f, "zstd")
+            for name in sorted(os.listdir(run.dir)):
+                if name.startswith("."):
+                    continue  # a temporary file of a crashed write: not part of the run's record
+                try:
+                    src = open_plain_file(run.dir / name)
+                except NotPlainFile:
+                    continue  # a link, FIFO or directory is not the toolkit's: never read through
+                with src:
+                    st = os.fstat(src.fileno())
+                    writer.add(f"{run_id}/{name}".encode(), st.st_size, int(st.st_mtime), 0o600, st.st_uid, st.st_gid,
+                               iter(lambda: src.read(1 << 20), b""))
+            writer.close()
+        shutil.rmtree(run.dir)
+        log.event("compacted", f"run {run_id} state packed into {target}", run_compacted=run_id)
+        done += 1
+    return done

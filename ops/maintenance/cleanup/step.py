@@ -1,0 +1,385 @@
+"""clean: delete only what verify confirmed, and only if it is provably unchanged since.
+
+Each file is reached beneath its root without following symlinks; just before its unlink
+its (device, inode, size, mtime_ns, ctime_ns) must equal what was backed up, else it is
+kept. Every decision is one log line and one journal line, both written a batch at a
+time; the journal is fsynced every JOURNAL_SYNC_EVERY lines. It only lets a rerun skip
+work already decided: a decision lost in a crash is simply taken again, and a file
+already unlinked then reads as "already gone" (and is catalogued as such), so no file is
+ever deleted twice and none is deleted unverified.
+"""
+
+import contextlib
+import itertools
+import os
+import stat
+import time
+from collections import Counter, deque
+from typing import Iterator
+
+from ops.state import catalogue
+from ops.sys import crashpoints
+from ops.destinations import DestinationError, open_destination
+from ops.errors import ConfigError, Refused, StepFailed
+from ops.sys.jsonl import HashingLineWriter, iter_lines
+from ops.logs.steplog import utc_seconds
+from ops.state.manifest import sha256_file
+from ops.sys.paths import Beneath, RootChanged, describe_oserror, entry_key, open_plain_file, stat_key
+from ops.maintenance.backup.step import records_name
+from ops.maintenance.retention.deletable import UNLINK_FAILED
+from ops.maintenance.step import StepContext
+from ops.maintenance.backup.verify import Mismatch, check_run_files
+from ops.sys.workers import ForkedWorkers, WorkerError
+
+JOURNAL = "clean.journal.jsonl"
+JOURNAL_SYNC_EVERY = 512  # lines; written out after every batch, fsynced after this many
+# Unlinks in flight: one batch per worker process. On 200,000 small files on this 2-core
+# ext4 host clean took 26 s with 16 workers, 29 s with 8, 44 s with 4 threads; a worker
+# costs about 3.4 MiB of memory of its own (PSS) and 2 ms to fork.
+UNLINK_WORKERS = 16
+UNLINK_BATCH = 256  # files of one directory handed to a worker at once
+_FIELDS = ("device", "inode", "size", "mtime", "ctime")
+
+
+def _changed_fields(st: os.stat_result, key: tuple) -> str:
+    return ", ".join(f for f, a, b in zip(_FIELDS, stat_key(st), key) if a != b)
+
+
+def _decide_and_act(beneath: Beneath, path: str, key: tuple) -> tuple[str, str]:
+    """('deleted' | 'kept' | 'gone', reason) for one verified file, unlinking it if it is
+    still the file with ``key`` (see ``entry_key``).
+
+    Runs in the unlink workers: it touches nothing but the file system, through a walk
+    from the root that it owns.
+    """
+    try:
+        with beneath.fresh_parent(path) as (dir_fd, name):  # the unlink below uses the directory checked here
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode):
+                return "kept", "no longer a regular file (a symlink or other file took its place)"
+            if stat_key(st) != key:
+                return "kept", f"changed since backup ({_changed_fields(st, key)})"
+            try:
+                os.unlink(name, dir_fd=dir_fd)
+            except FileNotFoundError:
+                return "gone", "already gone"
+            except OSError as exc:
+                return "kept", f"unlink failed: {describe_oserror(exc)}"
+    except FileNotFoundError:
+        return "gone", "already gone (deleted before, or by someone else)"
+    except OSError as exc:
+        return "kept", describe_oserror(exc)
+    return "deleted", "verified copy exists; unchanged since backup"
+
+
+def _task_item(entry: dict, record: dict) -> tuple[str, tuple | None, str | None]:
+    """What a worker needs of one file: its path, and the key to compare before unlinking,
+    or why it is kept without a look (its member was not verified)."""
+    if record["status"] != "archived":
+        return entry["path"], None, f"not verified in an archive: {record.get('reason', record['status'])}"
+    return entry["path"], entry_key(entry), None
+
+
+def _resume_point(path) -> int:
+    """Complete journal lines from an earlier attempt; a torn last line is cut off."""
+    try:
+        with open_plain_file(path, writable=True) as f:
+            data_end = good = count = 0
+            for line in f:
+                data_end += len(line)
+                if line.endswith(b"\n"):
+                    good, count = data_end, count + 1
+            f.truncate(good)
+            return count
+    except FileNotFoundError:
+        return 0
+
+
+class _DirTracker:
+    """Directories that held deleted files, with their mtime before this clean touched them.
+
+    ``before`` is shared by the policies of one root, so a directory emptied by two of them
+    keeps the mtime from before the first one's unlinks, and the last one prunes it.
+    """
+
+    def __init__(self, beneath: Beneath, before: dict[str, int]):
+        self.beneath = beneath
+        self.before = before
+
+    def touch(self, path: str) -> None:
+        parent = path.rpartition("/")[0]
+        while parent and parent not in self.before:
+            try:
+                self.before[parent] = self.beneath.lstat(parent).st_mtime_ns
+            except OSError:
+                self.before[parent] = time.time_ns()  # unknown: treat as fresh, never pruned
+            parent = parent.rpartition("/")[0]
+
+    def prune(self, scanned: dict, log, policy: str) -> int:
+        """Remove the directories this clean emptied, if the policy asked for it
+        (``prune_empty_dirs``): never its root, never another policy's root, never one the
+        core touched within the policy's horizon (``prune_after_ns``: a directory the core
+        writes into must still be there for its next write)."""
+        if not scanned.get("prune_empty_dirs"):  # absent in a run scanned before the key: off, as the default
+            return 0
+        removed = 0
+        cutoff = time.time_ns() - scanned["prune_after_ns"]
+        roots = set(scanned.get("nested_roots", ()))
+        for d in sorted(self.before, key=lambda p: p.count("/"), reverse=True):
+            if self.before[d] > cutoff or d in roots:
+                continue
+            try:
+                with self.beneath.fresh_parent(d) as (dir_fd, name):
+                    os.rmdir(name, dir_fd=dir_fd)
+            except OSError:
+                continue  # not empty, or not ours to judge: leave it
+            removed += 1
+            log.event("dir_removed", f"{d}: empty directory removed (prune_empty_dirs)", policy=policy, path=d)
+        return removed
+
+
+def _check_quorum(ctx: StepContext) -> None:
+    backup, verify = ctx.chain["backup"], ctx.chain["verify"]
+    need = ctx.config.require_verified_copies
+    verified = verify["verified"]
+    if not backup["policies"] or len(verified) >= need:
+        return
+    why = dict(backup.get("failed_destinations", {}))
+    why.update({n: r.get("error", "?") for n, r in verify["destinations"].items() if not r.get("verified")})
+    missing = [f"{d.name} ({why.get(d.name, 'does not hold this run')})"
+               for d in ctx.config.destinations if d.name not in verified]
+    # A step that failed (exit 1), not a refusal (2): the chain is intact, the copies are too few.
+    raise StepFailed(f"run {ctx.run.id}: {len(verified)} verified copies ({', '.join(verified) or 'none'}), "
+                  f"{need} required; nothing was deleted. Missing: {'; '.join(missing)}",
+                  hint="fix the missing destinations; the next `make maintenance` starts a new run that retries them")
+
+
+def _why_not_held(ctx: StepContext, name: str) -> str | None:
+    """Why destination ``name`` no longer holds the run that verify checked there, or None.
+    A destination that cannot be asked right now (unreachable, no credentials) counts as
+    not holding it: clean deletes on copies it has just seen, never on an old answer."""
+    backup = ctx.chain["backup"]
+    try:
+        dest = open_destination(ctx.config.destination(name))
+    except ConfigError as exc:
+        return f"{name}: no longer configured: {exc.message}"
+    try:
+        check_run_files(dest, ctx.run.id, backup)
+        for info in backup["policies"].values():
+            # A run backed up before sums_bytes was recorded: its .sha256 file only has to be there.
+            for file, wrote in ((info["archive"], info["archive_bytes"]), (info["sums"], info.get("sums_bytes"))):
+                size = dest.size(ctx.run.id, file)
+                if wrote is not None and size != wrote:
+                    return f"{dest.describe()}: {file} is {size} bytes, backup wrote {wrote}"
+    except Mismatch as exc:
+        return f"{dest.describe()}: {exc}"
+    except DestinationError as exc:
+        return str(exc)  # it names the destination itself
+    except (OSError, ValueError) as exc:  # unreadable, or a client that cannot be built (bad endpoint)
+        return f"{dest.describe()}: {exc}"
+    return None
+
+
+def _copies_held(ctx: StepContext, done_before: int) -> tuple[list[str], dict[str, str]]:
+    """(the verified destinations that still hold the run, why each other one does not);
+    StepFailed if fewer than the quorum still hold it.
+
+    clean may run long after verify (by hand, or resumed the next night): a copy
+    unmounted, wiped or pruned since then must not count. This is a look, not a re-read:
+    the run's MANIFEST.json and SHA256SUMS by their SHA-256, each archive and ``.sha256``
+    file by its size; verify's check of every byte stands for the rest.
+    """
+    verified = ctx.chain["verify"]["verified"]
+    if not ctx.chain["backup"]["policies"]:
+        return verified, {}
+    held, lost = [], {}
+    for name in verified:
+        why = _why_not_held(ctx, name)
+        if why is None:
+            held.append(name)
+        else:
+            lost[name] = why
+            ctx.log.event("copy_missing", why, level="error", destination=name)
+    need = ctx.config.require_verified_copies
+    if len(held) >= need:
+        return held, lost
+    if done_before:
+        outcome = (f"nothing more was deleted; the {done_before} decisions of an earlier attempt "
+                   f"({JOURNAL}) stand and are catalogued once clean finishes")
+        hint = f"bring the destination back (mounted, reachable) and rerun `make clean RUN={ctx.run.id}`"
+    else:
+        outcome = "nothing was deleted"
+        hint = (f"bring the destination back (mounted, reachable) and rerun `make clean RUN={ctx.run.id}`; "
+                "if the copy is gone for good, start a new run: scripts/maintenance.py --new-run")
+    raise StepFailed(f"run {ctx.run.id}: {len(held)} of {len(verified)} verified copies still in place, "
+                     f"{need} required; {outcome}. Not in place: {'; '.join(lost.values())}", hint=hint)
+
+
+def _by_policy(ctx: StepContext):
+    """(policy, scanned, pairs) per policy, pairs being its (entry, record) in the one fixed order."""
+    scan = ctx.chain["scan"]
+    for policy in ctx.chain["backup"]["policies"]:
+        scanned = scan["policies"][policy]
+        yield policy, scanned, _pairs(ctx, policy, scanned)
+
+
+def _pairs(ctx: StepContext, policy: str, scanned: dict):
+    records = iter_lines(ctx.run.path(records_name(policy)))
+    for entry, record in zip(iter_lines(ctx.run.path(scanned["entries"])), records):
+        if entry["path"] != record["path"]:
+            raise Refused(f"run {ctx.run.id}: scan entries and backup records disagree at {entry['path']!r}")
+        yield entry, record
+
+
+def _catalogue_line(ctx: StepContext, policy: str, scanned: dict, entry: dict, record: dict, decided: dict,
+                    held: list[str]):
+    """What the catalogue keeps of a deletion, or None for a file that stays.
+
+    "gone" with a verified member counts too: after a crash, a file unlinked before its
+    journal line reached the disk reads as gone on the rerun, and must still be findable.
+    Its copy is verified either way.
+    """
+    if decided["outcome"] not in ("deleted", "gone") or record["status"] != "archived":
+        return None
+    return {"path": os.path.join(scanned["root"], entry["path"]), "policy": policy, "rel": entry["path"],
+            "run": ctx.run.id, "destinations": held,
+            "archive": ctx.chain["backup"]["policies"][policy]["archive"], "sha256": record["sha256"],
+            "size": entry["size"], "mtime_ns": entry["mtime_ns"], "deleted_at": decided.get("at")}
+
+
+def clean_work(ctx: StepContext):
+    _check_quorum(ctx)
+    per_policy: dict[str, Counter] = {p: Counter() for p in ctx.chain["backup"]["policies"]}
+    journal_path = ctx.run.path(JOURNAL)
+    done_before = _resume_point(journal_path)
+    held, lost = _copies_held(ctx, done_before)
+    if done_before:
+        ctx.log.event("resume", f"resuming after {done_before} decisions already journaled")
+    # One pass: the catalogue lines come out of the same loop that decides, and the
+    # decisions of an earlier attempt are read back from its journal, in the same order.
+    earlier = itertools.islice(iter_lines(journal_path), done_before) if done_before else iter(())
+    # closing(): if writing the catalogue fails, the pass is shut down (its unlink workers
+    # stopped) there and then, not whenever the traceback lets the generator go.
+    with contextlib.closing(_clean_pass(ctx, per_policy, journal_path, done_before, earlier, held)) as lines:
+        catalogued = catalogue.write_run(ctx.config.state_dir, ctx.run.id, lines)
+    totals = sum(per_policy.values(), Counter())
+    ctx.summary.update(deleted=totals["deleted"], kept=totals["kept"], gone=totals["gone"])
+    body = {k: totals[k] for k in ("deleted", "deleted_bytes", "kept", "kept_changed", "gone", "dirs_removed")}
+    body.update(resumed_after=done_before, catalogued=catalogued, copies_missing=lost,
+                policies={p: {k: c[k] for k in ("deleted", "deleted_bytes", "kept", "kept_changed", "gone", "undeletable")}
+                          for p, c in per_policy.items()})
+    return body, {JOURNAL: sha256_file(journal_path)}
+
+
+def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: int, earlier, held: list[str]):
+    """Decide (and unlink) every file of the run; yield the catalogue line of each deletion.
+
+    The checks, unlinks and their log lines run in up to UNLINK_WORKERS forked worker
+    processes (ops/sys/workers.py says why not threads), a batch of files of one directory at
+    a time, one batch per worker: an unlink mostly waits for the disk to discard its blocks
+    (ext4 mounted with ``discard``), and several in flight finish sooner than one after
+    another (``rm``'s way). Results are taken back strictly in entry order, so the journal
+    and the catalogue read exactly as a sequential pass would. A crash can leave files
+    unlinked ahead of their journal lines (at most the batches in flight, up to
+    UNLINK_WORKERS x UNLINK_BATCH files): the rerun finds them gone, logs them so and
+    catalogues them, which the batched journal already handles. A worker writes its
+    batch's log lines when the batch is done, so a crash usually cuts those off. After an
+    error the batches already in workers are finished, nothing new is started.
+    """
+    archived = sum(p["archived"] for p in ctx.chain["backup"]["policies"].values())
+    opened: dict[str, Beneath] = {}  # in each worker: the roots it has opened itself
+
+    def act(task) -> list[tuple[str, str]]:
+        policy, root, root_id, items = task
+        beneath = opened.get(root)
+        if beneath is None:
+            beneath = opened[root] = Beneath(root, root_id)
+        results, lines = [], []
+        for path, key, unverified in items:
+            outcome, reason = ("kept", unverified) if unverified else _decide_and_act(beneath, path, key)
+            lines.append(ctx.log.line(outcome, f"{path}: {reason}", policy=policy, path=path,
+                                      reason=reason, level="info" if outcome != "kept" else "warning"))
+            results.append((outcome, reason))
+        ctx.log.write(b"".join(lines))
+        return results
+
+    journal_fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    # The workers are forked before anything else of the pass starts (a fork copies only
+    # the calling thread, so no other may be half-way through anything at that moment).
+    with os.fdopen(journal_fd, "ab") as jf, ForkedWorkers(max(1, min(UNLINK_WORKERS, archived)), act) as workers, \
+            ctx.ui.live_counts(f"clean {ctx.run.id}", ["deleted", "kept", "gone", "deleted_bytes"]) as show:
+        journal = HashingLineWriter(jf)
+        synced = journal.count
+        in_flight = deque()  # (policy, scanned, batch), oldest first, at most one per worker
+
+        def settle() -> Iterator[dict]:
+            nonlocal synced
+            policy, scanned, batch = in_flight.popleft()
+            try:
+                results = workers.result()
+            except WorkerError as exc:
+                raise StepFailed(f"policy {policy}: {exc}") from None
+            counts = per_policy[policy]
+            for (entry, record), (outcome, reason) in zip(batch, results):
+                crashpoints.reach("clean.before_journal")
+                counts[outcome] += 1
+                if outcome == "deleted":
+                    counts["deleted_bytes"] += entry["size"]
+                elif reason.startswith("changed since backup"):
+                    counts["kept_changed"] += 1
+                elif reason.startswith(UNLINK_FAILED):
+                    counts["undeletable"] += 1
+                decided = {"policy": policy, "path": entry["path"], "outcome": outcome, "reason": reason,
+                           "at": utc_seconds() + "Z"}
+                journal.write(decided)
+                crashpoints.reach("clean.after_unlink")
+                line = _catalogue_line(ctx, policy, scanned, entry, record, decided, held)
+                if line:
+                    yield line
+            show(policy, counts)
+            jf.flush()
+            if journal.count - synced >= JOURNAL_SYNC_EVERY:
+                os.fsync(jf.fileno())
+                synced = journal.count
+
+        def send(policy: str, scanned: dict, batch: list) -> Iterator[dict]:
+            if len(in_flight) == workers.count:
+                yield from settle()
+            workers.submit((policy, scanned["root"], (scanned["root_dev"], scanned["root_ino"]),
+                            [_task_item(entry, record) for entry, record in batch]))
+            in_flight.append((policy, scanned, batch))
+
+        index, befores = 0, {}
+        for policy, scanned, pairs in _by_policy(ctx):
+            try:
+                beneath = Beneath(scanned["root"], (scanned["root_dev"], scanned["root_ino"]))
+            except (RootChanged, OSError) as exc:
+                raise StepFailed(f"policy {policy}: cannot open root {scanned['root']}: {exc}") from None
+            with beneath:
+                dirs = _DirTracker(beneath, befores.setdefault(scanned["root"], {}))
+                batch, batch_dir = [], None
+                for entry, record in pairs:
+                    index += 1
+                    if index <= done_before:
+                        decided = next(earlier)
+                        if decided["path"] != entry["path"]:
+                            raise Refused(f"run {ctx.run.id}: {JOURNAL} line {index} does not match the run's entries")
+                        line = _catalogue_line(ctx, policy, scanned, entry, record, decided, held)
+                        if line:
+                            yield line
+                        continue
+                    if record["status"] == "archived":
+                        dirs.touch(entry["path"])  # before any unlink in its directory is under way
+                    directory = entry["path"].rpartition("/")[0]
+                    if batch and (directory != batch_dir or len(batch) >= UNLINK_BATCH):
+                        yield from send(policy, scanned, batch)
+                        batch = []
+                    batch_dir = directory
+                    batch.append((entry, record))
+                if batch:
+                    yield from send(policy, scanned, batch)
+                while in_flight:
+                    yield from settle()
+                per_policy[policy]["dirs_removed"] += dirs.prune(scanned, ctx.log, policy)
+        jf.flush()
+        os.fsync(jf.fileno())

@@ -1,0 +1,1 @@
+"""Which files expire and why: the pure rules, the walk, scan and plan."""

@@ -1,0 +1,155 @@
+"""What every pipeline step shares: lock, precondition, manifest out, failure record.
+
+A step's own module supplies only ``work(ctx) -> (body, files)``; this wraps it so the
+order is always the same: lock, chain check (refuse with exit 2), "already done" (exit 0),
+work, then ``<step>.ok.json`` as the very last act, or ``<step>.failed.json`` on failure.
+(verify's entry files are checked beside its work; their refusal still comes before
+anything is recorded.)
+"""
+
+import contextlib
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ops.config import Config
+from ops.console import Console
+from ops.errors import FAILED, OpsError, Refused, StepFailed, as_failure, failure_of, refusal_of
+from ops.state.lock import hold_lock
+from ops.logs.steplog import StepLog
+from ops.state.manifest import Run
+from ops.sys.workers import ForkedWorkers, WorkerError
+from ops.sys import crashpoints
+from ops.logs import metrics
+
+
+@dataclass
+class StepContext:
+    config: Config
+    run: Run
+    log: StepLog
+    ui: Console
+    chain: dict[str, dict]
+    summary: dict = field(default_factory=dict)
+
+
+Work = Callable[[StepContext], tuple[dict, dict[str, str]]]
+
+
+# Steps whose work starts while their chain's entry files are still being checked, in a
+# forked process on the other core: verify only reads archives and compares, and records
+# nothing (no manifest, no failure) before the check has passed. On 200,000 files the
+# check is 1.4 s of verify's 8. backup and clean act on the paths: they check first.
+CHECKED_ALONGSIDE = {"verify"}
+
+
+@contextlib.contextmanager
+def _entry_files_checked(run: Run, chain: dict[str, dict], alongside: bool):
+    """Yield ``intact()``, which returns once every entry file of ``chain`` is checked and
+    raises Refused if one is not intact. Without ``alongside`` they were checked already."""
+    if not alongside:
+        yield lambda: None
+        return
+    answer = []
+
+    # side_by_side=False: this checker already runs beside the work.
+    with ForkedWorkers(1, lambda _: refusal_of(run.check_entry_files, chain, side_by_side=False)) as checker:
+        checker.submit(None)
+
+        def intact() -> None:
+            if not answer:
+                try:
+                    answer.append(checker.result())
+                except WorkerError as exc:
+                    answer.append((f"run {run.id}: its entry files could not be checked: {exc}", None))
+            if answer[0]:
+                raise Refused(*answer[0])
+
+        try:
+            yield intact
+        finally:
+            if not answer:  # the work was cut short: its answer no longer matters
+                checker.kill()
+
+
+def other_rules(scanned: dict, config: Config) -> str | None:
+    """Why ``config`` may not finish a run whose scan manifest is ``scanned``, or None.
+
+    A run is finished only under the rules it was scanned and copied under: another
+    config file sharing the state, or this one with a policy, destination or quorum
+    changed since, could otherwise delete what the scanning rules never allowed.
+    """
+    recorded, current = scanned.get("identity"), config.identity()
+    if not isinstance(recorded, dict):
+        return "it was scanned by an earlier version of the toolkit, which did not record its configuration"
+    if recorded.get("config") != current["config"]:
+        return f"it was scanned under another config file, {recorded.get('config')}"
+    if recorded.get("digest") != current["digest"]:
+        return (f"{current['config']} has changed since it was scanned (its policies, destinations or "
+                "require_verified_copies differ)")
+    return None
+
+
+def run_step(step: str, config: Config, run_id: str, ui: Console, work: Work) -> int:
+    log = StepLog(config.log_dir, step, run_id)
+    ui.log_path = log.path
+    started = time.monotonic()
+    outcome: dict = {}
+    try:
+        with hold_lock(config.state_dir, {"run": run_id, "step": step}):
+            code = _locked(step, config, Run(config.state_dir, run_id), log, ui, work, outcome)
+    except (OpsError, OSError) as exc:  # counted in the metrics by the shell (cli.main), with every failure
+        failure = as_failure(exc)
+        log.event("error", failure.message, level="error", exit_code=failure.code)
+        if failure is exc:
+            raise
+        raise failure from exc
+    finally:
+        log.close()
+    if "body" in outcome:  # a step that only found itself already done counts nothing twice
+        metrics.record_step(config, step, code, time.monotonic() - started, outcome["body"], outcome["chain"])
+    return code
+
+
+def _locked(step: str, config: Config, run: Run, log: StepLog, ui: Console, work: Work, outcome: dict) -> int:
+    if step == "scan":
+        run.create()
+    if run.completed(step):
+        log.event("already_done", f"{step} of run {run.id} already succeeded; nothing to do")
+        ui.info(f"{step}: run {run.id} already done")
+        return 0
+    alongside = step in CHECKED_ALONGSIDE
+    ctx = StepContext(config, run, log, ui, run.require(step, entry_files=not alongside))
+    if step != "scan":
+        why = other_rules(ctx.chain["scan"], config)
+        if why:
+            raise Refused(f"run {run.id} is not continued under {config.path}: {why}; nothing was done",
+                          hint=f"finish it with the config that scanned it, or start a new run: "
+                               f"scripts/maintenance.py --config {config.path} --new-run")
+    log.event("start", f"{step} of run {run.id}")
+    with _entry_files_checked(run, ctx.chain, alongside) as intact:
+        try:
+            body, files = work(ctx)
+        except OpsError as exc:
+            intact()  # a broken chain, not what the work ran into, is then the cause: refused
+            if exc.code == FAILED:
+                run.write_failed(step, exc.message, exc.code)
+            raise
+        except OSError as exc:  # what the host refused (read-only, full, not permitted): said plainly
+            intact()
+            failure = failure_of(exc)
+            run.write_failed(step, failure.message, failure.code)
+            raise failure from exc
+        except Exception as exc:  # an unforeseen error is still a failed step, never a crash without a record
+            intact()
+            log.event("traceback", traceback.format_exc(), level="error")
+            run.write_failed(step, f"{type(exc).__name__}: {exc}", FAILED)
+            raise StepFailed(f"{step} failed: {type(exc).__name__}: {exc}") from exc
+        intact()
+    crashpoints.reach(f"{step}.before_manifest")
+    run.write_ok(step, body, files)
+    outcome.update(body=body, chain=ctx.chain)
+    log.event("done", f"{step} of run {run.id} succeeded", **ctx.summary)
+    ui.info(f"{step}: run {run.id} done " + " ".join(f"{k}={v}" for k, v in ctx.summary.items()))
+    return 0

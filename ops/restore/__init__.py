@@ -1,0 +1,1 @@
+"""Getting files back: restore by run or by original path, and find in the catalogue."""

@@ -1,0 +1,2 @@
+"""Low-level system helpers: no-follow paths, atomic writes, JSON lines, hashing I/O, hand-over
+threads, forked workers and children, priority, crash points. Nothing here knows a step."""
