@@ -98,6 +98,11 @@ bench: $(STAMP)
 chaos: $(STAMP)
 	$(PY) scripts/chaos.py $(call opt,--seed,CHAOS_SEED) $(call opt,--trials,CHAOS_TRIALS)
 
-.PHONY: test ## the whole test suite (both cores: most tests are real processes waiting on real I/O)
-test: $(STAMP)
+.PHONY: lint ## ruff: the style gate (lint rules and formatting, pyproject.toml)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+.PHONY: test ## the lint gate, then the whole test suite (both cores: most tests are real processes waiting on real I/O)
+test: lint
 	$(PY) -m pytest -q -n 2 tests

@@ -11,8 +11,8 @@ the metrics here, once, whatever raised it.
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ops.config import Config, load_config
 from ops.console import Console
@@ -31,10 +31,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser(name: str, description: str, run: bool = True) -> argparse.ArgumentParser:
-    p = _Parser(prog=f"scripts/{name}.py", description=description, epilog=EXIT_STATUS_HELP, allow_abbrev=False,
-                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=str(DEFAULT_CONFIG), metavar="PATH",
-                   help="retention.yaml to use (default: %(default)s)")
+    p = _Parser(
+        prog=f"scripts/{name}.py",
+        description=description,
+        epilog=EXIT_STATUS_HELP,
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--config", default=str(DEFAULT_CONFIG), metavar="PATH", help="retention.yaml to use (default: %(default)s)"
+    )
     if run:
         p.add_argument("--run", metavar="ID", type=_run_id, help="run id (default: the newest run)")
     p.add_argument("-v", "--verbose", action="store_true", help="print a summary even when not on a terminal")
@@ -63,7 +69,9 @@ def _open_standard_descriptors() -> None:
                 setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))
 
 
-def main(name: str, p: argparse.ArgumentParser, argv, action: Callable[[argparse.Namespace, Config, Console], int]) -> int:
+def main(
+    name: str, p: argparse.ArgumentParser, argv, action: Callable[[argparse.Namespace, Config, Console], int]
+) -> int:
     _open_standard_descriptors()
     os.umask(0o077)  # everything the toolkit creates is private to its user
     guard = Guard(name)

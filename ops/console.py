@@ -87,8 +87,9 @@ class Console:
             t = Table(title=Text(title), show_footer=footer is not None)
             for i, c in enumerate(columns):
                 numeric = rows and all(isinstance(r[i], int) for r in rows)
-                t.add_column(c, footer=str(footer[i]) if footer else "", justify="right" if numeric else "left",
-                             overflow="fold")
+                t.add_column(
+                    c, footer=str(footer[i]) if footer else "", justify="right" if numeric else "left", overflow="fold"
+                )
             for row in rows:
                 t.add_row(*(Text(str(x)) for x in row))
             self._out.print(t)
@@ -122,6 +123,7 @@ class Console:
             return t
 
         with Live(table(), console=self._rich, transient=False, auto_refresh=False) as live:
+
             def show(key: str, counts: dict) -> None:
                 rows[key] = counts
                 now = _time.monotonic()
@@ -140,8 +142,13 @@ class Console:
             return
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                      console=self._rich, transient=True) as bar:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=self._rich,
+            transient=True,
+        ) as bar:
             task = bar.add_task(description, total=total)
             yield lambda n: bar.advance(task, n)
-

@@ -48,8 +48,11 @@ def build(base: Path) -> dict[str, str]:
     for age in range(0, 60, 5):
         _write(base / "qts/logs" / f"core-{age:03d}.log", f"core log, {age} days old\n".encode() * 50, age)
     _write(base / "qts/logs/current.log", b"the core is writing this one\n", 0)
-    return {str(p.relative_to(base)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted((base / "qts").rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(base)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((base / "qts").rglob("*"))
+        if p.is_file()
+    }
 
 
 def _step(title: str, *cmd: str, cwd: Path) -> int:
@@ -66,15 +69,28 @@ def demo(repo: Path) -> int:
     cfg = ["--config", str(base / "retention.yaml")]
     print(f"demo sandbox: {base} ({len(before)} files of synthetic ticks, order journals and logs)")
     _step("what would happen (plan)", str(scripts / "plan.py"), *cfg, cwd=base)
-    code = _step("the whole job: scan, backup, verify, clean", str(scripts / "maintenance.py"), *cfg, "--verbose", cwd=base)
+    code = _step(
+        "the whole job: scan, backup, verify, clean", str(scripts / "maintenance.py"), *cfg, "--verbose", cwd=base
+    )
     if code:
         print(f"maintenance failed with exit {code}")
         return code
     gone = sorted(set(before) - {str(p.relative_to(base)) for p in (base / "qts").rglob("*") if p.is_file()})
     print(f"\n{len(gone)} expired files deleted after a verified backup; {len(before) - len(gone)} kept")
     run_id = sorted(os.listdir(base / "var/state/runs"))[-1]
-    code = _step("restore the ticks of that run into demo/restored", str(scripts / "restore.py"), *cfg,
-                 "--run", run_id, "--policy", "ticks", "--to", str(base / "restored"), "--verbose", cwd=base)
+    code = _step(
+        "restore the ticks of that run into demo/restored",
+        str(scripts / "restore.py"),
+        *cfg,
+        "--run",
+        run_id,
+        "--policy",
+        "ticks",
+        "--to",
+        str(base / "restored"),
+        "--verbose",
+        cwd=base,
+    )
     if code:
         return code
     sample = next(g for g in gone if g.startswith("qts/ticks/"))

@@ -85,9 +85,11 @@ def failure_of(exc: OSError) -> StepFailed:
         hint = f"{where} is read-only: remount it read-write, or point the config at a writable place"
     elif exc.errno in (errno.EACCES, errno.EPERM):
         owner = _owner(named) if named else None
-        hint = (f"this user (uid {os.geteuid()}) may not use {path or 'a file the step needed'}"
-                + (f", which belongs to uid {owner}" if owner is not None else "")
-                + ": run as the user that owns it (normally the one cron runs the toolkit as), or fix its permissions")
+        hint = (
+            f"this user (uid {os.geteuid()}) may not use {path or 'a file the step needed'}"
+            + (f", which belongs to uid {owner}" if owner is not None else "")
+            + ": run as the user that owns it (normally the one cron runs the toolkit as), or fix its permissions"
+        )
     elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
         hint = f"{where} is full: free space there"
     else:

@@ -4,7 +4,8 @@
 
 import sys
 
-import _bootstrap  # the repository root on sys.path, before tools is imported
+import _bootstrap  # noqa: F401 - puts the repository root on sys.path, before ops is imported
+
 from tools.chaos.cli import main
 
 if __name__ == "__main__":

@@ -2,10 +2,14 @@
 """Delete the run's files that verify confirmed and that are provably unchanged since
 backup; keep (and log why) every other one."""
 
-import _bootstrap  # the repository root on sys.path, before ops is imported
+import _bootstrap  # noqa: F401 - puts the repository root on sys.path, before ops is imported
+
 from ops import cli
 from ops.maintenance.chain import step_main
 
 if __name__ == "__main__":
-    cli.run(name="clean", p=cli.parser("clean", __doc__),
-            action=lambda args, config, ui: step_main("clean", args.run, config, ui))
+    cli.run(
+        name="clean",
+        p=cli.parser("clean", __doc__),
+        action=lambda args, config, ui: step_main("clean", args.run, config, ui),
+    )

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import _bootstrap  # the repository root on sys.path, before ops is imported
+import _bootstrap  # noqa: F401 - puts the repository root on sys.path, before ops is imported
+
 from ops.demo import demo
 
 if __name__ == "__main__":

@@ -2,12 +2,16 @@
 """Run scan, backup, verify and clean in order on one run, under one lock; stop at the
 first failure and exit with its code. An unfinished newest run is resumed, not repeated."""
 
-import _bootstrap  # the repository root on sys.path, before ops is imported
+import _bootstrap  # noqa: F401 - puts the repository root on sys.path, before ops is imported
+
 from ops import cli
 from ops.maintenance.chain import maintenance
 
 if __name__ == "__main__":
     p = cli.parser("maintenance", __doc__, run=False)
-    p.add_argument("--new-run", action="store_true",
-                   help="start a new run even if the newest one is unfinished (after inspecting it)")
+    p.add_argument(
+        "--new-run",
+        action="store_true",
+        help="start a new run even if the newest one is unfinished (after inspecting it)",
+    )
     cli.run(name="maintenance", p=p, action=lambda args, config, ui: maintenance(config, ui, args.new_run))

@@ -8,7 +8,8 @@ catalogue, else the run's MANIFEST.json); without --dest, each destination holdi
 is tried in turn. A run of another host (or of another policy root) goes into this host's
 roots only with --from-other-host; under --to it always may."""
 
-import _bootstrap  # the repository root on sys.path, before ops is imported
+import _bootstrap  # noqa: F401 - puts the repository root on sys.path, before ops is imported
+
 from ops import cli
 from ops.errors import UsageError
 from ops.restore.restore import restore, restore_file
@@ -17,20 +18,38 @@ if __name__ == "__main__":
     p = cli.parser("restore", __doc__)
     p.add_argument("--policy", metavar="NAME", help="restore only this policy's archive")
     p.add_argument("--to", metavar="DIR", help="restore under DIR/<policy>/ instead of the policy root")
-    p.add_argument("--dest", metavar="NAME", help="read from this destination only (default: each holding the run, "
-                   "in turn, until one restores it)")
-    p.add_argument("--file", metavar="PATH", help="restore just this deleted file (its original path) from its "
-                   "newest verified copy, found in the catalogue")
-    p.add_argument("--from-other-host", action="store_true", help="restore a run of another host (or of another "
-                   "policy root) into this host's policy roots; look at it under --to first")
+    p.add_argument(
+        "--dest",
+        metavar="NAME",
+        help="read from this destination only (default: each holding the run, in turn, until one restores it)",
+    )
+    p.add_argument(
+        "--file",
+        metavar="PATH",
+        help="restore just this deleted file (its original path) from its newest verified copy, found in the catalogue",
+    )
+    p.add_argument(
+        "--from-other-host",
+        action="store_true",
+        help="restore a run of another host (or of another "
+        "policy root) into this host's policy roots; look at it under --to first",
+    )
 
     def action(args, config, ui):
         if args.file:
             if args.run or args.policy:
                 raise UsageError("--file finds its own run and policy; do not combine it with --run or --policy")
-            return restore_file(config, args.file, ui, to=args.to, dest_name=args.dest,
-                                from_other_host=args.from_other_host)
-        return restore(config, args.run, ui, policy=args.policy, to=args.to, dest_name=args.dest,
-                       from_other_host=args.from_other_host)
+            return restore_file(
+                config, args.file, ui, to=args.to, dest_name=args.dest, from_other_host=args.from_other_host
+            )
+        return restore(
+            config,
+            args.run,
+            ui,
+            policy=args.policy,
+            to=args.to,
+            dest_name=args.dest,
+            from_other_host=args.from_other_host,
+        )
 
     cli.run(name="restore", p=p, action=action)

@@ -6,6 +6,9 @@ import pytest
 # these names from conftest.
 from tools.sandbox import DAY, REPO, SCRIPTS, Sandbox  # noqa: F401
 
+# Helper modules that hold fixtures and asserts: rewritten like test modules.
+pytest.register_assert_rewrite("s3_support")
+
 
 @pytest.fixture
 def sandbox(tmp_path) -> Sandbox:

@@ -37,10 +37,22 @@ class Sandbox:
             "version": 1,
             "state_dir": "var/state",
             "log_dir": "var/log",
-            "backup": {"compression": "zstd", "require_verified_copies": 1,
-                       "destinations": [{"name": "local", "type": "local", "path": "var/backups"}]},
-            "policies": [{"name": "logs", "root": "data/logs", "include": ["**/*.log"], "older_than": "30d",
-                          "settle": "10m", "keep_last": 0, "missing_ok": False}],
+            "backup": {
+                "compression": "zstd",
+                "require_verified_copies": 1,
+                "destinations": [{"name": "local", "type": "local", "path": "var/backups"}],
+            },
+            "policies": [
+                {
+                    "name": "logs",
+                    "root": "data/logs",
+                    "include": ["**/*.log"],
+                    "older_than": "30d",
+                    "settle": "10m",
+                    "keep_last": 0,
+                    "missing_ok": False,
+                }
+            ],
         }
         (self.data / "logs").mkdir(parents=True)
         self.write_config()
@@ -60,8 +72,9 @@ class Sandbox:
         os.utime(path, (when, when))
         return path
 
-    def run(self, script: str, *args: str, env: dict | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess:
+    def run(
+        self, script: str, *args: str, env: dict | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess:
         """Run scripts/<script>.py with this sandbox's config, as cron would (no TTY)."""
         cmd = [sys.executable, str(SCRIPTS / f"{script}.py"), "--config", str(self.config_path), *args]
         full_env = {**os.environ, "QTS_OPS_PRIORITY": "normal", **(env or {})}
@@ -89,22 +102,37 @@ class Sandbox:
 def add_policy(sandbox: Sandbox, name: str, root: str, include: list[str], older_than: str = "30d") -> None:
     """A second policy in the sandbox's config, with its root created."""
     (sandbox.data / root).mkdir(parents=True, exist_ok=True)
-    sandbox.config["policies"].append({
-        "name": name, "root": f"data/{root}", "include": include, "older_than": older_than,
-        "settle": "10m", "keep_last": 0, "missing_ok": False,
-    })
+    sandbox.config["policies"].append(
+        {
+            "name": name,
+            "root": f"data/{root}",
+            "include": include,
+            "older_than": older_than,
+            "settle": "10m",
+            "keep_last": 0,
+            "missing_ok": False,
+        }
+    )
     sandbox.write_config()
 
 
 # -- the chain as processes ------------------------------------------------------------------
+
 
 def popen(sandbox: Sandbox, script: str, *args: str, env: dict | None = None) -> subprocess.Popen:
     """sandbox.run, but not waited for, in its own session so the whole chain can be killed."""
     cmd = [sys.executable, str(SCRIPTS / f"{script}.py"), "--config", str(sandbox.config_path), *args]
     full_env = dict(os.environ, QTS_OPS_PRIORITY="normal", **(env or {}))
     full_env.pop("QTS_OPS_LOCK_FD", None)
-    return subprocess.Popen(cmd, env=full_env, cwd=sandbox.base, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        cmd,
+        env=full_env,
+        cwd=sandbox.base,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _stat_fields(pid: int | str) -> list[str] | None:
@@ -154,6 +182,7 @@ def kill_chain(proc: subprocess.Popen, timeout: float = 10) -> None:
 
 
 # -- what a run left behind ------------------------------------------------------------------
+
 
 def lock_is_free(state_dir: Path, within: float = 0.0) -> bool:
     """Whether nobody holds the toolkit's flock, or nobody does any more ``within`` seconds

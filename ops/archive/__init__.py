@@ -5,6 +5,6 @@ while hashing each member and the whole archive; ``read_archive`` streams the me
 back with their SHA-256. How the tar bytes are produced is private to this package.
 """
 
-from ops.archive.codec import EXTENSIONS, ArchiveReader, ArchiveWriter, ArchiveError
+from ops.archive.codec import EXTENSIONS, ArchiveError, ArchiveReader, ArchiveWriter
 
 __all__ = ["EXTENSIONS", "ArchiveReader", "ArchiveWriter", "ArchiveError"]

@@ -5,7 +5,7 @@ a backslash; other bytes (non-UTF-8 included) are written raw so ``sha256sum -c`
 the file it names.
 """
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 _ESCAPES = ((b"\\", b"\\\\"), (b"\n", b"\\n"), (b"\r", b"\\r"))
 _HEX = b"0123456789abcdef"  # deleted by translate(): a hex digest leaves nothing behind
@@ -22,11 +22,11 @@ def sum_line(sha256: str, name: bytes) -> bytes:
 def _unescape(name: bytes) -> bytes:
     out, i = bytearray(), 0
     while i < len(name):
-        if name[i:i + 1] == b"\\" and i + 1 < len(name):
-            out += {b"\\": b"\\", b"n": b"\n", b"r": b"\r"}.get(name[i + 1:i + 2], b"\\" + name[i + 1:i + 2])
+        if name[i : i + 1] == b"\\" and i + 1 < len(name):
+            out += {b"\\": b"\\", b"n": b"\n", b"r": b"\r"}.get(name[i + 1 : i + 2], b"\\" + name[i + 1 : i + 2])
             i += 2
         else:
-            out += name[i:i + 1]
+            out += name[i : i + 1]
             i += 1
     return bytes(out)
 

@@ -2,8 +2,9 @@
 
 import gzip
 import hashlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 import zstandard
 
@@ -39,15 +40,18 @@ class ArchiveWriter:
     def __init__(self, raw: BinaryIO, compression: str):
         self._sink = HashingWriter(raw, background=True)
         if compression == "zstd":
-            self._out = zstandard.ZstdCompressor(compression_params=_ZSTD_PARAMS).stream_writer(self._sink, closefd=False)
+            self._out = zstandard.ZstdCompressor(compression_params=_ZSTD_PARAMS).stream_writer(
+                self._sink, closefd=False
+            )
         elif compression == "gzip":
             self._out = gzip.GzipFile(fileobj=self._sink, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
         else:
             self._out = self._sink
         self._compressed = compression != "none"
 
-    def add(self, name: bytes, size: int, mtime: int, mode: int, uid: int, gid: int,
-            chunks: Iterable[bytes]) -> tuple[str, int]:
+    def add(
+        self, name: bytes, size: int, mtime: int, mode: int, uid: int, gid: int, chunks: Iterable[bytes]
+    ) -> tuple[str, int]:
         """Add one regular file of declared ``size``; return (sha256 of content, bytes read).
 
         A source that yields fewer bytes than ``size`` (it shrank while being read) is
@@ -150,7 +154,7 @@ class ArchiveReader:
             if not block:
                 raise ArchiveError("archive is truncated")
             self._buf, self._pos = memoryview(block), 0
-        view = self._buf[self._pos:self._pos + n]
+        view = self._buf[self._pos : self._pos + n]
         self._pos += len(view)
         return view
 

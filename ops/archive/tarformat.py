@@ -71,7 +71,8 @@ def member_header(name: bytes, size: int, mtime: int, mode: int, uid: int, gid: 
     longname = name + b"\x00"
     return (
         _header(b"././@LongLink", len(longname), 0, 0o644, LONGNAME)
-        + longname + padding(len(longname))
+        + longname
+        + padding(len(longname))
         + _header(name, size, mtime, mode, REGULAR, uid, gid)
     )
 

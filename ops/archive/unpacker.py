@@ -57,7 +57,7 @@ _DECOMPRESSORS = {
 def _write_all(fd: int, data) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 class Unpacker:

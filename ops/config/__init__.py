@@ -14,29 +14,65 @@ from pathlib import Path
 
 import yaml
 
-from ops.errors import ConfigError
 from ops.config.globs import compile_globs
+from ops.errors import ConfigError
 
 COMPRESSIONS = ("zstd", "gzip", "none")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")  # \Z: "$" would let a trailing newline in
 DURATION_RE = re.compile(r"^([0-9]+)([smhdw])\Z")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 SIZE_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?) ?(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\Z")
-SIZE_UNITS = {None: 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-              "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+SIZE_UNITS = {
+    None: 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+    "TiB": 2**40,
+}
 PERCENT_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)%\Z")
 # Credentials are deliberately not among the keys: they come from the AWS chain only.
 DESTINATION_KEYS = {
     "local": {"name", "type", "path"},
-    "s3": {"name", "type", "bucket", "prefix", "endpoint_url", "region", "storage_class", "connect_timeout",
-           "read_timeout", "deadline"},
+    "s3": {
+        "name",
+        "type",
+        "bucket",
+        "prefix",
+        "endpoint_url",
+        "region",
+        "storage_class",
+        "connect_timeout",
+        "read_timeout",
+        "deadline",
+    },
 }
 # How long an S3 request may wait (seconds): patience, which decides nothing about deletion.
 TIMEOUT_KEYS = ("connect_timeout", "read_timeout", "deadline")
 CALENDAR = ("keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
-POLICY_KEYS = {"name", "root", "include", "exclude", "older_than", "settle", "keep_last", "missing_ok",
-               "age_from", "path_date", "min_age", "max_total_size", "min_free", "protect", "compression",
-               "prune_empty_dirs", *CALENDAR}
+POLICY_KEYS = {
+    "name",
+    "root",
+    "include",
+    "exclude",
+    "older_than",
+    "settle",
+    "keep_last",
+    "missing_ok",
+    "age_from",
+    "path_date",
+    "min_age",
+    "max_total_size",
+    "min_free",
+    "protect",
+    "compression",
+    "prune_empty_dirs",
+    *CALENDAR,
+}
 
 
 @dataclass(frozen=True)
@@ -104,8 +140,7 @@ class Policy:
         """How long an emptied directory must have been untouched before it is removed:
         the longest of older_than, min_age and settle (a directory written within the
         policy's own horizon is one the core still uses)."""
-        return max((d for d in (self.older_than, self.min_age, self.settle) if d is not None),
-                   key=lambda d: d.seconds)
+        return max((d for d in (self.older_than, self.min_age, self.settle) if d is not None), key=lambda d: d.seconds)
 
     @property
     def calendar(self) -> dict[str, int]:
@@ -153,13 +188,17 @@ class Config:
         Settings that decide nothing about deletion (logs, metrics, hooks) are left out:
         changing them does not orphan a run.
         """
-        rules = {"policies": [asdict(p) for p in self.policies],
-                 "destinations": [{k: v for k, v in asdict(d).items() if k not in TIMEOUT_KEYS}
-                                  for d in self.destinations],
-                 "require_verified_copies": self.require_verified_copies}
+        rules = {
+            "policies": [asdict(p) for p in self.policies],
+            "destinations": [{k: v for k, v in asdict(d).items() if k not in TIMEOUT_KEYS} for d in self.destinations],
+            "require_verified_copies": self.require_verified_copies,
+        }
         canonical = json.dumps(rules, sort_keys=True, separators=(",", ":"), default=str)
-        return {"host": socket.gethostname(), "config": str(self.path.resolve()),
-                "digest": hashlib.sha256(canonical.encode()).hexdigest()}
+        return {
+            "host": socket.gethostname(),
+            "config": str(self.path.resolve()),
+            "digest": hashlib.sha256(canonical.encode()).hexdigest(),
+        }
 
 
 def parse_size(text, allow_percent: bool) -> Size:
@@ -295,8 +334,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 continue
             if isinstance(n, yaml.MappingNode):
                 self._keys[id(n)] = key
-                stack.extend((v, f"{key}.{k.value}" if key else str(k.value)) for k, v in n.value
-                             if isinstance(k, yaml.ScalarNode))
+                stack.extend(
+                    (v, f"{key}.{k.value}" if key else str(k.value))
+                    for k, v in n.value
+                    if isinstance(k, yaml.ScalarNode)
+                )
             elif isinstance(n, yaml.SequenceNode):
                 self._keys[id(n)] = key
                 stack.extend((v, f"{key}[{i}]") for i, v in enumerate(n.value))
@@ -319,8 +361,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _same_s3_place(a: Destination, b: Destination) -> bool:
     """Whether two S3 destinations would write under the same keys: the same store and
     bucket, and one prefix a prefix of the other ("" holds every prefix)."""
+
     def store(d: Destination) -> str:
         return (d.endpoint_url or "").rstrip("/").lower()  # None: AWS itself
+
     nested = a.prefix.startswith(b.prefix) or b.prefix.startswith(a.prefix)
     return (store(a), a.bucket) == (store(b), b.bucket) and nested
 
@@ -338,22 +382,40 @@ def load_config(path: str | os.PathLike) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found", hint="pass --config PATH (or CONFIG=PATH to make)") from None
+        raise ConfigError(
+            f"{path}: config file not found", hint="pass --config PATH (or CONFIG=PATH to make)"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from None
     try:
         doc = yaml.load(text, Loader=_UniqueKeyLoader)
     except _DuplicateKey as exc:
-        raise ConfigError(f"{path}: {exc.key}: written twice (lines {exc.first} and {exc.second}); "
-                          "YAML would silently keep the last", hint="keep one of them") from None
+        raise ConfigError(
+            f"{path}: {exc.key}: written twice (lines {exc.first} and {exc.second}); YAML would silently keep the last",
+            hint="keep one of them",
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     base = path.resolve().parent
     r = _Reader(path)
 
-    top = r.mapping(doc if doc is not None else {}, "", {"version", "state_dir", "log_dir", "backup", "policies",
-                                                          "metrics_file", "on_failure", "on_failure_timeout",
-                                                          "compact_runs_after", "restore_grace"}, {"version"})
+    top = r.mapping(
+        doc if doc is not None else {},
+        "",
+        {
+            "version",
+            "state_dir",
+            "log_dir",
+            "backup",
+            "policies",
+            "metrics_file",
+            "on_failure",
+            "on_failure_timeout",
+            "compact_runs_after",
+            "restore_grace",
+        },
+        {"version"},
+    )
     if type(top["version"]) is not int or top["version"] != 1:
         raise r.fail("version", f"unsupported schema version {top['version']!r} (this toolkit reads version 1)")
     state_dir = r.directory(top.get("state_dir", "var/state"), "state_dir", base)
@@ -371,7 +433,12 @@ def load_config(path: str | os.PathLike) -> Config:
         kind = r.mapping(raw, key, DESTINATION_KEYS["local"] | DESTINATION_KEYS["s3"], {"type"})["type"]
         if kind not in DESTINATION_KEYS:
             raise r.fail(f"{key}.type", f"unknown destination type {kind!r} (supported: local, s3)")
-        d = r.mapping(raw, key, DESTINATION_KEYS[kind], {"name", "type", "path"} if kind == "local" else {"name", "type", "bucket"})
+        d = r.mapping(
+            raw,
+            key,
+            DESTINATION_KEYS[kind],
+            {"name", "type", "path"} if kind == "local" else {"name", "type", "bucket"},
+        )
         name = r.string(d["name"], f"{key}.name")
         if not NAME_RE.match(name):
             raise r.fail(f"{key}.name", f"{name!r} must match [a-z0-9][a-z0-9_-]*")
@@ -383,31 +450,47 @@ def load_config(path: str | os.PathLike) -> Config:
         prefix = r.typed(d.get("prefix", ""), f"{key}.prefix", str, "a string")
         if prefix and (not prefix.endswith("/") or prefix.startswith("/") or ".." in prefix.split("/")):
             raise r.fail(f"{key}.prefix", f"expected a relative key prefix ending in '/', like host-a/, got {prefix!r}")
-        destinations.append(Destination(
-            name, "s3", bucket=r.string(d["bucket"], f"{key}.bucket"), prefix=prefix,
-            **{k: r.string(d[k], f"{key}.{k}") for k in ("endpoint_url", "region", "storage_class") if k in d},
-            **{k: r.seconds(d[k], f"{key}.{k}") for k in TIMEOUT_KEYS if k in d},
-        ))
+        destinations.append(
+            Destination(
+                name,
+                "s3",
+                bucket=r.string(d["bucket"], f"{key}.bucket"),
+                prefix=prefix,
+                **{k: r.string(d[k], f"{key}.{k}") for k in ("endpoint_url", "region", "storage_class") if k in d},
+                **{k: r.seconds(d[k], f"{key}.{k}") for k in TIMEOUT_KEYS if k in d},
+            )
+        )
     quorum = r.typed(backup.get("require_verified_copies", 1), "backup.require_verified_copies", int, "an integer")
     if not 1 <= quorum <= len(destinations):
-        raise r.fail("backup.require_verified_copies", f"must be between 1 and the number of destinations ({len(destinations)}), got {quorum}")
+        raise r.fail(
+            "backup.require_verified_copies",
+            f"must be between 1 and the number of destinations ({len(destinations)}), got {quorum}",
+        )
 
     for i, d in enumerate(destinations):
         for j, other in enumerate(destinations[:i]):
             # Two names for one place would count one copy twice towards the quorum.
             if d.path and other.path and (_within(d.path, other.path) or _within(other.path, d.path)):
-                raise r.fail(f"backup.destinations[{i}].path", f"{d.path} is the same place as, or overlaps, "
-                             f"backup.destinations[{j}].path ({other.path}); each copy needs a place of its own")
+                raise r.fail(
+                    f"backup.destinations[{i}].path",
+                    f"{d.path} is the same place as, or overlaps, "
+                    f"backup.destinations[{j}].path ({other.path}); each copy needs a place of its own",
+                )
             if d.type == other.type == "s3" and _same_s3_place(d, other):
-                raise r.fail(f"backup.destinations[{i}].prefix", f"bucket {d.bucket} prefix {d.prefix!r} overlaps "
-                             f"backup.destinations[{j}] (prefix {other.prefix!r}) on the same store; "
-                             "each copy needs a place of its own")
+                raise r.fail(
+                    f"backup.destinations[{i}].prefix",
+                    f"bucket {d.bucket} prefix {d.prefix!r} overlaps "
+                    f"backup.destinations[{j}] (prefix {other.prefix!r}) on the same store; "
+                    "each copy needs a place of its own",
+                )
 
     reserved = {"state_dir": state_dir, "log_dir": log_dir}
     reserved.update({f"backup.destinations[{i}].path": d.path for i, d in enumerate(destinations) if d.path})
     policies = []
     raw_policies = top.get("policies")
-    for i, raw in enumerate(r.typed([] if raw_policies is None else raw_policies, "policies", list, "a list of policies")):
+    for i, raw in enumerate(
+        r.typed([] if raw_policies is None else raw_policies, "policies", list, "a list of policies")
+    ):
         key = f"policies[{i}]"
         p = r.mapping(raw, key, POLICY_KEYS, {"name", "root"})
         name = r.string(p["name"], f"{key}.name")
@@ -420,10 +503,14 @@ def load_config(path: str | os.PathLike) -> Config:
             raise r.fail(f"{key}.root", "a policy root must not be /")
         for what, place in reserved.items():
             if _within(place, root) or _within(root, place):
-                raise r.fail(f"{key}.root", f"{root} overlaps {what} ({place}); a policy must never reach the toolkit's own files")
+                raise r.fail(
+                    f"{key}.root",
+                    f"{root} overlaps {what} ({place}); a policy must never reach the toolkit's own files",
+                )
         if _within(Path(os.path.abspath(path)), root):  # expired with the data, the next run would find no config
-            raise r.fail(f"{key}.root", f"{root} contains the config file {os.path.abspath(path)}; "
-                         "a policy must never reach it")
+            raise r.fail(
+                f"{key}.root", f"{root} contains the config file {os.path.abspath(path)}; a policy must never reach it"
+            )
         age_from = p.get("age_from", "mtime")
         if age_from not in ("mtime", "path"):
             raise r.fail(f"{key}.age_from", f"expected mtime or path, got {age_from!r}")
@@ -454,12 +541,15 @@ def load_config(path: str | os.PathLike) -> Config:
             protect=r.globs(p.get("protect", []), f"{key}.protect"),
             **{k: r.count(p.get(k, 0), f"{key}.{k}") for k in CALENDAR},
             compression=r.choice(p["compression"], f"{key}.compression", COMPRESSIONS) if "compression" in p else None,
-            prune_empty_dirs=r.typed(p.get("prune_empty_dirs", False), f"{key}.prune_empty_dirs", bool,
-                                     "true or false"),
+            prune_empty_dirs=r.typed(
+                p.get("prune_empty_dirs", False), f"{key}.prune_empty_dirs", bool, "true or false"
+            ),
         )
         if policy.older_than is None and not policy.calendar and not policy.has_space_rules:
-            raise r.fail(f"{key}.older_than", "required unless keep_daily/weekly/monthly/yearly, max_total_size "
-                         "or min_free says when files expire")
+            raise r.fail(
+                f"{key}.older_than",
+                "required unless keep_daily/weekly/monthly/yearly, max_total_size or min_free says when files expire",
+            )
         policies.append(policy)
     metrics_file = r.directory(top["metrics_file"], "metrics_file", base) if "metrics_file" in top else None
     if metrics_file is not None:
@@ -468,9 +558,17 @@ def load_config(path: str | os.PathLike) -> Config:
                 raise r.fail("metrics_file", f"{metrics_file} is {what}")
         for i, p in enumerate(policies):
             if _within(metrics_file, p.root):
-                raise r.fail("metrics_file", f"{metrics_file} lies inside policies[{i}].root; it would be expired with the data")
+                raise r.fail(
+                    "metrics_file", f"{metrics_file} lies inside policies[{i}].root; it would be expired with the data"
+                )
     return Config(
-        path, state_dir, log_dir, compression, quorum, tuple(destinations), tuple(policies),
+        path,
+        state_dir,
+        log_dir,
+        compression,
+        quorum,
+        tuple(destinations),
+        tuple(policies),
         metrics_file=metrics_file,
         on_failure=r.string(top["on_failure"], "on_failure") if "on_failure" in top else None,
         on_failure_timeout=r.duration(top.get("on_failure_timeout", "60s"), "on_failure_timeout"),

@@ -18,8 +18,8 @@ def _segment(seg: str) -> str:
             out.append("[^/]")
         elif c == "[":
             # A ']' right after '[' or '[!' is a literal member, not the end of the class.
-            start = i + 2 if seg[i + 1:i + 2] in ("!", "^") else i + 1
-            j = seg.find("]", start + 1 if seg[start:start + 1] == "]" else start)
+            start = i + 2 if seg[i + 1 : i + 2] in ("!", "^") else i + 1
+            j = seg.find("]", start + 1 if seg[start : start + 1] == "]" else start)
             if j < 0:
                 raise ValueError(f"unclosed [ in glob segment {seg!r}")
             body = seg[start:j]

@@ -13,8 +13,17 @@ def open_destination(cfg: DestinationConfig) -> Destination:
     if cfg.type == "s3":
         from ops.destinations.s3 import S3Destination
 
-        return S3Destination(cfg.name, cfg.bucket, cfg.prefix, cfg.endpoint_url, cfg.region, cfg.storage_class,
-                             connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout, deadline=cfg.deadline)
+        return S3Destination(
+            cfg.name,
+            cfg.bucket,
+            cfg.prefix,
+            cfg.endpoint_url,
+            cfg.region,
+            cfg.storage_class,
+            connect_timeout=cfg.connect_timeout,
+            read_timeout=cfg.read_timeout,
+            deadline=cfg.deadline,
+        )
     raise ValueError(f"unknown destination type {cfg.type!r}")
 
 

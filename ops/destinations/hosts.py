@@ -39,8 +39,9 @@ def known_runs(config: Config) -> set[str]:
     return known
 
 
-def other_hosts(dest: Destination, known: set[str], first_only: bool = False,
-                runs: list[str] | None = None) -> dict[str, str]:
+def other_hosts(
+    dest: Destination, known: set[str], first_only: bool = False, runs: list[str] | None = None
+) -> dict[str, str]:
     """{run id: host} of the runs on ``dest`` whose MANIFEST.json names another host,
     newest first; with ``first_only``, the first one found. A manifest that cannot be read
     or parsed is left out (restore refuses such a run anyway). DestinationError as raised."""

@@ -7,12 +7,12 @@ import threading
 from pathlib import Path
 from typing import BinaryIO
 
-from ops.sys.atomic import PRIVATE_DIR, PRIVATE_FILE, ensure_private_dir, fsync_dir, fsync_dir_fd
 from ops.destinations.base import Destination, DestinationError, Staging
-from ops.sys.handover import Handover
 from ops.state.manifest import RUN_ID_RE
-from ops.sys.paths import NotPlainFile, open_dir_nofollow, open_plain_file
 from ops.sys import crashpoints
+from ops.sys.atomic import PRIVATE_DIR, PRIVATE_FILE, ensure_private_dir, fsync_dir, fsync_dir_fd
+from ops.sys.handover import Handover
+from ops.sys.paths import NotPlainFile, open_dir_nofollow, open_plain_file
 
 
 class _StagingFile:

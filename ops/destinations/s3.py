@@ -26,8 +26,19 @@ PART_SIZE = 16 << 20  # S3's minimum part is 5 MiB; 16 MiB x 10,000 parts = 160 
 ATTEMPTS = 5
 BACKOFF_S = 0.25
 BACKOFF_CAP_S = 4.0
-_TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeoutException",
-                    "InternalError", "ServiceUnavailable", "503", "500", "502", "504"}
+_TRANSIENT_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalError",
+    "ServiceUnavailable",
+    "503",
+    "500",
+    "502",
+    "504",
+}
 
 
 def _response(exc: BaseException | None) -> dict:
@@ -38,7 +49,8 @@ def _response(exc: BaseException | None) -> dict:
 
 
 def _is_transient(exc: Exception) -> bool:
-    from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
+    from botocore.exceptions import ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
 
     if isinstance(exc, (BotoConnectionError, HTTPClientError, OSError)):
         return True  # refused, reset, timed out: the endpoint may come back
@@ -87,9 +99,20 @@ class _Body(io.RawIOBase):
 
 
 class S3Destination(Destination):
-    def __init__(self, name: str, bucket: str, prefix: str = "", endpoint_url: str | None = None,
-                 region: str | None = None, storage_class: str | None = None, client=None,
-                 sleep=time.sleep, connect_timeout: float = 5.0, read_timeout: float = 60.0, deadline: float = 120.0):
+    def __init__(
+        self,
+        name: str,
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        storage_class: str | None = None,
+        client=None,
+        sleep=time.sleep,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+        deadline: float = 120.0,
+    ):
         super().__init__(name)
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
@@ -109,11 +132,17 @@ class S3Destination(Destination):
             from botocore.config import Config
 
             self._client = boto3.session.Session().client(
-                "s3", endpoint_url=self.endpoint_url, region_name=self.region,
+                "s3",
+                endpoint_url=self.endpoint_url,
+                region_name=self.region,
                 # Our own bounded retry below decides what is transient; the SDK's is off
                 # so the two do not multiply.
-                config=Config(retries={"total_max_attempts": 1}, connect_timeout=self.connect_timeout,
-                              read_timeout=self.read_timeout, request_checksum_calculation="when_supported"),
+                config=Config(
+                    retries={"total_max_attempts": 1},
+                    connect_timeout=self.connect_timeout,
+                    read_timeout=self.read_timeout,
+                    request_checksum_calculation="when_supported",
+                ),
             )
         return self._client
 
@@ -159,7 +188,7 @@ class S3Destination(Destination):
                 kw["ContinuationToken"] = token
             page = self.call("list_objects_v2", **kw)
             for cp in page.get("CommonPrefixes", []):
-                run_id = cp["Prefix"][len(self.prefix):].rstrip("/")
+                run_id = cp["Prefix"][len(self.prefix) :].rstrip("/")
                 if RUN_ID_RE.match(run_id) and self.has_run(run_id):
                     runs.append(run_id)
             if not page.get("IsTruncated"):
@@ -180,7 +209,9 @@ class S3Destination(Destination):
 
     def begin_run(self, run_id: str) -> "S3Staging":
         if self.has_run(run_id):
-            raise DestinationError(f"{self.describe()} already holds run {run_id}; refusing to overwrite a published run")
+            raise DestinationError(
+                f"{self.describe()} already holds run {run_id}; refusing to overwrite a published run"
+            )
         page = self.call("list_objects_v2", Bucket=self.bucket, Prefix=self.key(run_id))
         leftovers = [o["Key"] for o in page.get("Contents", [])]
         return S3Staging(self, run_id, leftovers)
@@ -228,26 +259,47 @@ class _Upload:
     def _send_part(self, body: bytes) -> None:
         d = self.dest
         if self.upload_id is None:
-            self.upload_id = d.call("create_multipart_upload", Bucket=d.bucket, Key=self.key,
-                                    ChecksumAlgorithm="SHA256", **self._extra())["UploadId"]
+            self.upload_id = d.call(
+                "create_multipart_upload", Bucket=d.bucket, Key=self.key, ChecksumAlgorithm="SHA256", **self._extra()
+            )["UploadId"]
         n = len(self.parts) + 1
-        resp = d.call("upload_part", Bucket=d.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=n,
-                      Body=body, ChecksumAlgorithm="SHA256")
+        resp = d.call(
+            "upload_part",
+            Bucket=d.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            PartNumber=n,
+            Body=body,
+            ChecksumAlgorithm="SHA256",
+        )
         self.parts.append({"PartNumber": n, "ETag": resp["ETag"], "ChecksumSHA256": resp.get("ChecksumSHA256")})
 
     def finish(self, only_if_new: bool = False) -> None:
         d = self.dest
         cond = {"IfNoneMatch": "*"} if only_if_new else {}
         if self.upload_id is None:
-            d.call("put_object", Bucket=d.bucket, Key=self.key, Body=bytes(self.buf), ChecksumAlgorithm="SHA256",
-                   **cond, **self._extra())
+            d.call(
+                "put_object",
+                Bucket=d.bucket,
+                Key=self.key,
+                Body=bytes(self.buf),
+                ChecksumAlgorithm="SHA256",
+                **cond,
+                **self._extra(),
+            )
             return
         if self.buf:
             self._send_part(bytes(self.buf))
             self.buf.clear()
         parts = [{k: v for k, v in p.items() if v is not None} for p in self.parts]
-        d.call("complete_multipart_upload", Bucket=d.bucket, Key=self.key, UploadId=self.upload_id,
-               MultipartUpload={"Parts": parts}, **cond)
+        d.call(
+            "complete_multipart_upload",
+            Bucket=d.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": parts},
+            **cond,
+        )
 
     def abort(self) -> None:
         if self.upload_id is not None:
@@ -280,7 +332,9 @@ class S3Staging(Staging):
             manifest.finish(only_if_new=True)
         except DestinationError as exc:
             if _error_code(exc.__cause__) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                raise DestinationError(f"{self.dest.describe()} already holds run {self.run_id}; not overwritten") from None
+                raise DestinationError(
+                    f"{self.dest.describe()} already holds run {self.run_id}; not overwritten"
+                ) from None
             raise
         self.uploads.clear()
 

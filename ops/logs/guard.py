@@ -11,7 +11,7 @@ once, whatever raised it. The scripts' shell (ops/cli.py) and the chain's forked
 import os
 import sys
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 from ops.config import Config
 from ops.console import Console
@@ -64,5 +64,7 @@ class Guard:
             self.ui.log_path = log.path
         except Exception:  # no config, or no log to write to
             sys.stderr.write(trace)
-        return StepFailed(f"unexpected error: {type(exc).__name__}: {exc}",
-                          hint="this is a bug in the toolkit; the traceback is in the log: please report it")
+        return StepFailed(
+            f"unexpected error: {type(exc).__name__}: {exc}",
+            hint="this is a bug in the toolkit; the traceback is in the log: please report it",
+        )

@@ -17,13 +17,25 @@ from ops.logs.steplog import StepLog
 def on_failure(config: Config, log: StepLog | None, run_id: str, step: str, code: int) -> None:
     if not config.on_failure:
         return
-    env = dict(os.environ, QTS_OPS_RUN_ID=run_id, QTS_OPS_STEP=step, QTS_OPS_EXIT_CODE=str(code),
-               QTS_OPS_LOG=str(log.path) if log else "")
+    env = dict(
+        os.environ,
+        QTS_OPS_RUN_ID=run_id,
+        QTS_OPS_STEP=step,
+        QTS_OPS_EXIT_CODE=str(code),
+        QTS_OPS_LOG=str(log.path) if log else "",
+    )
     try:
         # Its own session: on timeout the whole group goes, not just the shell, so no
         # grandchild keeps the pipe (and us) waiting.
-        proc = subprocess.Popen(config.on_failure, shell=True, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            config.on_failure,
+            shell=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     except OSError as exc:
         _note(log, f"on_failure could not start: {exc}", level="warning")
         return
@@ -34,8 +46,13 @@ def on_failure(config: Config, log: StepLog | None, run_id: str, step: str, code
         proc.communicate()
         _note(log, f"on_failure did not finish within {config.on_failure_timeout.text}; killed", level="warning")
         return
-    _note(log, f"on_failure exited {proc.returncode}", level="info" if proc.returncode == 0 else "warning",
-          exit_code=proc.returncode, output=output.decode(errors="replace")[-2000:])
+    _note(
+        log,
+        f"on_failure exited {proc.returncode}",
+        level="info" if proc.returncode == 0 else "warning",
+        exit_code=proc.returncode,
+        output=output.decode(errors="replace")[-2000:],
+    )
 
 
 def _note(log: StepLog | None, msg: str, **fields) -> None:

@@ -14,10 +14,9 @@ import os
 import time
 from pathlib import Path
 
-from ops.sys.atomic import PRIVATE_FILE, atomic_write, ensure_private_dir
 from ops.config import Config
 from ops.errors import CONFIG, FAILED, LOCKED, OK, REFUSED
-from ops.state.manifest import Run
+from ops.sys.atomic import PRIVATE_FILE, atomic_write, ensure_private_dir
 from ops.sys.paths import NotPlainFile, open_plain_fd, read_plain_file
 
 STATE = "metrics.json"
@@ -60,14 +59,20 @@ def _per_policy(step: str, body: dict, chain: dict) -> dict[str, dict[str, int]]
     if step == "verify":
         copies = len(body.get("verified", []))
         for name, p in chain.get("backup", {}).get("policies", {}).items():
-            out[name] = {"verified_files": p.get("members", 0) * copies, "verified_bytes": p.get("member_bytes", 0) * copies}
+            out[name] = {
+                "verified_files": p.get("members", 0) * copies,
+                "verified_bytes": p.get("member_bytes", 0) * copies,
+            }
     elif step == "backup":
         for name, p in body.get("policies", {}).items():
             out[name] = {"backed_up_files": p.get("archived", 0), "backed_up_bytes": p.get("member_bytes", 0)}
     elif step == "clean":
         for name, p in body.get("policies", {}).items():
-            out[name] = {"deleted_files": p.get("deleted", 0), "deleted_bytes": p.get("deleted_bytes", 0),
-                         "kept_changed_files": p.get("kept_changed", 0)}
+            out[name] = {
+                "deleted_files": p.get("deleted", 0),
+                "deleted_bytes": p.get("deleted_bytes", 0),
+                "kept_changed_files": p.get("kept_changed", 0),
+            }
     return out
 
 
@@ -79,8 +84,9 @@ def _undeletable(step: str, body: dict, data: dict) -> None:
     data.setdefault("undeletable", {})[step] = found
 
 
-def record_step(config: Config, step: str, code: int, seconds: float, body: dict | None = None,
-                chain: dict | None = None) -> None:
+def record_step(
+    config: Config, step: str, code: int, seconds: float, body: dict | None = None, chain: dict | None = None
+) -> None:
     """Count one step's outcome and re-render the textfile. Never raises: metrics must not fail a run.
 
     Without ``metrics_file`` in the config nothing is counted or written at all.
@@ -157,40 +163,92 @@ def render(config: Config, data: dict) -> str:
         out.extend(_line(name, labels, value) for labels, value in samples)
 
     steps = data.get("steps", {})
-    family("step_last_success_timestamp_seconds", "gauge", "Unix time of the step's last success.",
-           [({"step": k}, v["last_success"]) for k, v in sorted(steps.items()) if "last_success" in v])
-    family("step_last_failure_timestamp_seconds", "gauge", "Unix time of the step's last failure or refusal.",
-           [({"step": k}, v["last_failure"]) for k, v in sorted(steps.items()) if "last_failure" in v])
-    family("step_duration_seconds", "gauge", "Wall time of the step's last success.",
-           [({"step": k}, v["duration"]) for k, v in sorted(steps.items()) if "duration" in v])
-    family("step_runs_total", "counter", "Step runs by result (ok, failed, refused, locked, config).",
-           [({"step": k, "result": r}, n) for k, v in sorted(steps.items()) for r, n in sorted(v.get("runs", {}).items())])
+    family(
+        "step_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time of the step's last success.",
+        [({"step": k}, v["last_success"]) for k, v in sorted(steps.items()) if "last_success" in v],
+    )
+    family(
+        "step_last_failure_timestamp_seconds",
+        "gauge",
+        "Unix time of the step's last failure or refusal.",
+        [({"step": k}, v["last_failure"]) for k, v in sorted(steps.items()) if "last_failure" in v],
+    )
+    family(
+        "step_duration_seconds",
+        "gauge",
+        "Wall time of the step's last success.",
+        [({"step": k}, v["duration"]) for k, v in sorted(steps.items()) if "duration" in v],
+    )
+    family(
+        "step_runs_total",
+        "counter",
+        "Step runs by result (ok, failed, refused, locked, config).",
+        [({"step": k, "result": r}, n) for k, v in sorted(steps.items()) for r, n in sorted(v.get("runs", {}).items())],
+    )
     maintenance = steps.get("clean", {}).get("last_success")
-    family("maintenance_last_success_timestamp_seconds", "gauge",
-           "Unix time a whole maintenance run last completed (clean succeeded).", [({}, maintenance)] if maintenance else [])
-    family("policy_last_success_timestamp_seconds", "gauge", "Unix time of the step's last success for the policy.",
-           [({"step": st, "policy": p}, t) for st, ps in sorted(data.get("policy_success", {}).items()) for p, t in sorted(ps.items())])
+    family(
+        "maintenance_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time a whole maintenance run last completed (clean succeeded).",
+        [({}, maintenance)] if maintenance else [],
+    )
+    family(
+        "policy_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time of the step's last success for the policy.",
+        [
+            ({"step": st, "policy": p}, t)
+            for st, ps in sorted(data.get("policy_success", {}).items())
+            for p, t in sorted(ps.items())
+        ],
+    )
     for name, help_text in COUNTERS.items():
-        family(f"{name}_total", "counter", help_text,
-               [({"policy": p}, v) for p, v in sorted(data.get("counters", {}).get(name, {}).items())])
-    family("undeletable_files", "gauge",
-           "Files the toolkit's user could not delete at the last scan (expired, kept: their directory is not "
-           "writable) or clean (unlink failed). They stay on disk until the cause is fixed.",
-           [({"step": st, "policy": p}, n) for st, ps in sorted(data.get("undeletable", {}).items())
-            for p, n in sorted(ps.items())])
-    family("verify_failures_total", "counter", "Verify runs that found a copy unreadable or not matching.",
-           [({}, data.get("verify_failures", 0))])
-    family("lock_contention_total", "counter", "Runs that found another run holding the lock (exit 75).",
-           [({}, data.get("lock_contention", 0))])
-    family("destination_last_success_timestamp_seconds", "gauge",
-           "Unix time a backup last reached the destination without failing on it.",
-           [({"destination": d}, t) for d, t in sorted(data.get("destination_success", {}).items())])
+        family(
+            f"{name}_total",
+            "counter",
+            help_text,
+            [({"policy": p}, v) for p, v in sorted(data.get("counters", {}).get(name, {}).items())],
+        )
+    family(
+        "undeletable_files",
+        "gauge",
+        "Files the toolkit's user could not delete at the last scan (expired, kept: their directory is not "
+        "writable) or clean (unlink failed). They stay on disk until the cause is fixed.",
+        [
+            ({"step": st, "policy": p}, n)
+            for st, ps in sorted(data.get("undeletable", {}).items())
+            for p, n in sorted(ps.items())
+        ],
+    )
+    family(
+        "verify_failures_total",
+        "counter",
+        "Verify runs that found a copy unreadable or not matching.",
+        [({}, data.get("verify_failures", 0))],
+    )
+    family(
+        "lock_contention_total",
+        "counter",
+        "Runs that found another run holding the lock (exit 75).",
+        [({}, data.get("lock_contention", 0))],
+    )
+    family(
+        "destination_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time a backup last reached the destination without failing on it.",
+        [({"destination": d}, t) for d, t in sorted(data.get("destination_success", {}).items())],
+    )
     failures = data.get("destination_failures", {})
     # 0 for every configured destination, so increase() sees its first failure too.
     named = sorted({*failures, *(dest.name for dest in config.destinations)})
-    family("destination_failures_total", "counter",
-           "Backups that succeeded without the destination (it failed; the others met the quorum).",
-           [({"destination": d}, failures.get(d, 0)) for d in named])
+    family(
+        "destination_failures_total",
+        "counter",
+        "Backups that succeeded without the destination (it failed; the others met the quorum).",
+        [({"destination": d}, failures.get(d, 0)) for d in named],
+    )
     free = []
     for p in config.policies:
         try:
@@ -198,7 +256,12 @@ def render(config: Config, data: dict) -> str:
         except OSError:
             continue
         free.append(({"policy": p.name}, st.f_bavail * st.f_frsize))
-    family("root_free_bytes", "gauge", "Free bytes (for an unprivileged writer) on the filesystem of each policy root.", free)
+    family(
+        "root_free_bytes",
+        "gauge",
+        "Free bytes (for an unprivileged writer) on the filesystem of each policy root.",
+        free,
+    )
     return "".join(out)
 
 

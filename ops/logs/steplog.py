@@ -9,11 +9,10 @@ import os
 import time
 from pathlib import Path
 
-from ops.sys.atomic import PRIVATE_FILE, ensure_private_dir
 from ops.errors import StepFailed
+from ops.sys.atomic import PRIVATE_FILE, ensure_private_dir
 from ops.sys.jsonl import dumps_line
 from ops.sys.paths import NotPlainFile, open_plain_fd
-
 
 _second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text
 
@@ -42,9 +41,10 @@ class StepLog:
         try:
             self._fd = open_plain_fd(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE)
         except NotPlainFile as exc:
-            raise StepFailed(f"{self.path} {exc.strerror}; the log must be a regular file of the toolkit's own. "
-                             "Nothing was changed",
-                             hint=f"move {self.path} away (the next run starts a new one)") from None
+            raise StepFailed(
+                f"{self.path} {exc.strerror}; the log must be a regular file of the toolkit's own. Nothing was changed",
+                hint=f"move {self.path} away (the next run starts a new one)",
+            ) from None
 
     def line(self, event: str, msg: str = "", level: str = "info", **fields) -> bytes:
         """One log line, stamped now, for ``write``."""

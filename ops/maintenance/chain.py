@@ -4,23 +4,23 @@ import contextlib
 import json
 import os
 
-from ops.sys import child
-from ops.logs import hooks
-from ops.maintenance.cleanup.compaction import compact_finished_runs
 from ops.config import Config, load_config
 from ops.console import Console
 from ops.errors import FAILED, LockBusy, OpsError, Refused, StepFailed
-from ops.state.lock import LOCK_FD_ENV, hold_lock, record_run
+from ops.logs import hooks
 from ops.logs.guard import Guard
 from ops.logs.steplog import StepLog
-from ops.state.summary import summarize
-from ops.state.manifest import STEPS, Run, list_runs, new_run_id
-from ops.sys.paths import read_plain_file
 from ops.maintenance.backup.step import backup_work
-from ops.maintenance.cleanup.step import clean_work
-from ops.maintenance.step import other_rules, run_step
-from ops.maintenance.retention.scan import scan_work
 from ops.maintenance.backup.verify import verify_work
+from ops.maintenance.cleanup.compaction import compact_finished_runs
+from ops.maintenance.cleanup.step import clean_work
+from ops.maintenance.retention.scan import scan_work
+from ops.maintenance.step import other_rules, run_step
+from ops.state.lock import LOCK_FD_ENV, hold_lock, record_run
+from ops.state.manifest import STEPS, Run, list_runs, new_run_id
+from ops.state.summary import summarize
+from ops.sys import child
+from ops.sys.paths import read_plain_file
 
 WORK = {"scan": scan_work, "backup": backup_work, "verify": verify_work, "clean": clean_work}
 
@@ -176,10 +176,17 @@ def _chain(config: Config, ui: Console, run_id: str, fd: int, log: StepLog, at: 
         at["step"] = step
         code = _step_process(step, config, run_id, fd)
         if code < 0:  # killed by a signal: a failed step, reported with a code from the table
-            log.event("stopped", f"{step} was killed by signal {-code}; later steps not run",
-                      level="error", exit_code=FAILED, signal=-code)
-            raise StepFailed(f"{step} of run {run_id} was killed by signal {-code}; later steps not run",
-                             hint="run maintenance again: it resumes this run where it stopped")
+            log.event(
+                "stopped",
+                f"{step} was killed by signal {-code}; later steps not run",
+                level="error",
+                exit_code=FAILED,
+                signal=-code,
+            )
+            raise StepFailed(
+                f"{step} of run {run_id} was killed by signal {-code}; later steps not run",
+                hint="run maintenance again: it resumes this run where it stopped",
+            )
         if code:
             log.event("stopped", f"{step} exited {code}; later steps not run", level="error", exit_code=code)
             return code

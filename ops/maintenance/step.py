@@ -10,18 +10,18 @@ anything is recorded.)
 import contextlib
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ops.config import Config
 from ops.console import Console
 from ops.errors import FAILED, OpsError, Refused, StepFailed, as_failure, failure_of, refusal_of
-from ops.state.lock import hold_lock
-from ops.logs.steplog import StepLog
-from ops.state.manifest import Run
-from ops.sys.workers import ForkedWorkers, WorkerError
-from ops.sys import crashpoints
 from ops.logs import metrics
+from ops.logs.steplog import StepLog
+from ops.state.lock import hold_lock
+from ops.state.manifest import Run
+from ops.sys import crashpoints
+from ops.sys.workers import ForkedWorkers, WorkerError
 
 
 @dataclass
@@ -86,8 +86,10 @@ def other_rules(scanned: dict, config: Config) -> str | None:
     if recorded.get("config") != current["config"]:
         return f"it was scanned under another config file, {recorded.get('config')}"
     if recorded.get("digest") != current["digest"]:
-        return (f"{current['config']} has changed since it was scanned (its policies, destinations or "
-                "require_verified_copies differ)")
+        return (
+            f"{current['config']} has changed since it was scanned (its policies, destinations or "
+            "require_verified_copies differ)"
+        )
     return None
 
 
@@ -124,9 +126,11 @@ def _locked(step: str, config: Config, run: Run, log: StepLog, ui: Console, work
     if step != "scan":
         why = other_rules(ctx.chain["scan"], config)
         if why:
-            raise Refused(f"run {run.id} is not continued under {config.path}: {why}; nothing was done",
-                          hint=f"finish it with the config that scanned it, or start a new run: "
-                               f"scripts/maintenance.py --config {config.path} --new-run")
+            raise Refused(
+                f"run {run.id} is not continued under {config.path}: {why}; nothing was done",
+                hint=f"finish it with the config that scanned it, or start a new run: "
+                f"scripts/maintenance.py --config {config.path} --new-run",
+            )
     log.event("start", f"{step} of run {run.id}")
     with _entry_files_checked(run, ctx.chain, alongside) as intact:
         try:

@@ -10,17 +10,17 @@ from ops.config import Config
 from ops.console import Console
 from ops.destinations import DestinationError, hurried, open_destination
 from ops.destinations.hosts import known_runs, other_hosts
-from ops.errors import Refused, StepFailed
-from ops.sys.jsonl import shown
+from ops.errors import StepFailed
+from ops.maintenance.cleanup.step import JOURNAL
+from ops.maintenance.retention.deletable import RULE, unlink_failures
+from ops.maintenance.retention.evaluate import nested_roots
+from ops.maintenance.retention.policy import format_age, format_size, matcher
+from ops.maintenance.retention.walk import walk_files
 from ops.state.lock import describe_holder, lock_path, not_plain, read_holder
 from ops.state.manifest import STEPS, Run, list_runs
 from ops.state.summary import step_state
-from ops.sys.paths import NotPlainFile, read_plain_file
-from ops.maintenance.retention.evaluate import nested_roots
-from ops.maintenance.retention.deletable import RULE, unlink_failures
-from ops.maintenance.retention.policy import format_age, format_size, matcher
-from ops.maintenance.retention.walk import walk_files
-from ops.maintenance.cleanup.step import JOURNAL
+from ops.sys.jsonl import shown
+from ops.sys.paths import NotPlainFile
 
 
 def collect(config: Config, limit: int = 10) -> dict:
@@ -33,16 +33,22 @@ def collect(config: Config, limit: int = 10) -> dict:
         runs.append({"run": run_id, "steps": steps})
         for s, st in steps.items():
             if st["state"] == "failed":
-                problems.append(f"run {run_id}: {s} failed (exit {st.get('exit_code')}): {st['error']}. "
-                                f"Fix the cause, then `make maintenance` resumes this run.")
+                problems.append(
+                    f"run {run_id}: {s} failed (exit {st.get('exit_code')}): {st['error']}. "
+                    f"Fix the cause, then `make maintenance` resumes this run."
+                )
             elif st["state"] == "damaged":
-                problems.append(f"run {run_id}: {s}.ok.json is damaged ({st['error']}); nothing of this run will be "
-                                f"deleted. Inspect {run.dir}.")
+                problems.append(
+                    f"run {run_id}: {s}.ok.json is damaged ({st['error']}); nothing of this run will be "
+                    f"deleted. Inspect {run.dir}."
+                )
         for name, error in steps["backup"].get("failed_destinations", {}).items():
             problems.append(f"run {run_id}: destination {name} did not get this run ({error}).")
         for name, why in steps["clean"].get("copies_missing", {}).items():
-            problems.append(f"run {run_id}: its verified copy on {name} was no longer in place when clean deleted "
-                            f"on the others ({why}).")
+            problems.append(
+                f"run {run_id}: its verified copy on {name} was no longer in place when clean deleted "
+                f"on the others ({why})."
+            )
         if steps["clean"]["state"] != "ok" and run_id != all_runs[-1]:
             problems.append(f"run {run_id} never finished; newer runs exist. Its files stay until a run covers them.")
     problems.extend(_undeletable(config, runs))
@@ -61,10 +67,12 @@ def collect(config: Config, limit: int = 10) -> dict:
             continue
         if theirs:
             destinations[d.name]["other_hosts"] = theirs  # {run id: host}, only when there are any
-            problems.append(f"destination {d.name} also holds {len(theirs)} run(s) of other hosts "
-                            f"({', '.join(sorted(set(theirs.values())))}); give each host a prefix or directory of "
-                            f"its own. `make status DEST={d.name}` labels them; restore puts none into this host's "
-                            "roots unasked.")
+            problems.append(
+                f"destination {d.name} also holds {len(theirs)} run(s) of other hosts "
+                f"({', '.join(sorted(set(theirs.values())))}); give each host a prefix or directory of "
+                f"its own. `make status DEST={d.name}` labels them; restore puts none into this host's "
+                "roots unasked."
+            )
     try:
         holder = read_holder(config.state_dir)
     except NotPlainFile as exc:
@@ -92,10 +100,12 @@ def _undeletable(config: Config, runs: list[dict]) -> list[str]:
     scanned = next((r for r in reversed(runs) if r["steps"]["scan"]["state"] == "ok"), None)
     for policy, n in (scanned["steps"]["scan"]["undeletable"] if scanned else {}).items():
         if n:
-            out.append(f"run {scanned['run']}: policy {policy}: {_files(n, 'expired file')} that the toolkit's user "
-                       f"cannot delete (a directory it may not write, or a read-only mount), kept and not archived. "
-                       f"`scripts/plan.py --json` names them (rule {RULE}): give the user write access there, or "
-                       f"exclude them from the policy.")
+            out.append(
+                f"run {scanned['run']}: policy {policy}: {_files(n, 'expired file')} that the toolkit's user "
+                f"cannot delete (a directory it may not write, or a read-only mount), kept and not archived. "
+                f"`scripts/plan.py --json` names them (rule {RULE}): give the user write access there, or "
+                f"exclude them from the policy."
+            )
     cleaned = next((r for r in reversed(runs) if r["steps"]["clean"]["state"] == "ok"), None)
     if cleaned:
         journal = Run(config.state_dir, cleaned["run"]).path(JOURNAL)
@@ -105,9 +115,11 @@ def _undeletable(config: Config, runs: list[dict]) -> list[str]:
             return out + [f"run {cleaned['run']}: {journal} cannot be read: {exc}"]
         for policy, (n, first) in sorted(failures.items()):
             example = f"{shown(str(first.get('path')))}: {first['reason']}"
-            out.append(f"run {cleaned['run']}: policy {policy}: clean could not delete {_files(n, 'verified file')} "
-                       f"(first {example}), kept. Fix the cause (the directory's owner or mode, a read-only mount, "
-                       f"an immutable file); {journal} names them.")
+            out.append(
+                f"run {cleaned['run']}: policy {policy}: clean could not delete {_files(n, 'verified file')} "
+                f"(first {example}), kept. Fix the cause (the directory's owner or mode, a read-only mount, "
+                f"an immutable file); {journal} names them."
+            )
     return out
 
 
@@ -128,8 +140,11 @@ def _on_disk(policy, policies) -> dict:
             files += 1
             size += f.size
             oldest = f.mtime_ns if oldest is None else min(oldest, f.mtime_ns)
-    return {"files": files, "bytes": size,
-            "oldest": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(oldest / 1e9)) if oldest else None}
+    return {
+        "files": files,
+        "bytes": size,
+        "oldest": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(oldest / 1e9)) if oldest else None,
+    }
 
 
 def _cell(st: dict) -> str:
@@ -168,16 +183,25 @@ def status(config: Config, ui: Console, as_json: bool = False) -> int:
     else:
         print(f"lock: held by {describe_holder(holder)}" + (f" since {holder['since']}" if holder.get("since") else ""))
     age = info["last_complete_age_seconds"]
-    print(f"last complete maintenance: {info['last_complete_run'] or 'none'}"
-          + (f" at {info['last_complete_at']} ({format_age(age * 10**9)} ago)" if age is not None else ""))
-    ui.table("Policies on disk", ["policy", "files", "bytes", "oldest file"],
-             [[n, p.get("files", "root missing"), format_size(p.get("bytes", 0)), p.get("oldest") or "-"]
-              for n, p in info["policies"].items()])
+    print(
+        f"last complete maintenance: {info['last_complete_run'] or 'none'}"
+        + (f" at {info['last_complete_at']} ({format_age(age * 10**9)} ago)" if age is not None else "")
+    )
+    ui.table(
+        "Policies on disk",
+        ["policy", "files", "bytes", "oldest file"],
+        [
+            [n, p.get("files", "root missing"), format_size(p.get("bytes", 0)), p.get("oldest") or "-"]
+            for n, p in info["policies"].items()
+        ],
+    )
     for name, d in info["destinations"].items():
         theirs = d.get("other_hosts") or {}
         held = f"{d['runs']} runs, {format_size(d['bytes'])}" if "runs" in d else f"error: {d['error']}"
-        print(f"destination {name}: {held}"
-              + (f" ({len(theirs)} of other hosts: {', '.join(sorted(set(theirs.values())))})" if theirs else ""))
+        print(
+            f"destination {name}: {held}"
+            + (f" ({len(theirs)} of other hosts: {', '.join(sorted(set(theirs.values())))})" if theirs else "")
+        )
     for p in info["problems"]:
         print(f"problem: {p}")
     return 0

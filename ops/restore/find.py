@@ -5,10 +5,10 @@ import os
 import shlex
 import sys
 
-from ops.state import catalogue
 from ops.config import Config
 from ops.console import Console
 from ops.errors import StepFailed
+from ops.state import catalogue
 from ops.sys.jsonl import shown
 
 
@@ -17,8 +17,11 @@ def _shell_word(path: str) -> str:
     terminal cannot show (see jsonl.shown), bash's $'...' with each such byte as \\xNN."""
     if shown(path) == path:
         return shlex.quote(path)
-    return "$'" + "".join(chr(b) if 0x20 <= b < 0x7F and b not in b"\\'" else f"\\x{b:02x}"
-                          for b in os.fsencode(path)) + "'"
+    return (
+        "$'"
+        + "".join(chr(b) if 0x20 <= b < 0x7F and b not in b"\\'" else f"\\x{b:02x}" for b in os.fsencode(path))
+        + "'"
+    )
 
 
 def find(config: Config, pattern: str, ui: Console, as_json: bool = False) -> int:
@@ -27,13 +30,26 @@ def find(config: Config, pattern: str, ui: Console, as_json: bool = False) -> in
         if as_json:
             sys.stdout.write(json.dumps(e) + "\n")
         last = e["path"]
-        rows.append([shown(e["path"]), e["run"], ",".join(e["destinations"]), e["archive"], e["sha256"][:16],
-                     e["deleted_at"] or ""])
+        rows.append(
+            [
+                shown(e["path"]),
+                e["run"],
+                ",".join(e["destinations"]),
+                e["archive"],
+                e["sha256"][:16],
+                e["deleted_at"] or "",
+            ]
+        )
     if not rows:
-        raise StepFailed(f"nothing deleted by this toolkit matches {pattern!r}",
-                         hint="a glob's * spans directories: make find FILE='*/ticks/2026/01/*'")
+        raise StepFailed(
+            f"nothing deleted by this toolkit matches {pattern!r}",
+            hint="a glob's * spans directories: make find FILE='*/ticks/2026/01/*'",
+        )
     if not as_json:
-        ui.table(f"Deleted files matching {shown(pattern)}", ["path", "run", "destinations", "archive", "sha256",
-                                                               "deleted at"], rows)
+        ui.table(
+            f"Deleted files matching {shown(pattern)}",
+            ["path", "run", "destinations", "archive", "sha256", "deleted at"],
+            rows,
+        )
         ui.info(f"get one back: make restore FILE={_shell_word(last)}")
     return 0

@@ -28,29 +28,31 @@ from collections import Counter
 from itertools import zip_longest
 from pathlib import Path
 
-from ops.state import catalogue
-from ops.sys import crashpoints
 from ops.archive import EXTENSIONS, ArchiveError, ArchiveReader
-from ops.sys.atomic import temp_name
 from ops.archive.checksums import parse_lines
 from ops.config import NAME_RE, Config
 from ops.console import Console
 from ops.destinations import Destination, DestinationError, open_destination
-from ops.errors import OpsError, Refused, StepFailed, UsageError
-from ops.sys.hashio import HashingReader, sha256_bytes
 from ops.destinations.hosts import run_host, this_host
-from ops.sys.jsonl import iter_lines
+from ops.errors import OpsError, Refused, StepFailed, UsageError
 from ops.logs.steplog import StepLog
-from ops.state.manifest import Run
-from ops.sys.paths import NOFOLLOW_DIR, open_dir_nofollow, unsafe_reason
-from ops.state.restored import Marks
 from ops.maintenance.backup.step import records_name
+from ops.state import catalogue
+from ops.state.manifest import Run
+from ops.state.restored import Marks
+from ops.sys import crashpoints
+from ops.sys.atomic import temp_name
+from ops.sys.hashio import HashingReader, sha256_bytes
+from ops.sys.jsonl import iter_lines
+from ops.sys.paths import NOFOLLOW_DIR, open_dir_nofollow, unsafe_reason
 
 # Temporary files of a restore: ``.<name>.tmp-restore-<8 hex>`` beside the file they become.
 TEMP_KIND = "tmp-restore"
 _LEFTOVER = re.compile(rb"\A\.(.+)\.tmp-restore-[0-9a-f]{8}\Z", re.DOTALL)
-_OTHER_HOST_HINT = ("restore it elsewhere with TO=<dir> (--to) and look at it; to put it into this host's roots "
-                    "after all, FROM_OTHER_HOST=1 (--from-other-host)")
+_OTHER_HOST_HINT = (
+    "restore it elsewhere with TO=<dir> (--to) and look at it; to put it into this host's roots "
+    "after all, FROM_OTHER_HOST=1 (--from-other-host)"
+)
 
 
 class Untrusted(Exception):
@@ -80,12 +82,17 @@ class Records:
             try:
                 chain = run.require("verify")  # scan and backup, their seals and entry files
             except Refused as exc:
-                raise Refused(f"{exc.message}; restore checks every file against this state, so it restores nothing",
-                              hint=f"to restore on the destination's word alone, move {run.dir} aside first") from None
+                raise Refused(
+                    f"{exc.message}; restore checks every file against this state, so it restores nothing",
+                    hint=f"to restore on the destination's word alone, move {run.dir} aside first",
+                ) from None
             self.backup = chain["backup"]
             for policy in self.backup["policies"]:
-                self.files[policy] = {os.fsencode(r["path"]): r["sha256"]
-                                      for r in iter_lines(run.path(records_name(policy))) if r["status"] != "skipped"}
+                self.files[policy] = {
+                    os.fsencode(r["path"]): r["sha256"]
+                    for r in iter_lines(run.path(records_name(policy)))
+                    if r["status"] != "skipped"
+                }
             self.source = f"the local state of run {run_id}"
             return
         for entry in catalogue.run_entries(config.state_dir, run_id):
@@ -111,15 +118,23 @@ def _load_index(dest: Destination, run_id: str, records: Records) -> tuple[dict,
     if listed.get("MANIFEST.json") != sha256_bytes(manifest_raw):
         raise Untrusted("MANIFEST.json does not match SHA256SUMS")
     manifest = json.loads(manifest_raw)
-    if not isinstance(manifest, dict) or manifest.get("run_id") != run_id \
-            or manifest.get("compression") not in EXTENSIONS or not isinstance(manifest.get("policies"), dict):
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("run_id") != run_id
+        or manifest.get("compression") not in EXTENSIONS
+        or not isinstance(manifest.get("policies"), dict)
+    ):
         raise Untrusted("MANIFEST.json does not describe this run")
     for name, p in manifest["policies"].items():
         if not isinstance(p, dict):
             raise Untrusted(f"MANIFEST.json describes policy {name!r} as {type(p).__name__}")
         compression = p.setdefault("compression", manifest["compression"])
-        if not NAME_RE.match(name) or compression not in EXTENSIONS \
-                or p.get("archive") != name + EXTENSIONS[compression] or p.get("sums") != f"{name}.sha256":
+        if (
+            not NAME_RE.match(name)
+            or compression not in EXTENSIONS
+            or p.get("archive") != name + EXTENSIONS[compression]
+            or p.get("sums") != f"{name}.sha256"
+        ):
             raise Untrusted(f"MANIFEST.json names an unexpected file for policy {name!r}")
         for key in ("archive", "sums"):
             if p[key] not in listed:
@@ -136,7 +151,7 @@ def _checked_sums(dest: Destination, run_id: str, sums_name: str, expected_sha: 
     """Every (sha, name) of a .sha256 file, after proving the file matches SHA256SUMS."""
     with dest.open_read(run_id, sums_name) as raw:
         reader = HashingReader(raw)
-        for sha, name in parse_lines(reader):
+        for _sha, name in parse_lines(reader):
             reason = unsafe_reason(name)
             if reason:
                 raise Untrusted(f"{sums_name}: refusing member {name!r}: {reason}")
@@ -193,13 +208,14 @@ def _write_all(fd: int, data, what: str) -> None:
     view = memoryview(data)
     while view:
         try:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         except OSError as exc:
             raise TargetError(f"writing {what}: {exc}") from None
 
 
-def _extract_member(reader: ArchiveReader, member, target_fd: int, expected_sha: str, source: str,
-                    on_written=None) -> None:
+def _extract_member(
+    reader: ArchiveReader, member, target_fd: int, expected_sha: str, source: str, on_written=None
+) -> None:
     """One member to a temporary name beside its place, checked against ``expected_sha``,
     then linked into place; ``on_written(stat)`` is told of it just before the link."""
     what = repr(os.fsdecode(member.name))
@@ -235,8 +251,9 @@ def _extract_member(reader: ArchiveReader, member, target_fd: int, expected_sha:
             os.link(tmp, leaf, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
             os.fsync(fd)
         except FileExistsError:
-            raise TargetError(f"{what} appeared at the restore target while restoring; "
-                              "it was not overwritten") from None
+            raise TargetError(
+                f"{what} appeared at the restore target while restoring; it was not overwritten"
+            ) from None
         except OSError as exc:
             raise TargetError(f"cannot put {what} in place: {exc}") from None
     finally:
@@ -297,9 +314,18 @@ class _Job:
     """One restore: the run, what to restore where, and what is done so far, across the
     destinations tried."""
 
-    def __init__(self, config: Config, run_id: str, ui: Console, log: StepLog, records: Records,
-                 policy: str | None = None, only: tuple[str, bytes, Path, Path] | None = None,
-                 to: str | None = None, from_other_host: bool = False):
+    def __init__(
+        self,
+        config: Config,
+        run_id: str,
+        ui: Console,
+        log: StepLog,
+        records: Records,
+        policy: str | None = None,
+        only: tuple[str, bytes, Path, Path] | None = None,
+        to: str | None = None,
+        from_other_host: bool = False,
+    ):
         self.config, self.run_id, self.ui, self.log, self.records = config, run_id, ui, log, records
         self.policy, self.to, self.from_other_host = policy, to, from_other_host
         self.only = only  # FILE=: (policy, member name, the root it was deleted from, target)
@@ -340,8 +366,11 @@ class _Job:
             elif name in {p.name for p in self.config.policies}:
                 target = self.config.policy(name).root
             else:
-                raise StepFailed(f"policy {name!r} of run {self.run_id} is not in {self.config.path}, so it has no "
-                                 "root to go back to", hint="restore it elsewhere with TO=<dir>")
+                raise StepFailed(
+                    f"policy {name!r} of run {self.run_id} is not in {self.config.path}, so it has no "
+                    "root to go back to",
+                    hint="restore it elsewhere with TO=<dir>",
+                )
             self.targets[name] = target
             self.done[name], self.counts[name], self.checked[name] = set(), Counter(), Counter()
         self.policies = names
@@ -352,13 +381,19 @@ class _Job:
             return
         host, me = run_host(manifest), this_host()
         if host != me:
-            raise StepFailed(f"run {self.run_id} is a run of host {host!r}, not of this host ({me!r}); "
-                             "nothing was restored into this host's roots", hint=_OTHER_HOST_HINT)
+            raise StepFailed(
+                f"run {self.run_id} is a run of host {host!r}, not of this host ({me!r}); "
+                "nothing was restored into this host's roots",
+                hint=_OTHER_HOST_HINT,
+            )
         for name in self.policies:
             theirs, ours = manifest["policies"][name].get("root"), self.targets[name]
             if not isinstance(theirs, str) or not _same_dir(theirs, ours):
-                raise StepFailed(f"policy {name} of run {self.run_id} was backed up from {theirs}, not from "
-                                 f"{ours}; nothing was restored into this host's roots", hint=_OTHER_HOST_HINT)
+                raise StepFailed(
+                    f"policy {name} of run {self.run_id} was backed up from {theirs}, not from "
+                    f"{ours}; nothing was restored into this host's roots",
+                    hint=_OTHER_HOST_HINT,
+                )
 
     def say_trust(self, dest: Destination) -> None:
         # FILE= restores only a catalogued file: its record is the catalogue's line.
@@ -366,8 +401,10 @@ class _Job:
             return
         self.trust_said = True
         also = "; the files the catalogue lists are checked against it" if self.records.files else ""
-        msg = (f"this host has no local state of run {self.run_id}: trusting the MANIFEST.json on {dest.describe()}, "
-               f"whose digests agree with its SHA256SUMS and every file{also}")
+        msg = (
+            f"this host has no local state of run {self.run_id}: trusting the MANIFEST.json on {dest.describe()}, "
+            f"whose digests agree with its SHA256SUMS and every file{also}"
+        )
         self.log.event("trusting_manifest", msg, level="warning", destination=dest.name)
         self.ui.problem(f"restore: {msg}")
 
@@ -400,12 +437,16 @@ class _Job:
             self.log.event("leftovers_removed", msg, level="warning", paths=[str(p) for p in removed[:100]])
             self.ui.problem(f"restore: {msg}")
         if conflicts and self.only:
-            raise StepFailed(f"{conflicts[0]} already exists; nothing was restored",
-                             hint="restore it elsewhere with TO=<dir>, or move the file aside")
+            raise StepFailed(
+                f"{conflicts[0]} already exists; nothing was restored",
+                hint="restore it elsewhere with TO=<dir>, or move the file aside",
+            )
         if conflicts:
             shown = "\n".join(f"  {p}" for p in conflicts[:20])
-            raise StepFailed(f"{len(conflicts)} file(s) already exist at the restore target; nothing was restored:\n"
-                             f"{shown}", hint="restore to another place with TO=<dir>, or move those files aside")
+            raise StepFailed(
+                f"{len(conflicts)} file(s) already exist at the restore target; nothing was restored:\n{shown}",
+                hint="restore to another place with TO=<dir>, or move those files aside",
+            )
 
     def extract(self, dest: Destination, manifest: dict, listed: dict, name: str) -> None:
         """One policy's archive from ``dest`` (what an earlier copy restored is skipped)."""
@@ -421,16 +462,19 @@ class _Job:
                     if member is None or line is None:
                         raise Untrusted(f"{info['archive']} and {info['sums']} list different members")
                     reason = unsafe_reason(member.name) or (
-                        None if member.is_regular else f"member type {member.typeflag!r}")
+                        None if member.is_regular else f"member type {member.typeflag!r}"
+                    )
                     if reason or member.name != line[1]:
-                        raise Untrusted(f"{info['archive']}: refusing member {member.name!r}: "
-                                        f"{reason or 'not in ' + info['sums']}")
+                        raise Untrusted(
+                            f"{info['archive']}: refusing member {member.name!r}: {reason or 'not in ' + info['sums']}"
+                        )
                     recorded = known.get(member.name) if known is not None else None
                     if recorded is None and complete:
                         raise Untrusted(f"{info['archive']}: member {member.name!r} is not in {self.records.source}")
                     if recorded is not None and recorded != line[0]:
-                        raise Untrusted(f"{info['sums']}: {member.name!r} has another SHA-256 than "
-                                        f"{self.records.source} records")
+                        raise Untrusted(
+                            f"{info['sums']}: {member.name!r} has another SHA-256 than {self.records.source} records"
+                        )
                     if (self.only and member.name != self.only[1]) or member.name in self.done[name]:
                         continue
                     source = self.records.source if recorded is not None else f"MANIFEST.json on {dest.name}"
@@ -440,8 +484,14 @@ class _Job:
                     self.done[name].add(member.name)
                     self.counts[name][dest.name] += 1
                     self.checked[name][source] += 1
-                    self.log.event("restored", f"{name}: {os.fsdecode(member.name)} from {dest.name}", policy=name,
-                                   path=os.fsdecode(member.name), destination=dest.name, checked_against=source)
+                    self.log.event(
+                        "restored",
+                        f"{name}: {os.fsdecode(member.name)} from {dest.name}",
+                        policy=name,
+                        path=os.fsdecode(member.name),
+                        destination=dest.name,
+                        checked_against=source,
+                    )
                 if reader.finish()[0] != info["archive_sha256"]:
                     raise Untrusted(f"{info['archive']} does not match SHA256SUMS")
         finally:
@@ -451,6 +501,7 @@ class _Job:
 
     def _marker(self, policy: str, member: bytes):
         """What records a file restored into its root, before it gets its name (ops/state/restored.py)."""
+
         def mark(st: os.stat_result) -> None:
             try:
                 if self.marks is None:
@@ -458,6 +509,7 @@ class _Job:
                 self.marks.add(policy, member, st)
             except OSError as exc:
                 raise TargetError(f"cannot record the restored file in the state: {exc}") from None
+
         return mark
 
     def restored(self) -> int:
@@ -506,17 +558,25 @@ def _run(job: _Job, names: list[str]) -> Destination:
             # OSError here is the copy's (reading a local destination); the target's are TargetError.
             passed[name] = _said(exc)
             msg = f"passed over destination {name}: {passed[name]}"
-            job.log.event("destination_passed_over", msg, level="warning", destination=name,
-                          files_restored_so_far=job.restored())
+            job.log.event(
+                "destination_passed_over", msg, level="warning", destination=name, files_restored_so_far=job.restored()
+            )
             job.ui.problem(f"restore: {msg}")
             continue
-        job.log.event("destination_used", f"run {job.run_id} restored from {name}"
-                      + "".join(f"; passed over {n}: {why}" for n, why in passed.items()), destination=name)
+        job.log.event(
+            "destination_used",
+            f"run {job.run_id} restored from {name}"
+            + "".join(f"; passed over {n}: {why}" for n, why in passed.items()),
+            destination=name,
+        )
         return dest
     so_far = f"; {job.restored()} file(s) were restored, each checked, before that" if job.restored() else ""
-    raise StepFailed(f"run {job.run_id} could not be restored from any destination ("
-                     + "; ".join(f"{n}: {why}" for n, why in passed.items()) + f"){so_far}",
-                     hint="make status lists the runs each destination holds")
+    raise StepFailed(
+        f"run {job.run_id} could not be restored from any destination ("
+        + "; ".join(f"{n}: {why}" for n, why in passed.items())
+        + f"){so_far}",
+        hint="make status lists the runs each destination holds",
+    )
 
 
 def _checked_line(job: _Job, name: str) -> str:
@@ -542,16 +602,24 @@ def _guarded(log: StepLog, work):
         raise StepFailed(f"restore failed: {type(exc).__name__}: {exc}") from exc
 
 
-def restore(config: Config, run_id: str | None, ui: Console, policy: str | None = None,
-            to: str | None = None, dest_name: str | None = None, from_other_host: bool = False) -> int:
+def restore(
+    config: Config,
+    run_id: str | None,
+    ui: Console,
+    policy: str | None = None,
+    to: str | None = None,
+    dest_name: str | None = None,
+    from_other_host: bool = False,
+) -> int:
     if not run_id:
         raise UsageError("which run? pass RUN=<id> (make status lists them)")
     log = StepLog(config.log_dir, "restore", run_id)
     ui.log_path = log.path
 
     def work() -> int:
-        job = _Job(config, run_id, ui, log, Records(config, run_id), policy=policy, to=to,
-                   from_other_host=from_other_host)
+        job = _Job(
+            config, run_id, ui, log, Records(config, run_id), policy=policy, to=to, from_other_host=from_other_host
+        )
         try:
             dest = _run(job, [dest_name] if dest_name else [d.name for d in config.destinations])
         finally:
@@ -559,10 +627,19 @@ def restore(config: Config, run_id: str | None, ui: Console, policy: str | None 
         for name in job.policies:
             n, target = len(job.done[name]), job.targets[name]
             used = ", ".join(f"{d} ({k})" for d, k in job.counts[name].items()) or dest.name
-            log.event("policy_restored", f"{name}: {n} files to {target} from {used}", policy=name, files=n,
-                      target=str(target), destinations=dict(job.counts[name]), checked=dict(job.checked[name]))
-            ui.info(f"restore: {name}: {n} files restored to {target} from {used}, "
-                    f"{_checked_line(job, name) if n else 'nothing to check'}{job.grace_note()}")
+            log.event(
+                "policy_restored",
+                f"{name}: {n} files to {target} from {used}",
+                policy=name,
+                files=n,
+                target=str(target),
+                destinations=dict(job.counts[name]),
+                checked=dict(job.checked[name]),
+            )
+            ui.info(
+                f"restore: {name}: {n} files restored to {target} from {used}, "
+                f"{_checked_line(job, name) if n else 'nothing to check'}{job.grace_note()}"
+            )
         return 0
 
     try:
@@ -571,8 +648,14 @@ def restore(config: Config, run_id: str | None, ui: Console, policy: str | None 
         log.close()
 
 
-def restore_file(config: Config, path: str, ui: Console, to: str | None = None, dest_name: str | None = None,
-                 from_other_host: bool = False) -> int:
+def restore_file(
+    config: Config,
+    path: str,
+    ui: Console,
+    to: str | None = None,
+    dest_name: str | None = None,
+    from_other_host: bool = False,
+) -> int:
     """One deleted file back from its newest verified copy, to its place or under TO/<policy>/."""
     wanted = os.path.normpath(os.path.abspath(path))
     entry = None
@@ -580,8 +663,9 @@ def restore_file(config: Config, path: str, ui: Console, to: str | None = None, 
         if found["path"] == wanted:
             entry = found  # runs come oldest first: the last one is the newest copy
     if entry is None:
-        raise StepFailed(f"no deleted file {wanted} is in the catalogue",
-                         hint="list what is there: make find FILE='<glob>'")
+        raise StepFailed(
+            f"no deleted file {wanted} is in the catalogue", hint="list what is there: make find FILE='<glob>'"
+        )
     run_id, rel, policy = entry["run"], entry["rel"], entry["policy"]
     root = Path(entry["path"][: len(entry["path"]) - len(rel)])
     target = Path(to) / policy if to else root
@@ -593,19 +677,33 @@ def restore_file(config: Config, path: str, ui: Console, to: str | None = None, 
         member = os.fsencode(rel)
         recorded = records.files.get(policy, {}).get(member)
         if records.backup is not None and recorded is None:
-            raise StepFailed(f"{records.source} does not list {wanted}, which the catalogue does; nothing was restored",
-                             hint=f"inspect {config.state_dir}")
+            raise StepFailed(
+                f"{records.source} does not list {wanted}, which the catalogue does; nothing was restored",
+                hint=f"inspect {config.state_dir}",
+            )
         if recorded is not None and recorded != entry["sha256"]:
-            raise StepFailed(f"the catalogue and {records.source} disagree on the SHA-256 of {wanted}; "
-                             "nothing was restored", hint=f"inspect {config.state_dir}")
-        job = _Job(config, run_id, ui, log, records, only=(policy, member, root, target), to=to,
-                   from_other_host=from_other_host)
+            raise StepFailed(
+                f"the catalogue and {records.source} disagree on the SHA-256 of {wanted}; nothing was restored",
+                hint=f"inspect {config.state_dir}",
+            )
+        job = _Job(
+            config,
+            run_id,
+            ui,
+            log,
+            records,
+            only=(policy, member, root, target),
+            to=to,
+            from_other_host=from_other_host,
+        )
         configured = {d.name for d in config.destinations}
         names = [dest_name] if dest_name else [d.name for d in config.destinations if d.name in entry["destinations"]]
         if not names:
-            raise StepFailed(f"none of the destinations that held {wanted} ({', '.join(entry['destinations'])}) "
-                             f"is in {config.path} any more; nothing was restored",
-                             hint=f"configure one again, or pass DEST=<name> of one of {', '.join(sorted(configured))}")
+            raise StepFailed(
+                f"none of the destinations that held {wanted} ({', '.join(entry['destinations'])}) "
+                f"is in {config.path} any more; nothing was restored",
+                hint=f"configure one again, or pass DEST=<name> of one of {', '.join(sorted(configured))}",
+            )
         try:
             dest = _run(job, names)
         finally:
@@ -613,10 +711,18 @@ def restore_file(config: Config, path: str, ui: Console, to: str | None = None, 
         if not job.done[policy]:
             raise StepFailed(f"run {run_id} on {dest.describe()} does not hold {rel!r} in its {policy} archive")
         source = next(iter(job.checked[policy]))
-        log.event("file_restored", f"{wanted} restored from run {run_id} on {dest.name} to {target / rel}",
-                  path=wanted, target=str(target / rel), destination=dest.name, checked_against=source)
-        ui.info(f"restore: {target / rel} restored from run {run_id} on {dest.name}, SHA-256 checked against "
-                f"{source}{job.grace_note()}")
+        log.event(
+            "file_restored",
+            f"{wanted} restored from run {run_id} on {dest.name} to {target / rel}",
+            path=wanted,
+            target=str(target / rel),
+            destination=dest.name,
+            checked_against=source,
+        )
+        ui.info(
+            f"restore: {target / rel} restored from run {run_id} on {dest.name}, SHA-256 checked against "
+            f"{source}{job.grace_note()}"
+        )
         return 0
 
     try:

@@ -9,13 +9,13 @@ need to fit in memory.
 
 import fnmatch
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
-from ops.sys.atomic import atomic_file, ensure_private_dir
 from ops.errors import StepFailed
-from ops.sys.jsonl import HashingLineWriter, iter_lines
 from ops.state.manifest import RUN_ID_RE
+from ops.sys.atomic import atomic_file, ensure_private_dir
+from ops.sys.jsonl import HashingLineWriter, iter_lines
 
 DIR = "catalogue"
 
@@ -54,8 +54,10 @@ def entries(state_dir: Path) -> Iterator[dict]:
         try:
             yield from iter_lines(directory / name)
         except (OSError, ValueError) as exc:  # not a file clean wrote (a FIFO, a symlink), or damaged
-            raise StepFailed(f"catalogue file {directory / name} cannot be read: {exc}",
-                             hint="the archives themselves still list every file: see Restore in the README") from None
+            raise StepFailed(
+                f"catalogue file {directory / name} cannot be read: {exc}",
+                hint="the archives themselves still list every file: see Restore in the README",
+            ) from None
 
 
 def run_entries(state_dir: Path, run_id: str) -> Iterator[dict]:
@@ -66,8 +68,10 @@ def run_entries(state_dir: Path, run_id: str) -> Iterator[dict]:
     except FileNotFoundError:
         return
     except (OSError, ValueError) as exc:
-        raise StepFailed(f"catalogue file {path} cannot be read: {exc}",
-                         hint="the archives themselves still list every file: see Restore in the README") from None
+        raise StepFailed(
+            f"catalogue file {path} cannot be read: {exc}",
+            hint="the archives themselves still list every file: see Restore in the README",
+        ) from None
 
 
 def find(state_dir: Path, pattern: str) -> Iterator[dict]:

@@ -12,9 +12,9 @@ import os
 import time
 from pathlib import Path
 
+from ops.errors import LockBusy, StepFailed
 from ops.sys import child
 from ops.sys.atomic import PRIVATE_FILE, ensure_private_dir
-from ops.errors import LockBusy, StepFailed
 from ops.sys.paths import NotPlainFile, open_plain_fd
 
 LOCK_FD_ENV = "QTS_OPS_LOCK_FD"
@@ -103,8 +103,9 @@ def hold_lock(state_dir: Path, who: dict):
         fd = open_plain_fd(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
     except NotPlainFile as exc:
         # Not LockBusy: no run holds this; every run would fail the same way until it is gone.
-        raise StepFailed(f"{not_plain(path, exc)}. Nothing was changed",
-                         hint=f"remove {path} (the next run makes it again)") from None
+        raise StepFailed(
+            f"{not_plain(path, exc)}. Nothing was changed", hint=f"remove {path} (the next run makes it again)"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -17,8 +17,8 @@ import secrets
 import time
 from pathlib import Path
 
-from ops.sys.atomic import atomic_write, ensure_private_dir
 from ops.errors import Refused, UsageError, refusal_of
+from ops.sys.atomic import atomic_write, ensure_private_dir
 from ops.sys.jsonl import decode_line, dumps_document
 from ops.sys.paths import NotPlainFile, check_manifest_path, open_plain_file, unsafe_reason
 from ops.sys.workers import ForkedWorkers, WorkerError
@@ -84,8 +84,9 @@ def _open_state(path: Path, what: str):
     try:
         return open_plain_file(path)
     except NotPlainFile:
-        raise Refused(f"{what} is not a regular file (a symlink, FIFO, device or directory), "
-                      "so not one this toolkit wrote") from None
+        raise Refused(
+            f"{what} is not a regular file (a symlink, FIFO, device or directory), so not one this toolkit wrote"
+        ) from None
 
 
 def _seal(body: dict) -> str:
@@ -200,7 +201,9 @@ class Run:
             ) from None
         doc = open_sealed(data, where)
         if doc.get("schema") != SCHEMA or doc.get("step") != step or doc.get("run_id") != self.id:
-            raise Refused(f"{where} belongs to step {doc.get('step')!r} of run {doc.get('run_id')!r}; it was swapped in")
+            raise Refused(
+                f"{where} belongs to step {doc.get('step')!r} of run {doc.get('run_id')!r}; it was swapped in"
+            )
         index = STEPS.index(step)
         if index:
             prev = self.ok_path(STEPS[index - 1])
@@ -218,8 +221,11 @@ class Run:
         already runs beside a step's work passes ``side_by_side=False``: its own helpers
         would only compete with that work. If forking fails, the files are checked in turn.
         """
-        checks = [(name, sha, f"run {self.id}: {self.ok_path(step).name}")
-                  for step, doc in chain.items() for name, sha in doc.get("files", {}).items()]
+        checks = [
+            (name, sha, f"run {self.id}: {self.ok_path(step).name}")
+            for step, doc in chain.items()
+            for name, sha in doc.get("files", {}).items()
+        ]
         count = min(len(checks), _cores()) if side_by_side else 1
         workers = None
         if count >= 2 and sum(self._size(name) for name, _, _ in checks) >= _SIDE_BY_SIDE_BYTES:
@@ -302,8 +308,10 @@ class Run:
         """
         linked = self.linked_dir()
         if linked:  # its manifests would be read, and the step's written, elsewhere
-            raise Refused(f"{linked} is a symbolic link; a run's state is trusted only in a directory of its own",
-                          hint="put the directory it points at in its place, or remove it")
+            raise Refused(
+                f"{linked} is a symbolic link; a run's state is trusted only in a directory of its own",
+                hint="put the directory it points at in its place, or remove it",
+            )
         if not self.exists():
             raise Refused(f"run {self.id} does not exist in {self.dir.parent}", hint="start one with: make scan")
         chain = {s: self._load(s) for s in STEPS[: STEPS.index(step)]}

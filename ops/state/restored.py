@@ -16,9 +16,9 @@ import os
 import time
 from pathlib import Path
 
-from ops.sys.atomic import PRIVATE_FILE, ensure_private_dir
 from ops.config import Config
 from ops.errors import StepFailed
+from ops.sys.atomic import PRIVATE_FILE, ensure_private_dir
 from ops.sys.jsonl import decode_line, dumps_line
 from ops.sys.paths import NotPlainFile, open_plain_fd, open_plain_file
 
@@ -26,8 +26,11 @@ NAME = "restored.jsonl"
 
 
 def _not_plain(path: Path, exc: NotPlainFile) -> StepFailed:
-    return StepFailed(f"{path} {exc.strerror}; it must be a regular file of the toolkit's own, and it is never "
-                      "read or written through a link", hint=f"move {path} away (restore starts a new one)")
+    return StepFailed(
+        f"{path} {exc.strerror}; it must be a regular file of the toolkit's own, and it is never "
+        "read or written through a link",
+        hint=f"move {path} away (restore starts a new one)",
+    )
 
 
 class Marks:
@@ -44,9 +47,20 @@ class Marks:
     def add(self, policy: str, path: bytes, st: os.stat_result) -> None:
         # One O_APPEND write per line: a concurrent restore's lines never interleave with it.
         at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.at_ns / 1e9))
-        os.write(self._fd, dumps_line({"policy": policy, "path": os.fsdecode(path), "dev": st.st_dev,
-                                       "ino": st.st_ino, "mtime_ns": st.st_mtime_ns,
-                                       "restored_at": at, "restored_ns": self.at_ns}))
+        os.write(
+            self._fd,
+            dumps_line(
+                {
+                    "policy": policy,
+                    "path": os.fsdecode(path),
+                    "dev": st.st_dev,
+                    "ino": st.st_ino,
+                    "mtime_ns": st.st_mtime_ns,
+                    "restored_at": at,
+                    "restored_ns": self.at_ns,
+                }
+            ),
+        )
 
     def close(self) -> None:
         try:

@@ -33,16 +33,27 @@ def step_state(run: Run, step: str) -> dict:
 def _counts(step: str, doc: dict) -> dict:
     if step == "scan":
         ps = doc.get("policies", {}).values()
-        return {"files": sum(p.get("expired", 0) for p in ps), "bytes": sum(p.get("expired_bytes", 0) for p in ps),
-                "undeletable": {n: p.get("undeletable", 0) for n, p in doc.get("policies", {}).items()}}
+        return {
+            "files": sum(p.get("expired", 0) for p in ps),
+            "bytes": sum(p.get("expired_bytes", 0) for p in ps),
+            "undeletable": {n: p.get("undeletable", 0) for n, p in doc.get("policies", {}).items()},
+        }
     if step == "backup":
         ps = doc.get("policies", {}).values()
-        return {"files": sum(p.get("archived", 0) for p in ps), "bytes": sum(p.get("member_bytes", 0) for p in ps),
-                "destinations": doc.get("destinations", []), "failed_destinations": doc.get("failed_destinations", {})}
+        return {
+            "files": sum(p.get("archived", 0) for p in ps),
+            "bytes": sum(p.get("member_bytes", 0) for p in ps),
+            "destinations": doc.get("destinations", []),
+            "failed_destinations": doc.get("failed_destinations", {}),
+        }
     if step == "verify":
         return {"verified": doc.get("verified", []), "destinations": doc.get("destinations", {})}
-    return {"files": doc.get("deleted", 0), "bytes": doc.get("deleted_bytes", 0), "kept": doc.get("kept", 0),
-            "copies_missing": doc.get("copies_missing", {})}
+    return {
+        "files": doc.get("deleted", 0),
+        "bytes": doc.get("deleted_bytes", 0),
+        "kept": doc.get("kept", 0),
+        "copies_missing": doc.get("copies_missing", {}),
+    }
 
 
 def summarize(config: Config, run_id: str) -> dict:

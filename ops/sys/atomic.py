@@ -50,8 +50,10 @@ def ensure_private_dir(path: Path, own: bool = False) -> Path:
         mode = None
     if mode is not None and not stat.S_ISDIR(mode):
         what = "a symbolic link" if stat.S_ISLNK(mode) else "not a directory"
-        raise StepFailed(f"{path} is {what}; it must be a directory of the toolkit's own, and nothing is "
-                         "written through it", hint="put the directory it points at in its place, or remove it")
+        raise StepFailed(
+            f"{path} is {what}; it must be a directory of the toolkit's own, and nothing is written through it",
+            hint="put the directory it points at in its place, or remove it",
+        )
     path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     st = os.stat(path)
     if (st.st_mode & 0o777) != PRIVATE_DIR:

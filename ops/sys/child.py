@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 from ops.errors import FAILED
 

@@ -2,7 +2,7 @@
 
 import queue
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 BLOCK = 1 << 20
 

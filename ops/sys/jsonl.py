@@ -7,8 +7,8 @@ ordinary names, exact round-trips for every name.
 """
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ops.sys.hashio import HashingWriter
 from ops.sys.paths import open_plain_file

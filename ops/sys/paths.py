@@ -31,8 +31,14 @@ def unsafe_reason(path) -> str | None:
         # Every manifest line passes here: a few substring searches clear a sound path;
         # only a suspect one is taken apart below to say why.
         framed = f"/{path}/"
-        if path and path[0] != "/" and "\x00" not in path and "//" not in framed \
-                and "/./" not in framed and "/../" not in framed:
+        if (
+            path
+            and path[0] != "/"
+            and "\x00" not in path
+            and "//" not in framed
+            and "/./" not in framed
+            and "/../" not in framed
+        ):
             return None
         path = os.fsencode(path)
     if not path:
@@ -93,8 +99,9 @@ def open_dir_nofollow(path) -> int:
         return os.open(path, NOFOLLOW_DIR)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise NotADirectoryError(errno.ENOTDIR, "is not a directory (a symbolic link is never followed)",
-                                     str(path)) from None
+            raise NotADirectoryError(
+                errno.ENOTDIR, "is not a directory (a symbolic link is never followed)", str(path)
+            ) from None
         raise
 
 

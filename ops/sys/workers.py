@@ -21,8 +21,8 @@ import os
 import pickle
 import signal
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Callable
 
 from ops.sys import child
 

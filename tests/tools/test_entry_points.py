@@ -11,15 +11,24 @@ from tools.chaos.trials import KINDS
 from tools.sandbox import SCRIPTS
 
 
-@pytest.mark.parametrize("script, says", [
-    ("bench", ["usage: scripts/bench.py", "--quick", "BENCH_SCALE=small"]),
-    ("chaos", ["usage: scripts/chaos.py", "--seed", *KINDS]),
-])
+@pytest.mark.parametrize(
+    "script, says",
+    [
+        ("bench", ["usage: scripts/bench.py", "--quick", "BENCH_SCALE=small"]),
+        ("chaos", ["usage: scripts/chaos.py", "--seed", *KINDS]),
+    ],
+)
 def test_the_entry_point_starts_without_the_repository_on_the_path(script, says, tmp_path):
     # No PYTHONPATH (pytest-xdist puts the repository there): only the script's own bootstrap may find tools.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    got = subprocess.run([sys.executable, str(SCRIPTS / f"{script}.py"), "--help"], capture_output=True, text=True,
-                         env=env, cwd=tmp_path, timeout=60)
+    got = subprocess.run(
+        [sys.executable, str(SCRIPTS / f"{script}.py"), "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert got.returncode == 0, got.stderr
     for text in says:
         assert text in got.stdout

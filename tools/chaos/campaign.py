@@ -66,8 +66,17 @@ def plan(trials: int, kinds: list[str]) -> list[tuple[str, int]]:
     return tasks
 
 
-def run_campaign(seed: int, trials: int, work: Path, kinds: list[str] | None = None, workers: int = 2,
-                 keep: bool = False, only: int | None = None, progress=None, budget: float = 1.0) -> list[Outcome]:
+def run_campaign(
+    seed: int,
+    trials: int,
+    work: Path,
+    kinds: list[str] | None = None,
+    workers: int = 2,
+    keep: bool = False,
+    only: int | None = None,
+    progress=None,
+    budget: float = 1.0,
+) -> list[Outcome]:
     kinds = kinds or list(KINDS)
     tasks = [(k, i, seed, work, keep, budget) for k, i in plan(trials, kinds) if only is None or i == only]
     work.mkdir(parents=True, exist_ok=True)

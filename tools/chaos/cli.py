@@ -20,12 +20,20 @@ The campaign itself lives in tools/chaos/."""
 
 def main(argv=None) -> int:
     kinds = "\n".join(f"  {k:<16} {d}" for k, (_, _, d) in KINDS.items())
-    p = argparse.ArgumentParser(prog="scripts/chaos.py", description=DESCRIPTION, epilog=f"fault kinds:\n{kinds}",
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="scripts/chaos.py",
+        description=DESCRIPTION,
+        epilog=f"fault kinds:\n{kinds}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--seed", type=int, default=None, help="campaign seed (default: a new one, printed)")
-    p.add_argument("--trials", type=int, default=20,
-                   help="trials per unit; each kind runs a share of it (default: %(default)s: ~105 trials, "
-                        "~3,500 faults, 1-4 minutes on 2 cores)")
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=20,
+        help="trials per unit; each kind runs a share of it (default: %(default)s: ~105 trials, "
+        "~3,500 faults, 1-4 minutes on 2 cores)",
+    )
     p.add_argument("--kind", action="append", choices=list(KINDS), help="only this kind (repeatable)")
     p.add_argument("--trial", type=int, help="only trial number N of each kind (to reproduce one)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
@@ -33,18 +41,20 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 1 << 31)
     work = campaign.default_work_root()
-    print(f"chaos: seed {seed}, CHAOS_TRIALS {args.trials}, {args.workers} workers, sandboxes under {work}",
-          flush=True)
+    print(f"chaos: seed {seed}, CHAOS_TRIALS {args.trials}, {args.workers} workers, sandboxes under {work}", flush=True)
     t0 = time.monotonic()
 
     def progress(o, done, total):
         mark = "FAIL" if o.failed else "skip" if o.skipped else "ok"
-        print(f"  [{done:>3}/{total}] {o.kind:<16} #{o.trial:<3} {o.faults:>4} faults {o.seconds:6.1f}s  {mark}",
-              flush=True)
+        print(
+            f"  [{done:>3}/{total}] {o.kind:<16} #{o.trial:<3} {o.faults:>4} faults {o.seconds:6.1f}s  {mark}",
+            flush=True,
+        )
 
     try:
-        results = campaign.run_campaign(seed, args.trials, work, args.kind, args.workers, args.keep,
-                                        args.trial, progress)
+        results = campaign.run_campaign(
+            seed, args.trials, work, args.kind, args.workers, args.keep, args.trial, progress
+        )
     finally:
         if not args.keep:
             remove_tree(work)

@@ -47,8 +47,15 @@ class Dataset:
 def random_content(rng: random.Random) -> bytes:
     """Mostly small, now and then up to 300 KB; random bytes or compressible trading words."""
     r = rng.random()
-    size = 0 if r < 0.04 else rng.randint(1, 2000) if r < 0.75 else rng.randint(2000, 60000) if r < 0.97 \
+    size = (
+        0
+        if r < 0.04
+        else rng.randint(1, 2000)
+        if r < 0.75
+        else rng.randint(2000, 60000)
+        if r < 0.97
         else rng.randint(60000, 300000)
+    )
     if rng.random() < 0.5:
         return rng.randbytes(size)
     words = [b"tick", b"bar", b"fill", b"order", b"100.25", b"ESZ6", b"\n"]

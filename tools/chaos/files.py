@@ -9,7 +9,6 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -36,7 +35,7 @@ def put_file(top, rel: bytes, content: bytes, mtime: float) -> None:
         try:
             view = memoryview(content)
             while view:
-                view = view[os.write(f, view):]
+                view = view[os.write(f, view) :]
         finally:
             os.close(f)
         ns = int(mtime * 1e9)
@@ -78,8 +77,9 @@ def read_tree(top, content: bool = True) -> Tree:
                     with os.fdopen(f, "rb") as fh:
                         t.files[path] = fh.read()
             else:
-                t.special[path] = "fifo" if stat.S_ISFIFO(st.st_mode) else \
-                    "socket" if stat.S_ISSOCK(st.st_mode) else "other"
+                t.special[path] = (
+                    "fifo" if stat.S_ISFIFO(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode) else "other"
+                )
         return sorted(subdirs, reverse=True)
 
     stack = [(b"", top_fd, scan(top_fd, b""))]

@@ -45,8 +45,9 @@ def vouched_runs(sb: Sandbox) -> set[tuple[str, str]]:
     return got
 
 
-def archived(sb: Sandbox, scratch: Path, out: Outcome, cache: dict | None = None,
-             vouched: set | None = None) -> dict[bytes, set[str]]:
+def archived(
+    sb: Sandbox, scratch: Path, out: Outcome, cache: dict | None = None, vouched: set | None = None
+) -> dict[bytes, set[str]]:
     """key -> SHA-256s of that file in every archive verify vouched for, as GNU tar
     extracts it and sha256sum -c accepts it. ``cache`` keeps what one run directory
     yielded, keyed by its files' identities, so an unchanged run is not extracted again.
@@ -62,15 +63,22 @@ def archived(sb: Sandbox, scratch: Path, out: Outcome, cache: dict | None = None
             if (dname, run_id) not in vouched:
                 continue
             rdir = ddir / run_id
-            ident = (dname, run_id, tuple((e.name, e.stat().st_size, e.stat().st_mtime_ns, e.stat().st_ino)
-                                          for e in sorted(os.scandir(rdir), key=lambda e: e.name)))
+            ident = (
+                dname,
+                run_id,
+                tuple(
+                    (e.name, e.stat().st_size, e.stat().st_mtime_ns, e.stat().st_ino)
+                    for e in sorted(os.scandir(rdir), key=lambda e: e.name)
+                ),
+            )
             if cache is not None and ident in cache:
                 for key, shas in cache[ident].items():
                     got.setdefault(key, set()).update(shas)
                 continue
             mine: dict[bytes, set[str]] = {}
-            sums = subprocess.run(["sha256sum", "--quiet", "--strict", "-c", "SHA256SUMS"], cwd=rdir,
-                                  capture_output=True, text=True)
+            sums = subprocess.run(
+                ["sha256sum", "--quiet", "--strict", "-c", "SHA256SUMS"], cwd=rdir, capture_output=True, text=True
+            )
             if sums.returncode:
                 out.bad(f"{dname}/{run_id}: verified run fails sha256sum -c SHA256SUMS: {sums.stdout[:200]}")
                 continue
@@ -90,17 +98,22 @@ def archived(sb: Sandbox, scratch: Path, out: Outcome, cache: dict | None = None
                     # Every expired file changed before backup read it: an archive with no
                     # member, and an empty .sha256 that `sha256sum -c` rejects ("no properly
                     # formatted checksum lines"). Reported in the notes; GNU tar must agree.
-                    out.notes.append("a run archived no member of a policy: its empty .sha256 makes the "
-                                     "contract's `sha256sum -c` check exit 1")
+                    out.notes.append(
+                        "a run archived no member of a policy: its empty .sha256 makes the "
+                        "contract's `sha256sum -c` check exit 1"
+                    )
                     if read_tree(into).files:
                         out.bad(f"{dname}/{run_id}/{archive.name}: members, but an empty {sums_file.name}")
                     remove_tree(into)
                     continue
-                c = subprocess.run(["sha256sum", "--quiet", "--strict", "-c", str(sums_file)],
-                                   cwd=into, capture_output=True, text=True)
+                c = subprocess.run(
+                    ["sha256sum", "--quiet", "--strict", "-c", str(sums_file)], cwd=into, capture_output=True, text=True
+                )
                 if c.returncode:
-                    out.bad(f"{dname}/{run_id}/{policy}.sha256: sha256sum -c fails on GNU tar's extraction: "
-                            f"{(c.stdout + c.stderr)[:300]}")
+                    out.bad(
+                        f"{dname}/{run_id}/{policy}.sha256: sha256sum -c fails on GNU tar's extraction: "
+                        f"{(c.stdout + c.stderr)[:300]}"
+                    )
                     continue
                 for rel, data in read_tree(into).files.items():
                     mine.setdefault(roots.get(policy, policy).encode() + b"/" + rel, set()).add(sha(data))
@@ -112,8 +125,15 @@ def archived(sb: Sandbox, scratch: Path, out: Outcome, cache: dict | None = None
     return got
 
 
-def judge(sb: Sandbox, ds: Dataset, scratch: Path, out: Outcome, changed_ok: set[bytes] = frozenset(),
-          cache: dict | None = None, vouched: set | None = None) -> Tree:
+def judge(
+    sb: Sandbox,
+    ds: Dataset,
+    scratch: Path,
+    out: Outcome,
+    changed_ok: set[bytes] = frozenset(),
+    cache: dict | None = None,
+    vouched: set | None = None,
+) -> Tree:
     """The whole oracle; records lost files and violations in ``out``. Returns the data tree."""
     now = read_tree(sb.data)
     arch = None
@@ -178,8 +198,9 @@ def _check_archives(sb: Sandbox, out: Outcome) -> None:
     for run_id in sb.runs():
         backup = read_json(sb.state / "runs" / run_id / "backup.ok.json")
         try:
-            want = {"MANIFEST.json", "SHA256SUMS"} | {n for p in backup["policies"].values()
-                                                       for n in (p["archive"], p["sums"])}
+            want = {"MANIFEST.json", "SHA256SUMS"} | {
+                n for p in backup["policies"].values() for n in (p["archive"], p["sums"])
+            }
             listed = [d for d in backup["destinations"] if d in dests]
         except (TypeError, KeyError, AttributeError):
             continue  # no backup manifest, or one a trial damaged on purpose (the steps refuse it)

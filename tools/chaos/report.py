@@ -16,9 +16,13 @@ def table(results: list[Outcome]) -> tuple[str, bool]:
             continue
         ran = [o for o in rs if not o.skipped]
         row = {
-            "kind": kind, "trials": len(ran), "faults": sum(o.faults for o in ran),
-            "recovered": sum(o.recovered and not o.failed for o in ran), "new_run": sum(o.new_run for o in ran),
-            "lost": sum(len(o.lost) for o in ran), "kept": sum(len(o.kept_forever) for o in ran),
+            "kind": kind,
+            "trials": len(ran),
+            "faults": sum(o.faults for o in ran),
+            "recovered": sum(o.recovered and not o.failed for o in ran),
+            "new_run": sum(o.new_run for o in ran),
+            "lost": sum(len(o.lost) for o in ran),
+            "kept": sum(len(o.kept_forever) for o in ran),
             "viol": sum(len(o.violations) for o in ran),
         }
         for k in total:
@@ -28,15 +32,21 @@ def table(results: list[Outcome]) -> tuple[str, bool]:
         skipped = sorted({o.skipped for o in rs if o.skipped})
         row["how"] = "; ".join(mech + [f"SKIPPED {len(rs) - len(ran)}: {s}" for s in skipped])
         rows.append(row)
-    head = f"{'fault kind':<16} {'trials':>6} {'faults':>7} {'recovered':>9} {'--new-run':>9} " \
-           f"{'files lost':>10} {'kept forever':>12} {'violations':>10}  mechanism"
+    head = (
+        f"{'fault kind':<16} {'trials':>6} {'faults':>7} {'recovered':>9} {'--new-run':>9} "
+        f"{'files lost':>10} {'kept forever':>12} {'violations':>10}  mechanism"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['kind']:<16} {r['trials']:>6} {r['faults']:>7} {r['recovered']:>9} {r['new_run']:>9} "
-                     f"{r['lost']:>10} {r['kept']:>12} {r['viol']:>10}  {r['how']}")
+        lines.append(
+            f"{r['kind']:<16} {r['trials']:>6} {r['faults']:>7} {r['recovered']:>9} {r['new_run']:>9} "
+            f"{r['lost']:>10} {r['kept']:>12} {r['viol']:>10}  {r['how']}"
+        )
     lines.append("-" * len(head))
-    lines.append(f"{'total':<16} {total['trials']:>6} {total['faults']:>7} {total['recovered']:>9} "
-                 f"{total['new_run']:>9} {total['lost']:>10} {total['kept']:>12} {total['viol']:>10}")
+    lines.append(
+        f"{'total':<16} {total['trials']:>6} {total['faults']:>7} {total['recovered']:>9} "
+        f"{total['new_run']:>9} {total['lost']:>10} {total['kept']:>12} {total['viol']:>10}"
+    )
     passed = total["lost"] == 0 and total["kept"] == 0 and total["viol"] == 0
     return "\n".join(lines), passed
 
@@ -46,8 +56,10 @@ def failures(results: list[Outcome], seed: int) -> str:
     for o in results:
         if not o.failed:
             continue
-        lines.append(f"\n{o.kind} trial {o.trial} (reproduce: scripts/chaos.py --seed {seed} --kind {o.kind} "
-                     f"--trial {o.trial} --keep)")
+        lines.append(
+            f"\n{o.kind} trial {o.trial} (reproduce: scripts/chaos.py --seed {seed} --kind {o.kind} "
+            f"--trial {o.trial} --keep)"
+        )
         lines += [f"  lost: {_short(k)}" for k in o.lost[:10]]
         lines += [f"  kept forever: {_short(k)}" for k in o.kept_forever[:10]]
         lines += [f"  violation: {v}" for v in o.violations[:10]]

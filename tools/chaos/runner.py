@@ -13,9 +13,9 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from ops.sys import crashpoints
 from ops.state.lock import LOCK_FD_ENV
 from ops.state.manifest import STEPS
+from ops.sys import crashpoints
 from tools.chaos.inject import faultdest
 from tools.sandbox import SCRIPTS, Sandbox
 

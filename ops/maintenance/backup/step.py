@@ -10,24 +10,34 @@ import os
 import socket
 import time
 
-from ops.sys import crashpoints
 from ops.archive import EXTENSIONS, ArchiveWriter
-from ops.archive.codec import CHUNK
-from ops.sys.atomic import atomic_file, atomic_write
 from ops.archive.checksums import sum_line
+from ops.archive.codec import CHUNK
 from ops.config import NAME_RE
 from ops.destinations import DestinationError, open_destination
-from ops.errors import Refused, StepFailed
-from ops.sys.hashio import HashingWriter, sha256_bytes
 from ops.destinations.hosts import known_runs, other_hosts
-from ops.sys.jsonl import HashingLineWriter, dumps_document, iter_lines
-from ops.state.manifest import open_sealed, seal_document
-from ops.sys.paths import Beneath, RootChanged, describe_oserror, entry_key, read_plain_file, stat_key
+from ops.errors import Refused, StepFailed
 from ops.maintenance.step import StepContext
+from ops.state.manifest import open_sealed, seal_document
+from ops.sys import crashpoints
+from ops.sys.atomic import atomic_file, atomic_write
+from ops.sys.hashio import HashingWriter, sha256_bytes
+from ops.sys.jsonl import HashingLineWriter, dumps_document, iter_lines
+from ops.sys.paths import Beneath, RootChanged, describe_oserror, entry_key, read_plain_file, stat_key
 
 PENDING = "backup.pending.json"
 # What MANIFEST.json tells a restore that has no local state.
-RESTORE_KEYS = ("root", "compression", "archive", "archive_sha256", "archive_bytes", "sums", "sums_sha256", "members", "member_bytes")
+RESTORE_KEYS = (
+    "root",
+    "compression",
+    "archive",
+    "archive_sha256",
+    "archive_bytes",
+    "sums",
+    "sums_sha256",
+    "members",
+    "member_bytes",
+)
 
 
 def records_name(policy: str) -> str:
@@ -52,8 +62,9 @@ class Fanout:
             return
         self.failed[name] = f"{type(exc).__name__}: {exc}"
         try:
-            self.ctx.log.event("destination_failed", f"{name}: {exc}; continuing without it", level="error",
-                               destination=name)
+            self.ctx.log.event(
+                "destination_failed", f"{name}: {exc}; continuing without it", level="error", destination=name
+            )
             self.ctx.ui.warn(f"destination {name} failed: {exc}")
         finally:
             staging.abort()  # no longer among the stagings the step aborts on its way out
@@ -125,14 +136,26 @@ def _archive_one(beneath: Beneath, writer: ArchiveWriter, entry: dict, raw_path:
     try:
         if stat_key(st) != entry_key(entry):
             return {"path": path, "status": "skipped", "reason": "changed since scan"}
-        sha, got = writer.add(raw_path, st.st_size, st.st_mtime_ns // 1_000_000_000,
-                              st.st_mode & 0o7777, st.st_uid, st.st_gid, _contents(fd, st.st_size))
+        sha, got = writer.add(
+            raw_path,
+            st.st_size,
+            st.st_mtime_ns // 1_000_000_000,
+            st.st_mode & 0o7777,
+            st.st_uid,
+            st.st_gid,
+            _contents(fd, st.st_size),
+        )
         after = os.fstat(fd)
     finally:
         os.close(fd)
     if got != st.st_size or stat_key(after) != stat_key(st):
-        return {"path": path, "status": "changed", "sha256": sha, "size": st.st_size,
-                "reason": "changed while being archived; kept, the copy may be torn"}
+        return {
+            "path": path,
+            "status": "changed",
+            "sha256": sha,
+            "size": st.st_size,
+            "reason": "changed while being archived; kept, the copy may be torn",
+        }
     return {"path": path, "status": "archived", "sha256": sha, "size": st.st_size}
 
 
@@ -149,8 +172,11 @@ def _write_policy(ctx: StepContext, name: str, scanned: dict, fanout: Fanout, co
         beneath = Beneath(scanned["root"], (scanned["root_dev"], scanned["root_ino"]))
     except (RootChanged, OSError) as exc:
         raise StepFailed(f"policy {name}: cannot open root {scanned['root']}: {exc}") from None
-    with beneath, atomic_file(ctx.run.path(records_name(name))) as rf, \
-            ctx.ui.progress(f"backup {name}", scanned["expired_bytes"]) as advance:
+    with (
+        beneath,
+        atomic_file(ctx.run.path(records_name(name))) as rf,
+        ctx.ui.progress(f"backup {name}", scanned["expired_bytes"]) as advance,
+    ):
         records = HashingLineWriter(rf)
         for entry in iter_lines(ctx.run.path(scanned["entries"])):
             raw_path = os.fsencode(entry["path"])
@@ -158,12 +184,23 @@ def _write_policy(ctx: StepContext, name: str, scanned: dict, fanout: Fanout, co
             records.write(record)
             counts[record["status"]] += 1
             if record["status"] == "skipped":
-                ctx.log.event("not_archived", f"{record['path']}: {record['reason']}", level="warning",
-                              policy=name, path=record["path"], reason=record["reason"])
+                ctx.log.event(
+                    "not_archived",
+                    f"{record['path']}: {record['reason']}",
+                    level="warning",
+                    policy=name,
+                    path=record["path"],
+                    reason=record["reason"],
+                )
                 continue
             if record["status"] == "changed":
-                ctx.log.event("changed", f"{record['path']}: {record['reason']}", level="warning",
-                              policy=name, path=record["path"])
+                ctx.log.event(
+                    "changed",
+                    f"{record['path']}: {record['reason']}",
+                    level="warning",
+                    policy=name,
+                    path=record["path"],
+                )
             sums.write(sum_line(record["sha256"], raw_path))
             archived_bytes += record["size"]
             advance(record["size"])
@@ -171,8 +208,17 @@ def _write_policy(ctx: StepContext, name: str, scanned: dict, fanout: Fanout, co
         archive_sha, archive_bytes = writer.close()
         sums.flush()
     info = {
-        "root": scanned["root"], "compression": compression, "archive": archive, "archive_sha256": archive_sha, "archive_bytes": archive_bytes,
-        "sums": sums_name, "sums_sha256": sums.sha256, "sums_bytes": sums.size, "members": counts["archived"] + counts["changed"], "member_bytes": archived_bytes, **counts,
+        "root": scanned["root"],
+        "compression": compression,
+        "archive": archive,
+        "archive_sha256": archive_sha,
+        "archive_bytes": archive_bytes,
+        "sums": sums_name,
+        "sums_sha256": sums.sha256,
+        "sums_bytes": sums.size,
+        "members": counts["archived"] + counts["changed"],
+        "member_bytes": archived_bytes,
+        **counts,
     }
     return info, records.sha256
 
@@ -194,7 +240,10 @@ def _adopt(ctx: StepContext, published: list, others: list, failed: dict[str, st
         pending = None
     for dest in published:
         try:
-            same = pending and sha256_bytes(dest.read_bytes(ctx.run.id, "MANIFEST.json")) == pending["body"]["manifest_sha256"]
+            same = (
+                pending
+                and sha256_bytes(dest.read_bytes(ctx.run.id, "MANIFEST.json")) == pending["body"]["manifest_sha256"]
+            )
         except (DestinationError, OSError):
             same = False
         if not same:
@@ -210,7 +259,9 @@ def _adopt(ctx: StepContext, published: list, others: list, failed: dict[str, st
             _copy_run(ctx.run.id, published[0], dest, pending["body"]["policies"])
         except (DestinationError, OSError) as exc:
             failed[dest.name] = f"{type(exc).__name__}: {exc}"
-            ctx.log.event("destination_failed", f"{dest.name}: copy failed: {exc}", level="error", destination=dest.name)
+            ctx.log.event(
+                "destination_failed", f"{dest.name}: copy failed: {exc}", level="error", destination=dest.name
+            )
             continue
         done.append(dest)
         ctx.log.event("copied", f"run {ctx.run.id} copied from {published[0].name} to {dest.name}")
@@ -255,12 +306,18 @@ def _warn_other_hosts(ctx: StepContext, dests: list) -> None:
         try:
             found = other_hosts(dest, known, first_only=True)
         except (DestinationError, OSError) as exc:
-            ctx.log.event("other_hosts_unknown", f"{dest.name}: cannot look for runs of other hosts: {exc}",
-                          level="warning", destination=dest.name)
+            ctx.log.event(
+                "other_hosts_unknown",
+                f"{dest.name}: cannot look for runs of other hosts: {exc}",
+                level="warning",
+                destination=dest.name,
+            )
             continue
         for run_id, host in found.items():
-            msg = (f"destination {dest.describe()} also holds runs of another host ({host}, e.g. run {run_id}); "
-                   f"give each host a prefix or directory of its own (make status DEST={dest.name} lists them)")
+            msg = (
+                f"destination {dest.describe()} also holds runs of another host ({host}, e.g. run {run_id}); "
+                f"give each host a prefix or directory of its own (make status DEST={dest.name} lists them)"
+            )
             ctx.log.event("other_host_runs", msg, level="warning", destination=dest.name, host=host, run_example=run_id)
             ctx.ui.problem(msg)
 
@@ -280,8 +337,9 @@ def backup_work(ctx: StepContext):
         # without this line a missing bucket would go unnoticed night after night.
         failed = "; ".join(f"{n}: {' '.join(str(e).split())}" for n, e in sorted(body["failed_destinations"].items()))
         held = f"is on {', '.join(body['destinations'])} only" if body["destinations"] else "had nothing to archive"
-        ctx.ui.problem(f"backup of run {ctx.run.id}: destination failed ({failed}); the run {held}. "
-                       "Look closer: make status")
+        ctx.ui.problem(
+            f"backup of run {ctx.run.id}: destination failed ({failed}); the run {held}. Look closer: make status"
+        )
     return body, files
 
 
@@ -305,28 +363,39 @@ def _backup(ctx: StepContext):
         try:
             stagings[dest.name] = dest.begin_run(run_id)
             if stagings[dest.name].leftovers:
-                ctx.log.event("replacing_leftovers", f"{dest.name}: {len(stagings[dest.name].leftovers)} objects of an "
-                              "interrupted, never-published attempt at this run are replaced", level="warning",
-                              destination=dest.name, objects=stagings[dest.name].leftovers[:20])
+                ctx.log.event(
+                    "replacing_leftovers",
+                    f"{dest.name}: {len(stagings[dest.name].leftovers)} objects of an "
+                    "interrupted, never-published attempt at this run are replaced",
+                    level="warning",
+                    destination=dest.name,
+                    objects=stagings[dest.name].leftovers[:20],
+                )
         except (DestinationError, OSError) as exc:
             failed[dest.name] = f"{type(exc).__name__}: {exc}"
             ctx.log.event("destination_failed", f"{dest.name}: {exc}", level="error", destination=dest.name)
     if not stagings:
-        raise StepFailed("no destination can take run %s: %s" % (run_id, "; ".join(f"{n}: {e}" for n, e in failed.items())))
+        raise StepFailed(f"no destination can take run {run_id}: " + "; ".join(f"{n}: {e}" for n, e in failed.items()))
     fanout = Fanout(ctx, stagings, failed)
     try:
         policies, files = {}, {}
         for name, info in scanned.items():
             policies[name], files[records_name(name)] = _write_policy(ctx, name, info, fanout, _compression(ctx, name))
             crashpoints.reach("backup.after_archive")
-        manifest = dumps_document({
-            "format": "qts-ops-run", "schema": 1, "run_id": run_id, "host": socket.gethostname(),
-            # Whose run this is, for restore (another host's run never goes into this one's
-            # roots unasked) and for any host that shares the destination.
-            "identity": ctx.config.identity(),
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "compression": compression,
-            "policies": {n: {k: p[k] for k in RESTORE_KEYS} for n, p in policies.items()},
-        })
+        manifest = dumps_document(
+            {
+                "format": "qts-ops-run",
+                "schema": 1,
+                "run_id": run_id,
+                "host": socket.gethostname(),
+                # Whose run this is, for restore (another host's run never goes into this one's
+                # roots unasked) and for any host that shares the destination.
+                "identity": ctx.config.identity(),
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "compression": compression,
+                "policies": {n: {k: p[k] for k in RESTORE_KEYS} for n, p in policies.items()},
+            }
+        )
         listed = {"MANIFEST.json": sha256_bytes(manifest)}
         for p in policies.values():
             listed[p["archive"]] = p["archive_sha256"]
@@ -335,8 +404,12 @@ def _backup(ctx: StepContext):
         fanout.create("SHA256SUMS").write(sums)
         fanout.create("MANIFEST.json").write(manifest)
         body = {
-            "compression": compression, "destinations": sorted(fanout.stagings), "failed_destinations": failed,
-            "policies": policies, "manifest_sha256": listed["MANIFEST.json"], "sha256sums_sha256": sha256_bytes(sums),
+            "compression": compression,
+            "destinations": sorted(fanout.stagings),
+            "failed_destinations": failed,
+            "policies": policies,
+            "manifest_sha256": listed["MANIFEST.json"],
+            "sha256sums_sha256": sha256_bytes(sums),
         }
         # Written before publishing: a crash between publish and backup.ok.json leaves
         # proof of what was published, so the rerun adopts it instead of writing it twice.
@@ -350,6 +423,7 @@ def _backup(ctx: StepContext):
         raise
     body["destinations"] = sorted(fanout.stagings)
     _warn_other_hosts(ctx, [d for d in others if d.name in fanout.stagings])
-    ctx.summary.update(archived=sum(p["archived"] for p in policies.values()),
-                       bytes=sum(p["member_bytes"] for p in policies.values()))
+    ctx.summary.update(
+        archived=sum(p["archived"] for p in policies.values()), bytes=sum(p["member_bytes"] for p in policies.values())
+    )
     return body, files

@@ -13,10 +13,10 @@ from ops.archive import ArchiveError, ArchiveReader
 from ops.archive.checksums import parse_lines
 from ops.destinations import Destination, DestinationError, open_destination
 from ops.errors import ConfigError, StepFailed
-from ops.sys.hashio import HashingReader, sha256_bytes
-from ops.sys.jsonl import iter_lines
 from ops.maintenance.backup.step import records_name
 from ops.maintenance.step import StepContext
+from ops.sys.hashio import HashingReader, sha256_bytes
+from ops.sys.jsonl import iter_lines
 
 
 class Mismatch(Exception):
@@ -28,8 +28,10 @@ def _archived_records(ctx: StepContext, policy: str, scanned: dict):
     entries = iter_lines(ctx.run.path(scanned["entries"]))
     for entry, record in zip_longest(entries, iter_lines(ctx.run.path(records_name(policy)))):
         if entry is None or record is None or entry["path"] != record["path"]:
-            raise Mismatch(f"policy {policy}: backup records and scan entries disagree "
-                           f"({(entry or {}).get('path')!r} vs {(record or {}).get('path')!r})")
+            raise Mismatch(
+                f"policy {policy}: backup records and scan entries disagree "
+                f"({(entry or {}).get('path')!r} vs {(record or {}).get('path')!r})"
+            )
         if record["status"] != "skipped":
             yield record
 
@@ -37,8 +39,11 @@ def _archived_records(ctx: StepContext, policy: str, scanned: dict):
 def _verify_policy(ctx: StepContext, dest: Destination, policy: str, info: dict, advance) -> None:
     compression = info.get("compression", ctx.chain["backup"]["compression"])
     scanned = ctx.chain["scan"]["policies"][policy]
-    with dest.open_read(ctx.run.id, info["archive"]) as raw, ArchiveReader(raw, compression) as reader, \
-            dest.open_read(ctx.run.id, info["sums"]) as sums_raw:
+    with (
+        dest.open_read(ctx.run.id, info["archive"]) as raw,
+        ArchiveReader(raw, compression) as reader,
+        dest.open_read(ctx.run.id, info["sums"]) as sums_raw,
+    ):
         sums_file = HashingReader(sums_raw)
         members = reader.members()
         sums = parse_lines(sums_file)
@@ -48,8 +53,10 @@ def _verify_policy(ctx: StepContext, dest: Destination, policy: str, info: dict,
             if member is None:
                 raise Mismatch(f"{info['archive']}: member {record['path']!r} is missing")
             if not member.is_regular or member.name != name or member.size != record["size"]:
-                raise Mismatch(f"{info['archive']}: expected {record['path']!r} ({record['size']} bytes), "
-                               f"found {member.name!r} ({member.size} bytes, type {member.typeflag!r})")
+                raise Mismatch(
+                    f"{info['archive']}: expected {record['path']!r} ({record['size']} bytes), "
+                    f"found {member.name!r} ({member.size} bytes, type {member.typeflag!r})"
+                )
             for chunk in reader.chunks(member):
                 advance(len(chunk))
             if member.sha256 != record["sha256"]:
@@ -105,7 +112,7 @@ def verify_work(ctx: StepContext):
     if failed:
         raise StepFailed(
             "verification failed: " + "; ".join(f"{n}: {e}" for n, e in failed.items()),
-            hint=f"the archive on the destination is not a faithful copy; inspect it before anything else",
+            hint="the archive on the destination is not a faithful copy; inspect it before anything else",
         )
     ctx.summary.update(destinations=len(results), bytes=total)
     return {"destinations": results, "verified": sorted(results)}, {}

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 from ops.archive import ArchiveWriter
-from ops.sys.atomic import atomic_file, ensure_private_dir
 from ops.config import Config
 from ops.errors import StepFailed
 from ops.logs.steplog import StepLog
 from ops.state.manifest import Run, list_runs
+from ops.sys.atomic import atomic_file, ensure_private_dir
 from ops.sys.paths import NotPlainFile, open_plain_file
 
 DIR = "compacted"
@@ -35,8 +35,9 @@ def compact_finished_runs(config: Config, log: StepLog, now: float | None = None
     try:
         return _compact(config, log, time.time() if now is None else now)
     except (OSError, StepFailed) as exc:
-        log.event("compaction_failed", f"compaction of old runs failed: {exc}; the runs stay as they are",
-                  level="warning")
+        log.event(
+            "compaction_failed", f"compaction of old runs failed: {exc}; the runs stay as they are", level="warning"
+        )
         return 0
 
 
@@ -64,8 +65,15 @@ def _compact(config: Config, log: StepLog, now: float) -> int:
                     continue  # a link, FIFO or directory is not the toolkit's: never read through
                 with src:
                     st = os.fstat(src.fileno())
-                    writer.add(f"{run_id}/{name}".encode(), st.st_size, int(st.st_mtime), 0o600, st.st_uid, st.st_gid,
-                               iter(lambda: src.read(1 << 20), b""))
+                    writer.add(
+                        f"{run_id}/{name}".encode(),
+                        st.st_size,
+                        int(st.st_mtime),
+                        0o600,
+                        st.st_uid,
+                        st.st_gid,
+                        iter(lambda src=src: src.read(1 << 20), b""),
+                    )
             writer.close()
         shutil.rmtree(run.dir)
         log.event("compacted", f"run {run_id} state packed into {target}", run_compacted=run_id)

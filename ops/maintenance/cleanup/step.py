@@ -15,20 +15,20 @@ import os
 import stat
 import time
 from collections import Counter, deque
-from typing import Iterator
+from collections.abc import Iterator
 
-from ops.state import catalogue
-from ops.sys import crashpoints
 from ops.destinations import DestinationError, open_destination
 from ops.errors import ConfigError, Refused, StepFailed
-from ops.sys.jsonl import HashingLineWriter, iter_lines
 from ops.logs.steplog import utc_seconds
-from ops.state.manifest import sha256_file
-from ops.sys.paths import Beneath, RootChanged, describe_oserror, entry_key, open_plain_file, stat_key
 from ops.maintenance.backup.step import records_name
+from ops.maintenance.backup.verify import Mismatch, check_run_files
 from ops.maintenance.retention.deletable import UNLINK_FAILED
 from ops.maintenance.step import StepContext
-from ops.maintenance.backup.verify import Mismatch, check_run_files
+from ops.state import catalogue
+from ops.state.manifest import sha256_file
+from ops.sys import crashpoints
+from ops.sys.jsonl import HashingLineWriter, iter_lines
+from ops.sys.paths import Beneath, RootChanged, describe_oserror, entry_key, open_plain_file, stat_key
 from ops.sys.workers import ForkedWorkers, WorkerError
 
 JOURNAL = "clean.journal.jsonl"
@@ -42,7 +42,7 @@ _FIELDS = ("device", "inode", "size", "mtime", "ctime")
 
 
 def _changed_fields(st: os.stat_result, key: tuple) -> str:
-    return ", ".join(f for f, a, b in zip(_FIELDS, stat_key(st), key) if a != b)
+    return ", ".join(f for f, a, b in zip(_FIELDS, stat_key(st), key, strict=True) if a != b)
 
 
 def _decide_and_act(beneath: Beneath, path: str, key: tuple) -> tuple[str, str]:
@@ -146,12 +146,17 @@ def _check_quorum(ctx: StepContext) -> None:
         return
     why = dict(backup.get("failed_destinations", {}))
     why.update({n: r.get("error", "?") for n, r in verify["destinations"].items() if not r.get("verified")})
-    missing = [f"{d.name} ({why.get(d.name, 'does not hold this run')})"
-               for d in ctx.config.destinations if d.name not in verified]
+    missing = [
+        f"{d.name} ({why.get(d.name, 'does not hold this run')})"
+        for d in ctx.config.destinations
+        if d.name not in verified
+    ]
     # A step that failed (exit 1), not a refusal (2): the chain is intact, the copies are too few.
-    raise StepFailed(f"run {ctx.run.id}: {len(verified)} verified copies ({', '.join(verified) or 'none'}), "
-                  f"{need} required; nothing was deleted. Missing: {'; '.join(missing)}",
-                  hint="fix the missing destinations; the next `make maintenance` starts a new run that retries them")
+    raise StepFailed(
+        f"run {ctx.run.id}: {len(verified)} verified copies ({', '.join(verified) or 'none'}), "
+        f"{need} required; nothing was deleted. Missing: {'; '.join(missing)}",
+        hint="fix the missing destinations; the next `make maintenance` starts a new run that retries them",
+    )
 
 
 def _why_not_held(ctx: StepContext, name: str) -> str | None:
@@ -204,15 +209,22 @@ def _copies_held(ctx: StepContext, done_before: int) -> tuple[list[str], dict[st
     if len(held) >= need:
         return held, lost
     if done_before:
-        outcome = (f"nothing more was deleted; the {done_before} decisions of an earlier attempt "
-                   f"({JOURNAL}) stand and are catalogued once clean finishes")
+        outcome = (
+            f"nothing more was deleted; the {done_before} decisions of an earlier attempt "
+            f"({JOURNAL}) stand and are catalogued once clean finishes"
+        )
         hint = f"bring the destination back (mounted, reachable) and rerun `make clean RUN={ctx.run.id}`"
     else:
         outcome = "nothing was deleted"
-        hint = (f"bring the destination back (mounted, reachable) and rerun `make clean RUN={ctx.run.id}`; "
-                "if the copy is gone for good, start a new run: scripts/maintenance.py --new-run")
-    raise StepFailed(f"run {ctx.run.id}: {len(held)} of {len(verified)} verified copies still in place, "
-                     f"{need} required; {outcome}. Not in place: {'; '.join(lost.values())}", hint=hint)
+        hint = (
+            f"bring the destination back (mounted, reachable) and rerun `make clean RUN={ctx.run.id}`; "
+            "if the copy is gone for good, start a new run: scripts/maintenance.py --new-run"
+        )
+    raise StepFailed(
+        f"run {ctx.run.id}: {len(held)} of {len(verified)} verified copies still in place, "
+        f"{need} required; {outcome}. Not in place: {'; '.join(lost.values())}",
+        hint=hint,
+    )
 
 
 def _by_policy(ctx: StepContext):
@@ -225,14 +237,17 @@ def _by_policy(ctx: StepContext):
 
 def _pairs(ctx: StepContext, policy: str, scanned: dict):
     records = iter_lines(ctx.run.path(records_name(policy)))
-    for entry, record in zip(iter_lines(ctx.run.path(scanned["entries"])), records):
-        if entry["path"] != record["path"]:
+    for entry, record in itertools.zip_longest(iter_lines(ctx.run.path(scanned["entries"])), records):
+        if entry is None or record is None or entry["path"] != record["path"]:
+            if entry is None or record is None:  # one file longer than the other: never one deletion short
+                raise Refused(f"run {ctx.run.id}: scan entries and backup records of {policy} differ in length")
             raise Refused(f"run {ctx.run.id}: scan entries and backup records disagree at {entry['path']!r}")
         yield entry, record
 
 
-def _catalogue_line(ctx: StepContext, policy: str, scanned: dict, entry: dict, record: dict, decided: dict,
-                    held: list[str]):
+def _catalogue_line(
+    ctx: StepContext, policy: str, scanned: dict, entry: dict, record: dict, decided: dict, held: list[str]
+):
     """What the catalogue keeps of a deletion, or None for a file that stays.
 
     "gone" with a verified member counts too: after a crash, a file unlinked before its
@@ -241,10 +256,18 @@ def _catalogue_line(ctx: StepContext, policy: str, scanned: dict, entry: dict, r
     """
     if decided["outcome"] not in ("deleted", "gone") or record["status"] != "archived":
         return None
-    return {"path": os.path.join(scanned["root"], entry["path"]), "policy": policy, "rel": entry["path"],
-            "run": ctx.run.id, "destinations": held,
-            "archive": ctx.chain["backup"]["policies"][policy]["archive"], "sha256": record["sha256"],
-            "size": entry["size"], "mtime_ns": entry["mtime_ns"], "deleted_at": decided.get("at")}
+    return {
+        "path": os.path.join(scanned["root"], entry["path"]),
+        "policy": policy,
+        "rel": entry["path"],
+        "run": ctx.run.id,
+        "destinations": held,
+        "archive": ctx.chain["backup"]["policies"][policy]["archive"],
+        "sha256": record["sha256"],
+        "size": entry["size"],
+        "mtime_ns": entry["mtime_ns"],
+        "deleted_at": decided.get("at"),
+    }
 
 
 def clean_work(ctx: StepContext):
@@ -265,9 +288,15 @@ def clean_work(ctx: StepContext):
     totals = sum(per_policy.values(), Counter())
     ctx.summary.update(deleted=totals["deleted"], kept=totals["kept"], gone=totals["gone"])
     body = {k: totals[k] for k in ("deleted", "deleted_bytes", "kept", "kept_changed", "gone", "dirs_removed")}
-    body.update(resumed_after=done_before, catalogued=catalogued, copies_missing=lost,
-                policies={p: {k: c[k] for k in ("deleted", "deleted_bytes", "kept", "kept_changed", "gone", "undeletable")}
-                          for p, c in per_policy.items()})
+    body.update(
+        resumed_after=done_before,
+        catalogued=catalogued,
+        copies_missing=lost,
+        policies={
+            p: {k: c[k] for k in ("deleted", "deleted_bytes", "kept", "kept_changed", "gone", "undeletable")}
+            for p, c in per_policy.items()
+        },
+    )
     return body, {JOURNAL: sha256_file(journal_path)}
 
 
@@ -297,8 +326,16 @@ def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: i
         results, lines = [], []
         for path, key, unverified in items:
             outcome, reason = ("kept", unverified) if unverified else _decide_and_act(beneath, path, key)
-            lines.append(ctx.log.line(outcome, f"{path}: {reason}", policy=policy, path=path,
-                                      reason=reason, level="info" if outcome != "kept" else "warning"))
+            lines.append(
+                ctx.log.line(
+                    outcome,
+                    f"{path}: {reason}",
+                    policy=policy,
+                    path=path,
+                    reason=reason,
+                    level="info" if outcome != "kept" else "warning",
+                )
+            )
             results.append((outcome, reason))
         ctx.log.write(b"".join(lines))
         return results
@@ -306,8 +343,11 @@ def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: i
     journal_fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     # The workers are forked before anything else of the pass starts (a fork copies only
     # the calling thread, so no other may be half-way through anything at that moment).
-    with os.fdopen(journal_fd, "ab") as jf, ForkedWorkers(max(1, min(UNLINK_WORKERS, archived)), act) as workers, \
-            ctx.ui.live_counts(f"clean {ctx.run.id}", ["deleted", "kept", "gone", "deleted_bytes"]) as show:
+    with (
+        os.fdopen(journal_fd, "ab") as jf,
+        ForkedWorkers(max(1, min(UNLINK_WORKERS, archived)), act) as workers,
+        ctx.ui.live_counts(f"clean {ctx.run.id}", ["deleted", "kept", "gone", "deleted_bytes"]) as show,
+    ):
         journal = HashingLineWriter(jf)
         synced = journal.count
         in_flight = deque()  # (policy, scanned, batch), oldest first, at most one per worker
@@ -320,7 +360,7 @@ def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: i
             except WorkerError as exc:
                 raise StepFailed(f"policy {policy}: {exc}") from None
             counts = per_policy[policy]
-            for (entry, record), (outcome, reason) in zip(batch, results):
+            for (entry, record), (outcome, reason) in zip(batch, results, strict=True):
                 crashpoints.reach("clean.before_journal")
                 counts[outcome] += 1
                 if outcome == "deleted":
@@ -329,8 +369,13 @@ def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: i
                     counts["kept_changed"] += 1
                 elif reason.startswith(UNLINK_FAILED):
                     counts["undeletable"] += 1
-                decided = {"policy": policy, "path": entry["path"], "outcome": outcome, "reason": reason,
-                           "at": utc_seconds() + "Z"}
+                decided = {
+                    "policy": policy,
+                    "path": entry["path"],
+                    "outcome": outcome,
+                    "reason": reason,
+                    "at": utc_seconds() + "Z",
+                }
                 journal.write(decided)
                 crashpoints.reach("clean.after_unlink")
                 line = _catalogue_line(ctx, policy, scanned, entry, record, decided, held)
@@ -345,8 +390,14 @@ def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: i
         def send(policy: str, scanned: dict, batch: list) -> Iterator[dict]:
             if len(in_flight) == workers.count:
                 yield from settle()
-            workers.submit((policy, scanned["root"], (scanned["root_dev"], scanned["root_ino"]),
-                            [_task_item(entry, record) for entry, record in batch]))
+            workers.submit(
+                (
+                    policy,
+                    scanned["root"],
+                    (scanned["root_dev"], scanned["root_ino"]),
+                    [_task_item(entry, record) for entry, record in batch],
+                )
+            )
             in_flight.append((policy, scanned, batch))
 
         index, befores = 0, {}

@@ -14,11 +14,11 @@ after scan) is in clean's journal: ``unlink_failures`` counts it for status and 
 
 import os
 import pwd
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
+from ops.maintenance.retention.policy import Decision
 from ops.sys.jsonl import decode_line
 from ops.sys.paths import Beneath, open_plain_file
-from ops.maintenance.retention.policy import Decision
 
 RULE = "undeletable"
 UNLINK_FAILED = "unlink failed"  # how clean's journal begins the reason of a failed unlink

@@ -14,8 +14,8 @@ the same filesystem, so those policies are evaluated last (``evaluation_order``)
 
 import os
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from ops.config import Policy
 from ops.errors import StepFailed
@@ -40,8 +40,10 @@ def root_identity(policy: Policy) -> tuple[int, int]:
             hint="fix the root in the config, or set missing_ok: true for a root that may be absent",
         ) from None
     if os.path.islink(policy.root):
-        raise StepFailed(f"policy {policy.name}: root {policy.root} is a symbolic link (never followed)",
-                         hint="set the policy's root to the directory the link points to")
+        raise StepFailed(
+            f"policy {policy.name}: root {policy.root} is a symbolic link (never followed)",
+            hint="set the policy's root to the directory the link points to",
+        )
     if not os.path.isdir(policy.root):
         raise StepFailed(f"policy {policy.name}: root {policy.root} is not a directory")
     return st.st_dev, st.st_ino
@@ -60,8 +62,9 @@ def _relative(inner: Path, outer: Path) -> str | None:
 
 def nested_roots(policy: Policy, policies: Iterable[Policy]) -> frozenset[str]:
     """The roots of other policies strictly beneath this one's, relative to it."""
-    return frozenset(rel for other in policies if other.name != policy.name
-                     and (rel := _relative(other.root, policy.root)))
+    return frozenset(
+        rel for other in policies if other.name != policy.name and (rel := _relative(other.root, policy.root))
+    )
 
 
 def _claimed_before(policy: Policy, policies: Iterable[Policy]) -> list[Callable[[str], bool]]:
@@ -101,9 +104,14 @@ def disk_of(policy: Policy, freed: Freed | None = None) -> Disk:
     return Disk(total=st.f_blocks * st.f_frsize, free=st.f_bavail * st.f_frsize, pending=pending)
 
 
-def evaluate(policy: Policy, now_ns: int, on_skip: Callable[[str, str], None],
-             policies: Iterable[Policy] = (), freed: Freed | None = None, restored: dict | None = None
-             ) -> Iterator[Decision]:
+def evaluate(
+    policy: Policy,
+    now_ns: int,
+    on_skip: Callable[[str, str], None],
+    policies: Iterable[Policy] = (),
+    freed: Freed | None = None,
+    restored: dict | None = None,
+) -> Iterator[Decision]:
     """Every file under the root that the policy governs, decided (keep or expire, and why).
 
     ``policies`` are all the config's (for the files another one decides); ``freed``

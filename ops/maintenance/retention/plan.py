@@ -8,11 +8,11 @@ from collections import Counter
 
 from ops.config import Config
 from ops.console import Console
-from ops.state import restored as restored_files
 from ops.logs.steplog import StepLog
 from ops.maintenance.retention.evaluate import Freed, RootMissing, evaluate, evaluation_order, root_identity
 from ops.maintenance.retention.policy import format_size
 from ops.maintenance.retention.scan import clock_behind
+from ops.state import restored as restored_files
 
 
 def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 20) -> int:
@@ -29,7 +29,7 @@ def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 2
     log = StepLog(config.log_dir, "plan")
     out = sys.stdout
     if as_json:
-        out.write('{"now_ns": %d, "clock_behind": %s, "policies": [' % (now_ns, json.dumps(behind)))
+        out.write(f'{{"now_ns": {now_ns}, "clock_behind": {json.dumps(behind)}, "policies": [')
     rows, totals = [], Counter()
     freed = Freed()  # what the policies before a min_free one free on its filesystem
     try:
@@ -39,51 +39,99 @@ def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 2
             by_rule: Counter = Counter()
             samples = []
             if as_json:
-                out.write(("," if i else "") + json.dumps({"name": policy.name, "root": str(policy.root)})[:-1] + ', "decisions": [')
+                out.write(
+                    ("," if i else "")
+                    + json.dumps({"name": policy.name, "root": str(policy.root)})[:-1]
+                    + ', "decisions": ['
+                )
             try:
                 root_identity(policy)
                 missing = False
             except RootMissing:
                 missing = True
             first = True
-            decisions = [] if missing else evaluate(policy, now_ns, lambda p, why: skipped.append((p, why)),
-                                                    config.policies, freed, restored.get(policy.name))
+            decisions = (
+                []
+                if missing
+                else evaluate(
+                    policy,
+                    now_ns,
+                    lambda p, why, skipped=skipped: skipped.append((p, why)),
+                    config.policies,
+                    freed,
+                    restored.get(policy.name),
+                )
+            )
             for d in decisions:
                 action = "expire" if d.expire else "keep"
                 stats[action] += 1
                 stats[action + "_bytes"] += d.file.size
                 by_rule[(action, d.rule)] += 1
                 if as_json:
-                    out.write(("" if first else ",") + json.dumps(
-                        {"path": d.file.path, "action": action, "rule": d.rule, "reason": d.reason,
-                         "size": d.file.size, "mtime_ns": d.file.mtime_ns}))
+                    out.write(
+                        ("" if first else ",")
+                        + json.dumps(
+                            {
+                                "path": d.file.path,
+                                "action": action,
+                                "rule": d.rule,
+                                "reason": d.reason,
+                                "size": d.file.size,
+                                "mtime_ns": d.file.mtime_ns,
+                            }
+                        )
+                    )
                     first = False
                 elif d.expire and len(samples) < show_files:
                     samples.append(d)
             free = shutil.disk_usage(policy.root).free if not missing else 0
-            summary = {"missing_root": missing, "expire_files": stats["expire"], "expire_bytes": stats["expire_bytes"],
-                       "keep_files": stats["keep"], "keep_bytes": stats["keep_bytes"], "skipped": len(skipped),
-                       "free_bytes_now": free, "free_bytes_after": free + stats["expire_bytes"],
-                       "prune_empty_dirs": policy.prune_empty_dirs}
+            summary = {
+                "missing_root": missing,
+                "expire_files": stats["expire"],
+                "expire_bytes": stats["expire_bytes"],
+                "keep_files": stats["keep"],
+                "keep_bytes": stats["keep_bytes"],
+                "skipped": len(skipped),
+                "free_bytes_now": free,
+                "free_bytes_after": free + stats["expire_bytes"],
+                "prune_empty_dirs": policy.prune_empty_dirs,
+            }
             if as_json:
                 out.write("], " + json.dumps(summary)[1:])
-            log.event("planned", f"{policy.name}: would expire {stats['expire']} files ({stats['expire_bytes']} bytes)",
-                      policy=policy.name, **summary)
+            log.event(
+                "planned",
+                f"{policy.name}: would expire {stats['expire']} files ({stats['expire_bytes']} bytes)",
+                policy=policy.name,
+                **summary,
+            )
             why = "; ".join(f"{action} {rule}: {n}" for (action, rule), n in sorted(by_rule.items()))
-            rows.append([policy.name, stats["expire"], format_size(stats["expire_bytes"]), stats["keep"],
-                         "root missing (missing_ok)" if missing else why or "no matching files",
-                         "" if missing else format_size(summary["free_bytes_after"])])
+            rows.append(
+                [
+                    policy.name,
+                    stats["expire"],
+                    format_size(stats["expire_bytes"]),
+                    stats["keep"],
+                    "root missing (missing_ok)" if missing else why or "no matching files",
+                    "" if missing else format_size(summary["free_bytes_after"]),
+                ]
+            )
             for d in samples:
                 ui.info(f"{policy.name}: would expire {d.file.path} ({d.reason})")
             if policy.prune_empty_dirs:
-                ui.info(f"{policy.name}: would remove the directories it empties that were untouched for "
-                        f"{policy.prune_after.text} (prune_empty_dirs)")
+                ui.info(
+                    f"{policy.name}: would remove the directories it empties that were untouched for "
+                    f"{policy.prune_after.text} (prune_empty_dirs)"
+                )
             totals.update(stats)
     finally:
         log.close()
     if as_json:
         out.write("]}\n")
         return 0
-    ui.table("What the next run would do", ["policy", "expire", "frees", "keep", "why", "free after"], rows,
-             footer=["total", totals["expire"], format_size(totals["expire_bytes"]), totals["keep"], "", ""])
+    ui.table(
+        "What the next run would do",
+        ["policy", "expire", "frees", "keep", "why", "free after"],
+        rows,
+        footer=["total", totals["expire"], format_size(totals["expire_bytes"]), totals["keep"], "", ""],
+    )
     return 0

@@ -19,11 +19,10 @@ to forget the last snapshot): should its rules ever do so, all are kept and it s
 """
 
 import heapq
-import re
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import Callable, Iterable, Iterator
 
 from ops.config import Policy, compile_path_date
 from ops.config.globs import compile_globs
@@ -49,7 +48,8 @@ class FileInfo:
 class Decision:
     file: FileInfo
     expire: bool
-    rule: str  # protect, future, no_date, settle, keep_last, keep_daily.., min_age, older_than, calendar, pressure, younger
+    # protect, future, no_date, settle, keep_last, keep_daily.., min_age, older_than, calendar, pressure, younger
+    rule: str
     reason: str  # that rule, said for a person
 
 
@@ -98,7 +98,7 @@ def matcher(policy: Policy) -> Callable[[str], bool]:
 
 _BUCKETS = {
     "keep_daily": lambda t: t.strftime("%Y-%m-%d"),
-    "keep_weekly": lambda t: "%04d-W%02d" % t.isocalendar()[:2],
+    "keep_weekly": lambda t: "{:04d}-W{:02d}".format(*t.isocalendar()[:2]),
     "keep_monthly": lambda t: t.strftime("%Y-%m"),
     "keep_yearly": lambda t: t.strftime("%Y"),
 }
@@ -123,7 +123,9 @@ class _Rules:
             return "date not found in name"
         g = m.groupdict()
         try:
-            t = datetime(int(g["y"]), int(g["m"]), int(g["d"]), int(g.get("H") or 0), int(g.get("M") or 0), tzinfo=self.tz)
+            t = datetime(
+                int(g["y"]), int(g["m"]), int(g["d"]), int(g.get("H") or 0), int(g.get("M") or 0), tzinfo=self.tz
+            )
         except (TypeError, ValueError, OverflowError):  # a group that did not match; Feb 30; a 20-digit year
             return f"date in name is not a valid date ({m.group(0)!r})"
         return int(t.timestamp()) * NS  # naive (tz None) is the host's local time
@@ -135,13 +137,20 @@ class _Rules:
         if self.protect is not None and self.protect.match(f.path):
             return Decision(f, False, "protect", "protected by a protect glob")
         if f.mtime_ns - self.now > FUTURE_TOLERANCE_NS:
-            return Decision(f, False, "future", f"mtime in the future by {format_age(f.mtime_ns - self.now)} (check the clock)")
+            return Decision(
+                f, False, "future", f"mtime in the future by {format_age(f.mtime_ns - self.now)} (check the clock)"
+            )
         if isinstance(when, str):
             return Decision(f, False, "no_date", when)
         if when - self.now > FUTURE_TOLERANCE_NS:
             return Decision(f, False, "future", f"date in name is in the future by {format_age(when - self.now)}")
         if self.now - f.mtime_ns < self.p.settle.ns:
-            return Decision(f, False, "settle", f"settling: modified {format_age(self.now - f.mtime_ns)} ago (settle {self.p.settle.text})")
+            return Decision(
+                f,
+                False,
+                "settle",
+                f"settling: modified {format_age(self.now - f.mtime_ns)} ago (settle {self.p.settle.text})",
+            )
         return None
 
     def by_age(self, f: FileInfo, when: int) -> Decision | None:
@@ -164,8 +173,9 @@ class _Rules:
         return _BUCKETS[rule](datetime.fromtimestamp(when // NS, self.tz))
 
 
-def decide(files: Iterable[FileInfo], policy: Policy, now_ns: int, disk: Disk | None = None,
-           tz: tzinfo | None = None) -> Iterator[Decision]:
+def decide(
+    files: Iterable[FileInfo], policy: Policy, now_ns: int, disk: Disk | None = None, tz: tzinfo | None = None
+) -> Iterator[Decision]:
     """Decide every file (already matched to ``policy``).
 
     Without calendar or space rules this streams, holding only the ``keep_last`` newest
@@ -178,16 +188,18 @@ def decide(files: Iterable[FileInfo], policy: Policy, now_ns: int, disk: Disk | 
     return _decide_stream(files, rules)
 
 
-def keep_restored(decisions: Iterable[Decision], restored: dict[str, tuple[int, int, int, int, int]] | None,
-                  now_ns: int) -> Iterator[Decision]:
+def keep_restored(
+    decisions: Iterable[Decision], restored: dict[str, tuple[int, int, int, int, int]] | None, now_ns: int
+) -> Iterator[Decision]:
     """``decisions``, with each expiry of a file restore put back turned into a keep while
     its grace lasts. ``restored``: {path: (dev, ino, mtime_ns, restored_ns, kept_until_ns)};
     only the same file at that path counts, so one written anew there is decided as any other."""
     for d in decisions:
         mark = restored.get(d.file.path) if d.expire and restored else None
         if mark and (d.file.dev, d.file.ino, d.file.mtime_ns) == mark[:3] and now_ns < mark[4]:
-            d = Decision(d.file, False, "restored",
-                         f"restored {_day(mark[3])}; kept until {_day(mark[4])} (restore_grace)")
+            d = Decision(
+                d.file, False, "restored", f"restored {_day(mark[3])}; kept until {_day(mark[4])} (restore_grace)"
+            )
         yield d
 
 
@@ -218,7 +230,7 @@ def _alone(rules: _Rules, f: FileInfo, when: int | str) -> Decision:
 def _decide_set(files: list[FileInfo], rules: _Rules, disk: Disk | None) -> list[Decision]:
     p = rules.p
     whens = [rules.when(f) for f in files]
-    out: list[Decision | None] = [rules.fixed(f, w) for f, w in zip(files, whens)]
+    out: list[Decision | None] = [rules.fixed(f, w) for f, w in zip(files, whens, strict=True)]
     dated = [i for i, w in enumerate(whens) if not isinstance(w, str)]
     newest_first = sorted(dated, key=lambda i: (whens[i], files[i].path), reverse=True)
     for i in newest_first[: p.keep_last]:
@@ -240,10 +252,12 @@ def _decide_set(files: list[FileInfo], rules: _Rules, disk: Disk | None) -> list
         for i in dated:
             out[i] = out[i] or Decision(files[i], True, "calendar", f"not kept by {said}")
     _apply_pressure(files, whens, out, rules, disk)
-    decisions = [d or rules.younger(f, w) for d, f, w in zip(out, files, whens)]
+    decisions = [d or rules.younger(f, w) for d, f, w in zip(out, files, whens, strict=True)]
     if p.calendar and decisions and all(d.expire for d in decisions):
-        decisions = [Decision(d.file, False, "series", "series refusal: these rules would expire every file; all kept")
-                     for d in decisions]
+        decisions = [
+            Decision(d.file, False, "series", "series refusal: these rules would expire every file; all kept")
+            for d in decisions
+        ]
     return decisions
 
 
@@ -253,7 +267,7 @@ def _apply_pressure(files, whens, out, rules: _Rules, disk: Disk | None) -> None
     if not p.has_space_rules:
         return
     total = sum(f.size for f in files)
-    freed = sum(f.size for f, d in zip(files, out) if d is not None and d.expire)
+    freed = sum(f.size for f, d in zip(files, out, strict=True) if d is not None and d.expire)
     need, why = 0, []
     if p.max_total_size is not None and total - p.max_total_size.bytes > need:
         need = total - p.max_total_size.bytes
@@ -267,8 +281,10 @@ def _apply_pressure(files, whens, out, rules: _Rules, disk: Disk | None) -> None
     if freed >= need:
         return
     reason = "space pressure: " + "; ".join(why)
-    undecided = sorted((i for i, d in enumerate(out) if d is None and not isinstance(whens[i], str)),
-                       key=lambda i: (whens[i], files[i].path))
+    undecided = sorted(
+        (i for i, d in enumerate(out) if d is None and not isinstance(whens[i], str)),
+        key=lambda i: (whens[i], files[i].path),
+    )
     for i in undecided:
         if freed >= need:
             break

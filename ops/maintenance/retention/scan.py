@@ -4,16 +4,23 @@ import json
 import time
 from collections import Counter
 
-from ops.sys.atomic import atomic_file
 from ops.errors import StepFailed
-from ops.sys.jsonl import HashingLineWriter
-from ops.state import restored as restored_files
-from ops.state.manifest import Run, list_runs
-from ops.sys.paths import read_plain_file
 from ops.maintenance.retention.deletable import RULE as UNDELETABLE
-from ops.maintenance.retention.evaluate import Freed, RootMissing, evaluate, evaluation_order, nested_roots, root_identity
+from ops.maintenance.retention.evaluate import (
+    Freed,
+    RootMissing,
+    evaluate,
+    evaluation_order,
+    nested_roots,
+    root_identity,
+)
 from ops.maintenance.retention.policy import FUTURE_TOLERANCE_NS
 from ops.maintenance.step import StepContext
+from ops.state import restored as restored_files
+from ops.state.manifest import Run, list_runs
+from ops.sys.atomic import atomic_file
+from ops.sys.jsonl import HashingLineWriter
+from ops.sys.paths import read_plain_file
 
 
 def entries_name(policy: str) -> str:
@@ -34,8 +41,10 @@ def clock_behind(state_dir, now_ns: int, this_run: str | None = None) -> str | N
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if now_ns < last - FUTURE_TOLERANCE_NS:
-            return (f"the clock reads {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(now_ns / 1e9))}, earlier than "
-                    f"run {run_id} scanned ({time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(last / 1e9))})")
+            return (
+                f"the clock reads {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(now_ns / 1e9))}, earlier than "
+                f"run {run_id} scanned ({time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(last / 1e9))})"
+            )
         return None
     return None
 
@@ -44,8 +53,10 @@ def scan_work(ctx: StepContext):
     now_ns = time.time_ns()
     behind = clock_behind(ctx.config.state_dir, now_ns, ctx.run.id)
     if behind:
-        raise StepFailed(f"{behind}; refusing to expire anything",
-                         hint="check the system clock (timedatectl, NTP); nothing is expired until it is right")
+        raise StepFailed(
+            f"{behind}; refusing to expire anything",
+            hint="check the system clock (timedatectl, NTP); nothing is expired until it is right",
+        )
     policies, files = {}, {}
     totals = Counter()
     freed = Freed()
@@ -73,21 +84,45 @@ def scan_work(ctx: StepContext):
                     kept += 1
                     continue
                 e = d.file
-                out.write({"path": e.path, "size": e.size, "mtime_ns": e.mtime_ns, "ctime_ns": e.ctime_ns,
-                           "dev": e.dev, "ino": e.ino, "reason": d.reason})
+                out.write(
+                    {
+                        "path": e.path,
+                        "size": e.size,
+                        "mtime_ns": e.mtime_ns,
+                        "ctime_ns": e.ctime_ns,
+                        "dev": e.dev,
+                        "ino": e.ino,
+                        "reason": d.reason,
+                    }
+                )
                 count += 1
                 size += e.size
         files[name] = out.sha256
         policies[policy.name] = {
-            "root": str(policy.root), "root_dev": dev, "root_ino": ino, "settle_ns": policy.settle.ns, "entries": name,
-            "expired": count, "expired_bytes": size, "kept": kept, "reasons": dict(reasons),
+            "root": str(policy.root),
+            "root_dev": dev,
+            "root_ino": ino,
+            "settle_ns": policy.settle.ns,
+            "entries": name,
+            "expired": count,
+            "expired_bytes": size,
+            "kept": kept,
+            "reasons": dict(reasons),
             "undeletable": reasons[UNDELETABLE],
             # What clean may do to directories it empties, decided now with the rest.
-            "prune_empty_dirs": policy.prune_empty_dirs, "prune_after_ns": policy.prune_after.ns,
+            "prune_empty_dirs": policy.prune_empty_dirs,
+            "prune_after_ns": policy.prune_after.ns,
             "nested_roots": sorted(nested_roots(policy, ctx.config.policies)),
         }
-        ctx.log.event("policy_scanned", f"{policy.name}: {count} expired ({size} bytes), {kept} kept",
-                      policy=policy.name, expired=count, expired_bytes=size, kept=kept, reasons=dict(reasons))
+        ctx.log.event(
+            "policy_scanned",
+            f"{policy.name}: {count} expired ({size} bytes), {kept} kept",
+            policy=policy.name,
+            expired=count,
+            expired_bytes=size,
+            kept=kept,
+            reasons=dict(reasons),
+        )
         totals["expired"] += count
         totals["bytes"] += size
         totals["kept"] += kept

@@ -7,11 +7,11 @@ directory swapped for a symlink mid-walk is not entered.
 
 import os
 import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
-from ops.sys.paths import NOFOLLOW_DIR
 from ops.maintenance.retention.policy import MARKER, FileInfo
+from ops.sys.paths import NOFOLLOW_DIR
 
 _MAX_OPEN = 64  # descriptors kept along the current path (the root always); deeper ones are reopened
 
@@ -26,7 +26,7 @@ class _DirChain:
         while len(self.chain) > 1 and not (rel == self.chain[-1][0] or rel.startswith(self.chain[-1][0] + "/")):
             os.close(self.chain.pop()[1])
         base, fd = self.chain[-1]
-        for part in (rel[len(base):].lstrip("/").split("/") if rel != base else ()):
+        for part in rel[len(base) :].lstrip("/").split("/") if rel != base else ():
             fd = os.open(part, NOFOLLOW_DIR, dir_fd=fd)
             base = f"{base}/{part}" if base else part
             self.chain.append((base, fd))
@@ -40,8 +40,9 @@ class _DirChain:
         self.chain = []
 
 
-def walk_files(root: Path, on_skip: Callable[[str, str], None], prune: frozenset[str] = frozenset()
-               ) -> Iterator[FileInfo]:
+def walk_files(
+    root: Path, on_skip: Callable[[str, str], None], prune: frozenset[str] = frozenset()
+) -> Iterator[FileInfo]:
     """Yield every regular file under ``root`` with its root-relative path, sorted by name.
 
     Directories whose root-relative path is in ``prune`` are not entered (another
@@ -64,8 +65,9 @@ def walk_files(root: Path, on_skip: Callable[[str, str], None], prune: frozenset
         dirs.close()
 
 
-def _walk(dirs: _DirChain, stack: list, on_skip: Callable[[str, str], None], prune: frozenset[str]
-          ) -> Iterator[FileInfo]:
+def _walk(
+    dirs: _DirChain, stack: list, on_skip: Callable[[str, str], None], prune: frozenset[str]
+) -> Iterator[FileInfo]:
     while stack:
         rel, marker = stack.pop()
         try:

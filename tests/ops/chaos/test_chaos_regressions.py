@@ -45,8 +45,7 @@ def test_backup_whose_fsync_fails_at_any_point_of_publish_fails_and_leaves_nothi
         failed_at.append(n)
     assert len(failed_at) >= 6, f"publish made fewer fsyncs than files + 2 directories: {failed_at}"
     assert published_runs(sandbox.backups) == [run_id], "the first fault-free backup did not publish"
-    assert not [e for e in log_events(sandbox) if e["event"] == "adopted"], \
-        "a run whose fsync had failed was adopted"
+    assert not [e for e in log_events(sandbox) if e["event"] == "adopted"], "a run whose fsync had failed was adopted"
     assert sorted(tar_members(sandbox.backups / run_id / "logs.tar.zst")) == [f"2026/ticks-{i}.log" for i in range(3)]
 
 
@@ -92,9 +91,15 @@ def test_scan_reports_a_directory_it_cannot_list(sandbox):
     config = (blocked / sandbox.config_path.name) if blocked else sandbox.config_path
     env = dict(os.environ, QTS_OPS_PRIORITY="normal")
     env.pop("QTS_OPS_LOCK_FD", None)
-    got = subprocess.run([sys.executable, str(SCRIPTS / "scan.py"), "--config", str(config)], capture_output=True,
-                         text=True, env=env, cwd="/", timeout=60,
-                         preexec_fn=drop_to_nobody(sandbox.base if blocked else None, blocked))
+    got = subprocess.run(
+        [sys.executable, str(SCRIPTS / "scan.py"), "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd="/",
+        timeout=60,
+        preexec_fn=drop_to_nobody(sandbox.base if blocked else None, blocked),
+    )
     assert got.returncode == 0, got.stderr
     skips = [e for e in log_events(sandbox) if e["event"] == "skip"]
     assert [(e["path"], e["reason"]) for e in skips] == [("vault", "cannot read directory: Permission denied")]

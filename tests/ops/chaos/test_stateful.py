@@ -16,10 +16,10 @@ import random
 from pathlib import Path
 
 import hypothesis.strategies as st
+from conftest import Sandbox
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from conftest import Sandbox
 from tools.chaos import oracle
 from tools.chaos.dataset import Dataset
 from tools.chaos.outcome import Outcome
@@ -37,9 +37,15 @@ SETTINGS = settings(
 )
 STEPS = ["scan", "backup", "verify", "clean"]
 CRASH_POINTS = {
-    "scan.before_manifest": "scan", "backup.after_member": "backup", "backup.after_archive": "backup",
-    "backup.before_publish": "backup", "publish.before_rename": "backup", "backup.after_publish": "backup",
-    "backup.before_manifest": "backup", "verify.before_manifest": "verify", "clean.after_unlink": "clean",
+    "scan.before_manifest": "scan",
+    "backup.after_member": "backup",
+    "backup.after_archive": "backup",
+    "backup.before_publish": "backup",
+    "publish.before_rename": "backup",
+    "backup.after_publish": "backup",
+    "backup.before_manifest": "backup",
+    "verify.before_manifest": "verify",
+    "clean.after_unlink": "clean",
     "clean.before_manifest": "clean",
 }
 
@@ -89,8 +95,11 @@ def chain_machine(base: Path, seen: dict):
             for _ in range(n):
                 self.core_writes_a_file(b"old fill %d\n" % self.written * 20, 120, b"2026/")
 
-        @rule(content=st.binary(max_size=3000), age_days=st.sampled_from([0, 3, 45, 400]),
-              sub=st.sampled_from([b"", b"2026/", b"2026/11/"]))
+        @rule(
+            content=st.binary(max_size=3000),
+            age_days=st.sampled_from([0, 3, 45, 400]),
+            sub=st.sampled_from([b"", b"2026/", b"2026/11/"]),
+        )
         def core_writes_a_file(self, content, age_days, sub):
             self.written += 1
             self.ds.add("logs", sub + b"w%03d.log" % self.written, content, age_days, False)
@@ -158,8 +167,14 @@ def chain_machine(base: Path, seen: dict):
         def every_file_is_present_or_in_a_verified_archive(self):
             self.checks += 1
             out = Outcome("stateful", self.n, 0)
-            oracle.judge(self.sb, self.ds, self.sb.base.parent / f"scratch-{self.n}-{self.checks}", out,
-                           cache=self.cache, vouched=self.vouched)
+            oracle.judge(
+                self.sb,
+                self.ds,
+                self.sb.base.parent / f"scratch-{self.n}-{self.checks}",
+                out,
+                cache=self.cache,
+                vouched=self.vouched,
+            )
             seen["checks"] += 1
             seen["checks_with_files_deleted"] += len(self.present()) < len(self.ds.files)
             assert not out.lost, f"lost: {out.lost}; violations: {out.violations}"
@@ -173,5 +188,6 @@ def test_every_file_ever_written_survives_any_interleaving_of_steps_crashes_and_
     run_state_machine_as_test(chain_machine(tmp_path / "examples", seen), settings=SETTINGS)
     # Hypothesis switches rules off at random per example (swarm testing): the small
     # default run must still have met deletions, and crashes or corruption.
-    assert seen["checks_with_files_deleted"] and seen["killed"] + seen["corrupted"], \
+    assert seen["checks_with_files_deleted"] and seen["killed"] + seen["corrupted"], (
         f"the examples never met a deletion, or neither a crash nor a corruption: {seen}"
+    )

@@ -9,18 +9,21 @@ import pytest
 def _set_policy(key, value):
     def apply(cfg, sandbox):
         cfg["policies"][0][key] = value
+
     return apply
 
 
 def _set_top(key, value):
     def apply(cfg, sandbox):
         cfg[key] = value
+
     return apply
 
 
 def _del_top(key):
     def apply(cfg, sandbox):
         del cfg[key]
+
     return apply
 
 
@@ -60,7 +63,9 @@ def test_scan_with_bad_config_exits_78_naming_file_and_key_and_creates_nothing(s
     assert sandbox.snapshot() == before and old.exists()
 
 
-@pytest.mark.parametrize("text", ["version: 1\npolicies: [\n", "- version: 1\n"], ids=["invalid_yaml", "top_level_list"])
+@pytest.mark.parametrize(
+    "text", ["version: 1\npolicies: [\n", "- version: 1\n"], ids=["invalid_yaml", "top_level_list"]
+)
 def test_scan_with_unparsable_config_exits_78_naming_file(sandbox, text):
     sandbox.config_path.write_text(text)
     res = sandbox.run("scan")

@@ -19,11 +19,22 @@ VALID = {
     "version": 1,
     "state_dir": "var/state",
     "log_dir": "var/log",
-    "backup": {"compression": "zstd", "require_verified_copies": 1,
-               "destinations": [{"name": "local", "type": "local", "path": "var/backups"}]},
+    "backup": {
+        "compression": "zstd",
+        "require_verified_copies": 1,
+        "destinations": [{"name": "local", "type": "local", "path": "var/backups"}],
+    },
     "policies": [
-        {"name": "logs", "root": "data/logs", "include": ["**/*.log"], "exclude": ["**/current.log"],
-         "older_than": "30d", "settle": "10m", "keep_last": 0, "missing_ok": False},
+        {
+            "name": "logs",
+            "root": "data/logs",
+            "include": ["**/*.log"],
+            "exclude": ["**/current.log"],
+            "older_than": "30d",
+            "settle": "10m",
+            "keep_last": 0,
+            "missing_ok": False,
+        },
         {"name": "journals", "root": "data/journals", "older_than": "90d"},
     ],
 }
@@ -44,6 +55,7 @@ def load_error(path: Path) -> ConfigError:
 
 
 # --- valid configs ------------------------------------------------------------------------
+
 
 def test_minimal_config_gets_the_documented_defaults(tmp_path):
     cfg = load_config(write(tmp_path, {"version": 1}))
@@ -84,7 +96,9 @@ def test_policies_key_left_empty_means_no_policies(tmp_path):
     assert load_config(write(tmp_path, "version: 1\npolicies:\n")).policies == ()
 
 
-@pytest.mark.parametrize("text, seconds", [("0s", 0), ("45s", 45), ("5m", 300), ("2h", 7200), ("30d", 2592000), ("2w", 1209600)])
+@pytest.mark.parametrize(
+    "text, seconds", [("0s", 0), ("45s", 45), ("5m", 300), ("2h", 7200), ("30d", 2592000), ("2w", 1209600)]
+)
 def test_every_duration_unit_is_accepted(tmp_path, text, seconds):
     cfg = load_config(write(tmp_path, {"version": 1, "policies": [{"name": "p", "root": "d", "older_than": text}]}))
     assert cfg.policies[0].older_than.seconds == seconds
@@ -92,12 +106,22 @@ def test_every_duration_unit_is_accepted(tmp_path, text, seconds):
 
 @pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])
 def test_every_compression_is_accepted(tmp_path, compression):
-    assert load_config(write(tmp_path, {"version": 1, "backup": {"compression": compression}})).compression == compression
+    assert (
+        load_config(write(tmp_path, {"version": 1, "backup": {"compression": compression}})).compression == compression
+    )
 
 
 def test_two_destinations_allow_quorum_two(tmp_path):
-    doc = {"version": 1, "backup": {"require_verified_copies": 2, "destinations": [
-        {"name": "a", "type": "local", "path": "b1"}, {"name": "b", "type": "local", "path": "/abs/b2"}]}}
+    doc = {
+        "version": 1,
+        "backup": {
+            "require_verified_copies": 2,
+            "destinations": [
+                {"name": "a", "type": "local", "path": "b1"},
+                {"name": "b", "type": "local", "path": "/abs/b2"},
+            ],
+        },
+    }
     cfg = load_config(write(tmp_path, doc))
     assert cfg.require_verified_copies == 2
     assert [d.path for d in cfg.destinations] == [tmp_path / "b1", Path("/abs/b2")]
@@ -135,13 +159,16 @@ def test_the_shipped_retention_yaml_loads():
 
 # --- every class of error: ConfigError, code 78, file and key in the message ---------------
 
+
 def _set(path, value):
     """A mutation that sets doc[path...] = value (path: keys and list indexes)."""
+
     def apply(doc, base):
         node = doc
         for k in path[:-1]:
             node = node[k]
         node[path[-1]] = value(base) if callable(value) else value
+
     return apply
 
 
@@ -151,6 +178,7 @@ def _del(path):
         for k in path[:-1]:
             node = node[k]
         del node[path[-1]]
+
     return apply
 
 
@@ -180,7 +208,11 @@ ERRORS = [
     ("bad_compression", _set(("backup", "compression"), "xz"), "backup.compression"),
     ("compression_null", _set(("backup", "compression"), None), "backup.compression"),
     ("quorum_zero", _set(("backup", "require_verified_copies"), 0), "backup.require_verified_copies"),
-    ("quorum_above_destination_count", _set(("backup", "require_verified_copies"), 2), "backup.require_verified_copies"),
+    (
+        "quorum_above_destination_count",
+        _set(("backup", "require_verified_copies"), 2),
+        "backup.require_verified_copies",
+    ),
     ("quorum_string", _set(("backup", "require_verified_copies"), "1"), "backup.require_verified_copies"),
     ("quorum_bool", _set(("backup", "require_verified_copies"), True), "backup.require_verified_copies"),
     ("no_destinations", _set(("backup", "destinations"), []), "backup.destinations"),
@@ -189,9 +221,14 @@ ERRORS = [
     ("destination_type_ftp", _set((*DEST0, "type"), "ftp"), "backup.destinations[0].type"),
     ("destination_without_path", _del((*DEST0, "path")), "backup.destinations[0].path"),
     ("destination_bad_name", _set((*DEST0, "name"), "Local"), "backup.destinations[0].name"),
-    ("duplicate_destination_names", _set(("backup", "destinations"), [
-        {"name": "a", "type": "local", "path": "b1"}, {"name": "a", "type": "local", "path": "b2"}]),
-     "backup.destinations[1].name"),
+    (
+        "duplicate_destination_names",
+        _set(
+            ("backup", "destinations"),
+            [{"name": "a", "type": "local", "path": "b1"}, {"name": "a", "type": "local", "path": "b2"}],
+        ),
+        "backup.destinations[1].name",
+    ),
     ("policies_not_a_list", _set(("policies",), {"name": "logs"}), "policies"),
     ("policies_empty_mapping", _set(("policies",), {}), "policies"),
     ("policy_not_a_mapping", _set(P0, "logs"), "policies[0]"),
@@ -269,17 +306,22 @@ def test_error_message_says_what_is_wrong(tmp_path):
 
 # --- errors that have no key: the file itself ---------------------------------------------
 
+
 def test_missing_file_is_a_config_error_naming_the_path(tmp_path):
     err = load_error(tmp_path / "nope.yaml")
     assert "not found" in err.message
 
 
-@pytest.mark.parametrize("text", [
-    "version: 1\npolicies: [\n",
-    "version: 1\n  state_dir: x\n",
-    "version: 1\nbackup: {compression: zstd\n",
-    "\tversion: 1\n",
-], ids=["unclosed_flow_list", "bad_indent", "unclosed_flow_map", "tab_indent"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "version: 1\npolicies: [\n",
+        "version: 1\n  state_dir: x\n",
+        "version: 1\nbackup: {compression: zstd\n",
+        "\tversion: 1\n",
+    ],
+    ids=["unclosed_flow_list", "bad_indent", "unclosed_flow_map", "tab_indent"],
+)
 def test_invalid_yaml_is_a_config_error_naming_the_path(tmp_path, text):
     err = load_error(write(tmp_path, text))
     assert "YAML" in err.message
@@ -295,8 +337,11 @@ def test_config_path_that_is_a_directory_is_a_config_error(tmp_path):
     load_error(tmp_path)
 
 
-@pytest.mark.parametrize("text", ["", "# only a comment\n", "- version: 1\n", "just a string\n"],
-                         ids=["empty", "comment_only", "top_level_list", "top_level_scalar"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "# only a comment\n", "- version: 1\n", "just a string\n"],
+    ids=["empty", "comment_only", "top_level_list", "top_level_scalar"],
+)
 def test_a_document_that_is_not_a_config_mapping_is_a_config_error(tmp_path, text):
     load_error(write(tmp_path, text))
 

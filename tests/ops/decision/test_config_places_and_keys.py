@@ -58,34 +58,45 @@ def test_a_top_level_key_written_twice_is_refused(sandbox):
 def test_a_key_overridden_after_a_yaml_merge_is_still_allowed(sandbox):
     """``<<`` merges another mapping's keys for this one to override: that is no duplicate."""
     (sandbox.data / "old").mkdir()
-    sandbox.config_path.write_text(HEAD + ONE_DEST + textwrap.dedent("""\
+    sandbox.config_path.write_text(
+        HEAD
+        + ONE_DEST
+        + textwrap.dedent("""\
         policies:
           - &first {name: logs, root: data/logs, include: ["**/*.log"], older_than: 30d}
           - <<: *first
             name: old-logs
             root: data/old
             older_than: 60d
-        """))
+        """)
+    )
     res = sandbox.run("scan")
     assert res.returncode == 0, res.stderr
 
 
 def _two_destinations(second: str, quorum: int = 2) -> str:
-    return HEAD + textwrap.dedent(f"""\
+    return (
+        HEAD
+        + textwrap.dedent(f"""\
         backup:
           require_verified_copies: {quorum}
           destinations:
             - {{name: local, type: local, path: var/backups}}
             - {{name: second, {second}}}
-        """) + POLICY
+        """)
+        + POLICY
+    )
 
 
-@pytest.mark.parametrize("second", [
-    "type: local, path: var/../var/backups",
-    "type: local, path: var/backups/",
-    "type: local, path: var/backups/inner",
-    "type: local, path: var",
-])
+@pytest.mark.parametrize(
+    "second",
+    [
+        "type: local, path: var/../var/backups",
+        "type: local, path: var/backups/",
+        "type: local, path: var/backups/inner",
+        "type: local, path: var",
+    ],
+)
 def test_two_local_destinations_in_one_place_are_refused(sandbox, second):
     err = _scan_refuses(sandbox, _two_destinations(second))
     assert "backup.destinations[1].path" in err and "backup.destinations[0].path" in err, err
@@ -102,31 +113,41 @@ S3 = "type: s3, bucket: qts-archive, endpoint_url: 'http://127.0.0.1:9000'"
 
 
 def _two_s3(first: str, second: str, quorum: int) -> str:
-    return HEAD + textwrap.dedent(f"""\
+    return (
+        HEAD
+        + textwrap.dedent(f"""\
         backup:
           require_verified_copies: {quorum}
           destinations:
             - {{name: one, {first}}}
             - {{name: two, {second}}}
-        """) + POLICY
+        """)
+        + POLICY
+    )
 
 
-@pytest.mark.parametrize("second", [
-    f"{S3}, prefix: host-a/",
-    f"{S3}, prefix: host-a/ticks/",
-    S3,  # no prefix: the whole bucket
-    "type: s3, bucket: qts-archive, endpoint_url: 'HTTP://127.0.0.1:9000/', prefix: host-a/",
-])
+@pytest.mark.parametrize(
+    "second",
+    [
+        f"{S3}, prefix: host-a/",
+        f"{S3}, prefix: host-a/ticks/",
+        S3,  # no prefix: the whole bucket
+        "type: s3, bucket: qts-archive, endpoint_url: 'HTTP://127.0.0.1:9000/', prefix: host-a/",
+    ],
+)
 def test_two_s3_destinations_on_the_same_bucket_with_overlapping_prefixes_are_refused(sandbox, second):
     err = _scan_refuses(sandbox, _two_s3(f"{S3}, prefix: host-a/", second, quorum=2))
     assert "backup.destinations[1].prefix" in err and "backup.destinations[0]" in err, err
 
 
-@pytest.mark.parametrize("second", [
-    f"{S3}, prefix: host-b/",  # a sibling prefix: several hosts share one bucket so
-    "type: s3, bucket: qts-other, endpoint_url: 'http://127.0.0.1:9000', prefix: host-a/",
-    "type: s3, bucket: qts-archive, endpoint_url: 'http://10.0.0.9:9000', prefix: host-a/",
-])
+@pytest.mark.parametrize(
+    "second",
+    [
+        f"{S3}, prefix: host-b/",  # a sibling prefix: several hosts share one bucket so
+        "type: s3, bucket: qts-other, endpoint_url: 'http://127.0.0.1:9000', prefix: host-a/",
+        "type: s3, bucket: qts-archive, endpoint_url: 'http://10.0.0.9:9000', prefix: host-a/",
+    ],
+)
 def test_s3_destinations_in_different_places_are_accepted(sandbox, second):
     sandbox.config_path.write_text(_two_s3(f"{S3}, prefix: host-a/", second, quorum=1))
     res = sandbox.run("plan")  # reads the config; asks no destination
@@ -137,7 +158,8 @@ def test_a_policy_root_that_holds_the_config_file_is_refused(sandbox, tmp_path_f
     """Root ``.`` beside retention.yaml, with the toolkit's own places elsewhere: the old
     config file would be archived and deleted, and the next run find no config."""
     own = tmp_path_factory.mktemp("own")
-    sandbox.config_path.write_text(textwrap.dedent(f"""\
+    sandbox.config_path.write_text(
+        textwrap.dedent(f"""\
         version: 1
         state_dir: {own}/state
         log_dir: {own}/log
@@ -147,7 +169,8 @@ def test_a_policy_root_that_holds_the_config_file_is_refused(sandbox, tmp_path_f
         policies:
           - {{name: logs, root: data/logs, older_than: 30d}}
           - {{name: everything, root: ., older_than: 1d}}
-        """))
+        """)
+    )
     os.utime(sandbox.config_path, (0, 0))  # as old as can be: the policy would expire it
     before = sandbox.config_path.read_bytes()
     res = sandbox.run("maintenance")
@@ -160,7 +183,9 @@ def test_a_policy_root_that_holds_the_config_file_is_refused(sandbox, tmp_path_f
 def test_a_policy_root_that_holds_the_config_file_through_a_link_is_refused(sandbox, tmp_path_factory):
     own = tmp_path_factory.mktemp("own")
     os.symlink(sandbox.base, own / "host")
-    err = _scan_refuses(sandbox, textwrap.dedent(f"""\
+    err = _scan_refuses(
+        sandbox,
+        textwrap.dedent(f"""\
         version: 1
         state_dir: {own}/state
         log_dir: {own}/log
@@ -169,5 +194,6 @@ def test_a_policy_root_that_holds_the_config_file_through_a_link_is_refused(sand
             - {{name: local, type: local, path: {own}/backups}}
         policies:
           - {{name: logs, root: {own}/host, include: ["data/**/*.log"], older_than: 30d}}
-        """))
+        """),
+    )
     assert "policies[0].root" in err, err

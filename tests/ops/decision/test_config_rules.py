@@ -49,21 +49,41 @@ BAD = [
     ("min_free_100_percent", with_policy(1, min_free="100%"), "policies[1].min_free", "15%"),
     ("min_free_negative_percent", with_policy(1, min_free="-5%"), "policies[1].min_free", "15%"),
     ("min_free_bad_unit", with_policy(1, min_free="10 GiBs"), "policies[1].min_free", "15%"),
-    ("path_date_without_day_group", with_policy(1, age_from="path", path_date=r"(?P<y>\d{4})-(?P<m>\d{2})"),
-     "policies[1].path_date", "missing: d"),
-    ("path_date_without_any_group", with_policy(1, age_from="path", path_date=r"\d{4}-\d{2}-\d{2}"),
-     "policies[1].path_date", "missing: d, m, y"),
-    ("path_date_not_a_regex", with_policy(1, age_from="path", path_date=r"(?P<y>\d{4}"),
-     "policies[1].path_date", "regular expression"),
+    (
+        "path_date_without_day_group",
+        with_policy(1, age_from="path", path_date=r"(?P<y>\d{4})-(?P<m>\d{2})"),
+        "policies[1].path_date",
+        "missing: d",
+    ),
+    (
+        "path_date_without_any_group",
+        with_policy(1, age_from="path", path_date=r"\d{4}-\d{2}-\d{2}"),
+        "policies[1].path_date",
+        "missing: d, m, y",
+    ),
+    (
+        "path_date_not_a_regex",
+        with_policy(1, age_from="path", path_date=r"(?P<y>\d{4}"),
+        "policies[1].path_date",
+        "regular expression",
+    ),
     ("path_date_empty", with_policy(1, age_from="path", path_date=""), "policies[1].path_date", "empty"),
     ("path_date_not_a_string", with_policy(1, age_from="path", path_date=2026), "policies[1].path_date", "string"),
     ("age_from_path_without_path_date", with_policy(1, age_from="path"), "policies[1].path_date", "age_from"),
     ("age_from_unknown", with_policy(1, age_from="ctime"), "policies[1].age_from", "mtime or path"),
     ("no_expiring_rule_at_all", with_policy(1, drop=("older_than",)), "policies[1].older_than", "required"),
-    ("no_expiring_rule_but_min_age", with_policy(1, drop=("older_than",), min_age="7d", protect=["x/**"]),
-     "policies[1].older_than", "keep_daily"),
-    ("calendar_count_zero_is_no_rule", with_policy(0, drop=("older_than",), keep_daily=0),
-     "policies[0].older_than", "required"),
+    (
+        "no_expiring_rule_but_min_age",
+        with_policy(1, drop=("older_than",), min_age="7d", protect=["x/**"]),
+        "policies[1].older_than",
+        "keep_daily",
+    ),
+    (
+        "calendar_count_zero_is_no_rule",
+        with_policy(0, drop=("older_than",), keep_daily=0),
+        "policies[0].older_than",
+        "required",
+    ),
     ("negative_keep_daily", with_policy(1, keep_daily=-1), "policies[1].keep_daily", "0 or more"),
     ("negative_keep_yearly", with_policy(1, keep_yearly=-3), "policies[1].keep_yearly", "0 or more"),
     ("keep_weekly_a_string", with_policy(1, keep_weekly="4"), "policies[1].keep_weekly", "integer"),
@@ -93,9 +113,18 @@ GOOD = [
     ("max_total_size_alone", {"max_total_size": "200GiB"}),
     ("min_free_percent_alone", {"min_free": "15%"}),
     ("min_free_size_alone", {"min_free": "10GiB"}),
-    ("older_than_with_everything", {"older_than": "30d", "age_from": "path",
-                                    "path_date": r"(?P<y>\d{4})(?P<m>\d\d)(?P<d>\d\d)T(?P<H>\d\d)(?P<M>\d\d)",
-                                    "min_age": "2d", "keep_last": 3, "keep_daily": 1, "protect": ["golden/**"]}),
+    (
+        "older_than_with_everything",
+        {
+            "older_than": "30d",
+            "age_from": "path",
+            "path_date": r"(?P<y>\d{4})(?P<m>\d\d)(?P<d>\d\d)T(?P<H>\d\d)(?P<M>\d\d)",
+            "min_age": "2d",
+            "keep_last": 3,
+            "keep_daily": 1,
+            "protect": ["golden/**"],
+        },
+    ),
 ]
 
 
@@ -112,22 +141,31 @@ def test_valid_rule_keys_load_and_older_than_may_be_left_out(tmp_path, keys):
 
 def test_defaults_of_the_rule_keys(tmp_path):
     p = load_config(write(tmp_path, BASE)).policy("logs")
-    assert (p.age_from, p.path_date, p.min_age.seconds, p.max_total_size, p.min_free, p.protect) == \
-        ("mtime", None, 0, None, None, ())
+    assert (p.age_from, p.path_date, p.min_age.seconds, p.max_total_size, p.min_free, p.protect) == (
+        "mtime",
+        None,
+        0,
+        None,
+        None,
+        (),
+    )
     assert p.calendar == {} and not p.has_space_rules
 
 
-@pytest.mark.parametrize("text, allow_percent, nbytes, percent", [
-    ("200GiB", False, 200 * 2**30, None),
-    ("1.5KiB", False, 1536, None),
-    ("100", False, 100, None),
-    ("100 B", False, 100, None),
-    ("2GB", False, 2 * 10**9, None),
-    ("3 TiB", False, 3 * 2**40, None),
-    ("15%", True, 0, 15.0),
-    ("0%", True, 0, 0.0),
-    ("99.5%", True, 0, 99.5),
-])
+@pytest.mark.parametrize(
+    "text, allow_percent, nbytes, percent",
+    [
+        ("200GiB", False, 200 * 2**30, None),
+        ("1.5KiB", False, 1536, None),
+        ("100", False, 100, None),
+        ("100 B", False, 100, None),
+        ("2GB", False, 2 * 10**9, None),
+        ("3 TiB", False, 3 * 2**40, None),
+        ("15%", True, 0, 15.0),
+        ("0%", True, 0, 0.0),
+        ("99.5%", True, 0, 99.5),
+    ],
+)
 def test_parse_size_reads_units_and_shares(text, allow_percent, nbytes, percent):
     size = parse_size(text, allow_percent)
     assert (size.text, size.bytes, size.percent) == (text, nbytes, percent)
@@ -174,7 +212,10 @@ def test_scan_script_names_older_than_when_no_rule_says_when_files_expire(sandbo
 
 def test_path_date_without_age_from_path_names_the_key(tmp_path):
     cfg = tmp_path / "retention.yaml"
-    cfg.write_text("version: 1\npolicies:\n  - {name: t, root: d, older_than: 1d, path_date: '(?P<y>\\d{4})(?P<m>\\d\\d)(?P<d>\\d\\d)'}\n")
+    cfg.write_text(
+        "version: 1\npolicies:\n"
+        "  - {name: t, root: d, older_than: 1d, path_date: '(?P<y>\\d{4})(?P<m>\\d\\d)(?P<d>\\d\\d)'}\n"
+    )
     with pytest.raises(ConfigError) as err:
         load_config(cfg)
     assert "policies[0].path_date" in err.value.message and str(cfg) in err.value.message

@@ -20,9 +20,16 @@ RULES = {"future", "settle", "keep_last", "younger", "older_than"}
 
 
 def policy(older_than="30d", settle="10m", keep_last=0) -> Policy:
-    return Policy(name="logs", root=Path("/nonexistent/root"), include=("**",), exclude=(),
-                  older_than=parse_duration(older_than), settle=parse_duration(settle),
-                  keep_last=keep_last, missing_ok=False)
+    return Policy(
+        name="logs",
+        root=Path("/nonexistent/root"),
+        include=("**",),
+        exclude=(),
+        older_than=parse_duration(older_than),
+        settle=parse_duration(settle),
+        keep_last=keep_last,
+        missing_ok=False,
+    )
 
 
 def fi(path: str, age_ns: int, ino: int = 1) -> FileInfo:
@@ -101,16 +108,16 @@ def test_reason_tells_a_person_which_rule_and_setting(age_ns, kw, words):
 
 KEEP_LAST = [
     # (id, keep_last, [(path, age_ns)], paths that must be kept by keep_last)
-    ("newest_two_of_four_kept", 2,
-     [("a", 40 * D), ("b", 50 * D), ("c", 60 * D), ("d", 70 * D)], {"a", "b"}),
-    ("keep_more_than_exist_keeps_all", 10,
-     [("a", 40 * D), ("b", 50 * D)], {"a", "b"}),
-    ("keep_zero_keeps_none", 0,
-     [("a", 40 * D), ("b", 50 * D)], set()),
-    ("newest_by_mtime_not_by_input_order", 1,
-     [("z-old", 90 * D), ("a-new", 31 * D), ("m-mid", 60 * D)], {"a-new"}),
-    ("ties_broken_by_path_the_greater_path_counts_newer", 2,
-     [("b", 40 * D), ("c", 40 * D), ("a", 40 * D), ("old", 90 * D)], {"b", "c"}),
+    ("newest_two_of_four_kept", 2, [("a", 40 * D), ("b", 50 * D), ("c", 60 * D), ("d", 70 * D)], {"a", "b"}),
+    ("keep_more_than_exist_keeps_all", 10, [("a", 40 * D), ("b", 50 * D)], {"a", "b"}),
+    ("keep_zero_keeps_none", 0, [("a", 40 * D), ("b", 50 * D)], set()),
+    ("newest_by_mtime_not_by_input_order", 1, [("z-old", 90 * D), ("a-new", 31 * D), ("m-mid", 60 * D)], {"a-new"}),
+    (
+        "ties_broken_by_path_the_greater_path_counts_newer",
+        2,
+        [("b", 40 * D), ("c", 40 * D), ("a", 40 * D), ("old", 90 * D)],
+        {"b", "c"},
+    ),
 ]
 
 
@@ -145,6 +152,7 @@ def test_keep_last_keeps_young_files_as_keep_last_not_as_expired():
 
 
 # --- the whole output -----------------------------------------------------------------------
+
 
 def test_every_file_comes_out_exactly_once_with_one_reason_and_rule():
     ages = [-400 * D, -FUTURE_TOLERANCE_NS - 1, -1, 0, 5 * M, 10 * M, 29 * D, 30 * D - 1, 30 * D, 31 * D, 500 * D]

@@ -41,8 +41,9 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
 
 
 def _layer(module: str) -> int:
-    best = max((layer for layer in ops.LAYERS if module == layer or module.startswith(layer + ".")),
-               key=len, default=None)
+    best = max(
+        (layer for layer in ops.LAYERS if module == layer or module.startswith(layer + ".")), key=len, default=None
+    )
     assert best is not None, f"{module} belongs to no layer of ops.LAYERS"
     return ops.LAYERS.index(best)
 
@@ -58,9 +59,12 @@ def test_every_module_belongs_to_a_declared_layer():
 
 
 def test_no_module_imports_from_a_later_layer():
-    upward = [f"{name} ({ops.LAYERS[_layer(name)]}) imports {dep} ({ops.LAYERS[_layer(dep)]})"
-              for name, deps in _graph().items()
-              for dep in sorted(deps) if _layer(dep) > _layer(name)]
+    upward = [
+        f"{name} ({ops.LAYERS[_layer(name)]}) imports {dep} ({ops.LAYERS[_layer(dep)]})"
+        for name, deps in _graph().items()
+        for dep in sorted(deps)
+        if _layer(dep) > _layer(name)
+    ]
     assert upward == []
 
 
@@ -75,7 +79,7 @@ def test_no_import_cycle_between_modules():
         state[node] = "open"
         for dep in sorted(graph[node]):
             if state.get(dep) == "open":
-                cycles.append(" -> ".join(stack[stack.index(dep):] + [dep]))
+                cycles.append(" -> ".join(stack[stack.index(dep) :] + [dep]))
             elif dep not in state:
                 visit(dep, stack + [dep])
         state[node] = "done"

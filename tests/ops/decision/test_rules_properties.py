@@ -7,7 +7,7 @@ worked out here from the rules' definitions. No example database is written.
 """
 
 from dataclasses import replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -21,7 +21,7 @@ S = 10**9
 H = 3600 * S
 D = 24 * H
 TODAY = date(2026, 11, 26)
-TZS = [ZoneInfo("Europe/Berlin"), ZoneInfo("America/New_York"), timezone.utc]
+TZS = [ZoneInfo("Europe/Berlin"), ZoneInfo("America/New_York"), UTC]
 NOW = int(datetime(2026, 11, 26, 4, tzinfo=TZS[0]).timestamp()) * S
 SETTINGS = settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -47,8 +47,12 @@ def policies(draw, space: bool = True, calendar: bool = True, pressure: bool = F
     if pressure or (space and draw(st.booleans())):
         max_total = Size("cap", bytes=draw(st.integers(0, 3000)))
     if space and draw(st.booleans()):
-        min_free = draw(st.one_of(st.builds(lambda p: Size(f"{p}%", percent=p), st.sampled_from([0.0, 10.0, 50.0, 99.0])),
-                                  st.builds(lambda n: Size("n", bytes=n), st.integers(0, 3000))))
+        min_free = draw(
+            st.one_of(
+                st.builds(lambda p: Size(f"{p}%", percent=p), st.sampled_from([0.0, 10.0, 50.0, 99.0])),
+                st.builds(lambda n: Size("n", bytes=n), st.integers(0, 3000)),
+            )
+        )
     if pressure:
         older = draw(st.sampled_from([None, None, 30 * 86400, 365 * 86400]))
         settle, min_age = draw(st.sampled_from([0, 600, 86400])), draw(st.sampled_from([0, 0, 86400, 30 * 86400]))
@@ -56,12 +60,22 @@ def policies(draw, space: bool = True, calendar: bool = True, pressure: bool = F
         older = draw(st.one_of(st.none(), durations))
         settle, min_age = draw(durations), draw(durations)
     return Policy(
-        name="p", root=Path("/nonexistent/root"), include=("**",), exclude=(),
-        older_than=dur(older) if older is not None else None, settle=dur(settle),
-        keep_last=draw(st.integers(0, 4)), missing_ok=False, age_from=age_from,
-        path_date=DASH if age_from == "path" else None, min_age=dur(min_age),
-        max_total_size=max_total, min_free=min_free,
-        protect=("keep/**",) if draw(st.booleans()) else (), **cal)
+        name="p",
+        root=Path("/nonexistent/root"),
+        include=("**",),
+        exclude=(),
+        older_than=dur(older) if older is not None else None,
+        settle=dur(settle),
+        keep_last=draw(st.integers(0, 4)),
+        missing_ok=False,
+        age_from=age_from,
+        path_date=DASH if age_from == "path" else None,
+        min_age=dur(min_age),
+        max_total_size=max_total,
+        min_free=min_free,
+        protect=("keep/**",) if draw(st.booleans()) else (),
+        **cal,
+    )
 
 
 @st.composite
@@ -71,8 +85,11 @@ def file_sets(draw, pol: Policy, tz):
     files, when = [], {}
     for i in range(draw(st.integers(0, 14))):
         folder = draw(st.sampled_from(["", "", "a/", PROTECTED_DIR]))
-        mtime = NOW - draw(st.one_of(st.integers(-3 * D, 1000 * D),
-                                     st.sampled_from([0, 5 * 60 * S, 10 * 60 * S, D, 30 * D, -10 * 60 * S])))
+        mtime = NOW - draw(
+            st.one_of(
+                st.integers(-3 * D, 1000 * D), st.sampled_from([0, 5 * 60 * S, 10 * 60 * S, D, 30 * D, -10 * 60 * S])
+            )
+        )
         kind = draw(st.sampled_from(["dated", "dated", "dated", "undated", "invalid"]))
         days_back = draw(st.integers(-5, 1200))
         day = TODAY - timedelta(days=days_back)
@@ -176,9 +193,15 @@ def test_pressure_expires_oldest_eligible_first_and_only_as_much_as_needed(case)
 
     def eligible(f: FileInfo) -> bool:
         w = when[f.path]
-        return (w is not None and not is_protected(pol, f) and f.mtime_ns - NOW <= FUTURE_TOLERANCE_NS
-                and w - NOW <= FUTURE_TOLERANCE_NS and NOW - f.mtime_ns >= pol.settle.ns
-                and not (pol.min_age.ns and NOW - w < pol.min_age.ns) and f.path not in newest)
+        return (
+            w is not None
+            and not is_protected(pol, f)
+            and f.mtime_ns - NOW <= FUTURE_TOLERANCE_NS
+            and w - NOW <= FUTURE_TOLERANCE_NS
+            and NOW - f.mtime_ns >= pol.settle.ns
+            and not (pol.min_age.ns and NOW - w < pol.min_age.ns)
+            and f.path not in newest
+        )
 
     dated = sorted((f for f in files if when[f.path] is not None), key=lambda f: (when[f.path], f.path), reverse=True)
     newest = {f.path for f in dated[: pol.keep_last]}
@@ -212,10 +235,17 @@ def test_the_kept_total_is_under_the_cap_whenever_enough_eligible_files_exist(ca
     out = decided(pol, files, tz, disk)
     dated = sorted((f for f in files if when[f.path] is not None), key=lambda f: (when[f.path], f.path), reverse=True)
     newest = {f.path for f in dated[: pol.keep_last]}
-    untouchable = [f for f in files
-                   if when[f.path] is None or is_protected(pol, f) or f.path in newest
-                   or f.mtime_ns - NOW > FUTURE_TOLERANCE_NS or when[f.path] - NOW > FUTURE_TOLERANCE_NS
-                   or NOW - f.mtime_ns < pol.settle.ns or (pol.min_age.ns and NOW - when[f.path] < pol.min_age.ns)]
+    untouchable = [
+        f
+        for f in files
+        if when[f.path] is None
+        or is_protected(pol, f)
+        or f.path in newest
+        or f.mtime_ns - NOW > FUTURE_TOLERANCE_NS
+        or when[f.path] - NOW > FUTURE_TOLERANCE_NS
+        or NOW - f.mtime_ns < pol.settle.ns
+        or (pol.min_age.ns and NOW - when[f.path] < pol.min_age.ns)
+    ]
     kept_total = sum(f.size for f in files if not out[f.path].expire)
     if sum(f.size for f in untouchable) <= pol.max_total_size.bytes:
         assert kept_total <= pol.max_total_size.bytes

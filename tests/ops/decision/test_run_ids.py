@@ -4,7 +4,8 @@ does that) or stamped later by a clock that has since been set back."""
 
 import calendar
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ops.state.manifest import RUN_ID_RE, list_runs, new_run_id
 

@@ -12,8 +12,17 @@ import pytest
 # The helpers the fault campaign shares live in tools/sandbox.py; the tests import them
 # from here.
 from tools.sandbox import (  # noqa: F401
-    SCRIPTS, add_policy, alive, children_of, group_pids, kill_chain, lock_is_free, log_events, popen,
-    published_runs, tar_members,
+    SCRIPTS,
+    add_policy,
+    alive,
+    children_of,
+    group_pids,
+    kill_chain,
+    lock_is_free,
+    log_events,
+    popen,
+    published_runs,
+    tar_members,
 )
 
 ARCHIVE_SUFFIX = ".tar.zst"
@@ -53,9 +62,12 @@ def extract(archive: Path, into: Path) -> Path:
     into.mkdir(parents=True)
     subprocess.run(["tar", "--zstd", "-xf", str(archive), "-C", str(into)], check=True, capture_output=True)
     sums = archive.with_name(archive.name[: -len(ARCHIVE_SUFFIX)] + ".sha256")
-    check = subprocess.run(["sha256sum", "--quiet", "--strict", "-c", str(sums)], cwd=into,
-                           capture_output=True, text=True)
-    assert check.returncode == 0, f"sha256sum -c {sums.name} failed after GNU tar extracted it:\n{check.stdout}{check.stderr}"
+    check = subprocess.run(
+        ["sha256sum", "--quiet", "--strict", "-c", str(sums)], cwd=into, capture_output=True, text=True
+    )
+    assert check.returncode == 0, (
+        f"sha256sum -c {sums.name} failed after GNU tar extracted it:\n{check.stdout}{check.stderr}"
+    )
     return into
 
 
@@ -65,8 +77,9 @@ def restored_files(sandbox, backups: Path, scratch: Path) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     for run_id in published_runs(backups):
         run_dir = backups / run_id
-        sums = subprocess.run(["sha256sum", "--quiet", "--strict", "-c", "SHA256SUMS"], cwd=run_dir,
-                              capture_output=True, text=True)
+        sums = subprocess.run(
+            ["sha256sum", "--quiet", "--strict", "-c", "SHA256SUMS"], cwd=run_dir, capture_output=True, text=True
+        )
         assert sums.returncode == 0, f"{run_id}/SHA256SUMS does not check:\n{sums.stdout}{sums.stderr}"
         for archive in sorted(run_dir.glob(f"*{ARCHIVE_SUFFIX}")):
             policy = archive.name[: -len(ARCHIVE_SUFFIX)]
@@ -98,8 +111,9 @@ def assert_nothing_lost(sandbox, before: dict[str, bytes], scratch: Path, backup
 def tmpfs(where: Path, size: str):
     """A real small filesystem mounted at ``where`` for the block; skips the test, naming the
     missing capability, where this machine does not let the tests mount one."""
-    got = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
-                         capture_output=True, text=True)
+    got = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)], capture_output=True, text=True
+    )
     if got.returncode != 0:
         pytest.skip(f"mounting a tmpfs needs CAP_SYS_ADMIN (root in the mount namespace): {got.stderr.strip()}")
     try:

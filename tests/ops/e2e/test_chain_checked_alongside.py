@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-
 from e2e_support import wait_for, write_pid
+
 from ops.errors import Refused
-from ops.state.manifest import Run
 from ops.maintenance.step import _entry_files_checked
+from ops.state.manifest import Run
 
 RUN = "20261126T031700Z-4f2a"
 
@@ -37,8 +37,7 @@ def test_a_refusal_from_the_checker_is_raised_with_its_message_and_hint(tmp_path
 
 def test_an_intact_chain_lets_the_step_go_on_and_asking_twice_does_not_block(tmp_path):
     marker = tmp_path / "checked-by"
-    with _entry_files_checked(_run(tmp_path, lambda chain, **_: write_pid(marker)), {},
-                              alongside=True) as intact:
+    with _entry_files_checked(_run(tmp_path, lambda chain, **_: write_pid(marker)), {}, alongside=True) as intact:
         intact()
         intact()  # the answer is kept: a second call must not wait for a second answer
     assert int(marker.read_text()) != os.getpid(), "the check ran in the step's process, not beside it"

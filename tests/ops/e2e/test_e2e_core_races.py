@@ -6,7 +6,6 @@ import os
 import shutil
 
 import pytest
-
 from e2e_support import assert_nothing_lost, events_for, tar_members
 
 
@@ -61,8 +60,11 @@ def _replace_with_same_size_and_mtime(path) -> None:
     os.replace(tmp, path)  # another inode under the same name
 
 
-@pytest.mark.parametrize("change", [_append, _rewrite_in_place_keeping_size_and_mtime, _replace_with_same_size_and_mtime],
-                         ids=["appended", "rewritten_same_size_and_mtime", "replaced_same_size_and_mtime"])
+@pytest.mark.parametrize(
+    "change",
+    [_append, _rewrite_in_place_keeping_size_and_mtime, _replace_with_same_size_and_mtime],
+    ids=["appended", "rewritten_same_size_and_mtime", "replaced_same_size_and_mtime"],
+)
 def test_clean_keeps_file_changed_after_backup(sandbox, tmp_path, change):
     changed = sandbox.file("bars/2026-09-30.log", "bar 100.5 101.0\n" * 40)
     sandbox.file("bars/2026-09-29.log", "bar 99.5 100.0\n" * 40)
@@ -104,8 +106,9 @@ def test_parent_swapped_for_symlink_outside_root_touches_nothing_outside(sandbox
 
     _steps(sandbox, "clean")
 
-    assert {p: p.read_bytes() for p in outside.rglob("*.log") if p.exists()} == outside_before, \
+    assert {p: p.read_bytes() for p in outside.rglob("*.log") if p.exists()} == outside_before, (
         "clean followed a symlink out of the policy root"
+    )
     assert {p: p.read_bytes() for p in (root / "decoyed.orig").glob("*.log")} == inside_before
     assert (root / "moved").is_symlink() and (root / "decoyed").is_symlink(), "a symlink was deleted as data"
     for d in ("moved", "decoyed"):

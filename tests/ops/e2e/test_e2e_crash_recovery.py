@@ -7,9 +7,15 @@ import signal
 import time
 
 import pytest
-
 from e2e_support import (
-    add_policy, assert_nothing_lost, deleted_counts, group_pids, lock_is_free, log_events, popen, published_runs,
+    add_policy,
+    assert_nothing_lost,
+    deleted_counts,
+    group_pids,
+    lock_is_free,
+    log_events,
+    popen,
+    published_runs,
     tar_members,
 )
 
@@ -53,7 +59,9 @@ def test_rerun_after_sigkill_completes_without_loss_or_double_work(sandbox, tmp_
     before = sandbox.snapshot()
 
     crashed = sandbox.run("maintenance", env={"QTS_OPS_CRASH_AT": point})
-    assert crashed.returncode == 1, f"a step killed by SIGKILL is a failed step (exit 1): {crashed.returncode}\n{crashed.stderr}"
+    assert crashed.returncode == 1, (
+        f"a step killed by SIGKILL is a failed step (exit 1): {crashed.returncode}\n{crashed.stderr}"
+    )
     [run_id] = sandbox.runs()
     assert not sandbox.run_dir(run_id).joinpath(f"{step}.ok.json").exists(), f"{point} was never reached"
     assert lock_is_free(sandbox.state), "the lock outlived the killed step"
@@ -70,7 +78,8 @@ def test_rerun_after_sigkill_completes_without_loss_or_double_work(sandbox, tmp_
     assert published_runs(sandbox.backups) == [run_id]
     run_dir = sandbox.backups / run_id
     assert sorted(os.listdir(run_dir)) == sorted(
-        ["MANIFEST.json", "SHA256SUMS", "journals.sha256", "journals.tar.zst", "logs.sha256", "logs.tar.zst"])
+        ["MANIFEST.json", "SHA256SUMS", "journals.sha256", "journals.tar.zst", "logs.sha256", "logs.tar.zst"]
+    )
     for policy, paths in EXPIRED.items():
         assert sorted(tar_members(run_dir / f"{policy}.tar.zst")) == sorted(paths)
 

@@ -5,7 +5,6 @@ import json
 import os
 
 import pytest
-
 from e2e_support import assert_nothing_lost, lock_is_free, published_runs, remount, tmpfs
 
 
@@ -25,7 +24,8 @@ def small_destination(sandbox, tmp_path):
 # first real write, the flush that ends the archive, is the one that fails.
 @pytest.mark.parametrize("files,size", [(8, 256 * 1024), (3, 140 * 1024)], ids=["while_archiving", "at_archive_close"])
 def test_backup_to_a_full_destination_fails_deletes_nothing_and_a_rerun_with_room_completes(
-        sandbox, tmp_path, small_destination, files, size):
+    sandbox, tmp_path, small_destination, files, size
+):
     for i in range(files):
         sandbox.file(f"day{i}/ticks.log", os.urandom(size))
     before = sandbox.snapshot()

@@ -6,7 +6,12 @@ import threading
 import time
 
 from e2e_support import (
-    assert_nothing_lost, kill_chain, lock_is_free, log_events, popen, published_runs,
+    assert_nothing_lost,
+    kill_chain,
+    lock_is_free,
+    log_events,
+    popen,
+    published_runs,
 )
 
 # Enough files that the winning chain holds the lock well past the start of every rival
@@ -50,8 +55,13 @@ def test_eight_concurrent_chains_one_works_the_others_exit_75_and_change_nothing
     assert published_runs(sandbox.backups) == [run_id]
     assert assert_nothing_lost(sandbox, before, tmp_path / "restored") == expired
     assert {e["run"] for e in log_events(sandbox)} == {run_id}
-    assert [e["step"] for e in log_events(sandbox) if e["event"] == "start"] == \
-        ["maintenance", "scan", "backup", "verify", "clean"]
+    assert [e["step"] for e in log_events(sandbox) if e["event"] == "start"] == [
+        "maintenance",
+        "scan",
+        "backup",
+        "verify",
+        "clean",
+    ]
     assert lock_is_free(sandbox.state)
 
 
@@ -70,8 +80,7 @@ def test_lock_dies_with_a_sigkilled_chain_and_the_next_run_resumes_its_work(sand
             who = json.loads(lock.read_bytes() or b"{}")
         except (FileNotFoundError, ValueError):
             who = {}
-        if who.get("step") == "maintenance" and sandbox.runs() and \
-                sandbox.run_dir().joinpath("scan.ok.json").exists():
+        if who.get("step") == "maintenance" and sandbox.runs() and sandbox.run_dir().joinpath("scan.ok.json").exists():
             break
         time.sleep(0.005)
     assert not lock_is_free(sandbox.state), "the running chain does not hold the lock"

@@ -31,8 +31,9 @@ def test_fifo_and_socket_matching_include_are_skipped_logged_and_left_alone(sand
     for rel, st in identity.items():
         now = os.lstat(root / rel)
         assert (now.st_ino, stat.S_IFMT(now.st_mode)) == (st.st_ino, stat.S_IFMT(st.st_mode)), f"{rel} was touched"
-        assert [e["event"] for e in events_for(sandbox, rel)] == ["skip"], \
+        assert [e["event"] for e in events_for(sandbox, rel)] == ["skip"], (
             f"{rel} is not reported as skipped (once, and nothing else): {events_for(sandbox, rel)}"
+        )
     assert not (root / "plain.log").exists(), "the regular file next to them was not cleaned"
     [run_id] = sandbox.runs()
     assert tar_members(sandbox.backups / run_id / "logs.tar.zst") == ["plain.log"]
@@ -68,8 +69,13 @@ def test_run_state_opens_only_regular_files(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.bind("sock")
-    expected = {tmp_path / "link": errno.ELOOP, tmp_path / "fifo": errno.EINVAL, tmp_path / "sock": errno.EINVAL,
-                Path("/dev/zero"): errno.EINVAL, tmp_path: errno.EINVAL}
+    expected = {
+        tmp_path / "link": errno.ELOOP,
+        tmp_path / "fifo": errno.EINVAL,
+        tmp_path / "sock": errno.EINVAL,
+        Path("/dev/zero"): errno.EINVAL,
+        tmp_path: errno.EINVAL,
+    }
     for path, code in expected.items():
         try:
             open_plain_file(path).close()

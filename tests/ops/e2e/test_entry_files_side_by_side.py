@@ -12,17 +12,33 @@ from pathlib import Path
 import pytest
 
 from ops.errors import Refused
-from ops.state.manifest import Run, _SIDE_BY_SIDE_BYTES
 from ops.maintenance.step import _entry_files_checked
+from ops.state.manifest import _SIDE_BY_SIDE_BYTES, Run
 
 RUN = "20261126T031700Z-4f2a"
 
 
 def _entry_file(run: Run, name: str, lines: int, extra: bytes = b"") -> str:
     """Write an entry file of ``lines`` ordinary entries (then ``extra``); return its SHA-256."""
-    data = b"".join(json.dumps({"path": f"d{i // 100:03d}/f{i:06d}.csv", "size": 1, "mtime_ns": 1, "ctime_ns": 1,
-                                "dev": 1, "ino": i, "reason": "older than 30d"}, separators=(",", ":")).encode() + b"\n"
-                    for i in range(lines)) + extra
+    data = (
+        b"".join(
+            json.dumps(
+                {
+                    "path": f"d{i // 100:03d}/f{i:06d}.csv",
+                    "size": 1,
+                    "mtime_ns": 1,
+                    "ctime_ns": 1,
+                    "dev": 1,
+                    "ino": i,
+                    "reason": "older than 30d",
+                },
+                separators=(",", ":"),
+            ).encode()
+            + b"\n"
+            for i in range(lines)
+        )
+        + extra
+    )
     run.path(name).write_bytes(data)
     return hashlib.sha256(data).hexdigest()
 
@@ -34,8 +50,10 @@ def _chain(run: Run, lines: int, scan_extra: bytes = b"", backup_extra: bytes = 
         data = backup_first + run.path("backup.logs.jsonl").read_bytes()
         run.path("backup.logs.jsonl").write_bytes(data)
         backup = hashlib.sha256(data).hexdigest()
-    return {"scan": {"files": {"scan.logs.jsonl": _entry_file(run, "scan.logs.jsonl", lines, scan_extra)}},
-            "backup": {"files": {"backup.logs.jsonl": backup}}}
+    return {
+        "scan": {"files": {"scan.logs.jsonl": _entry_file(run, "scan.logs.jsonl", lines, scan_extra)}},
+        "backup": {"files": {"backup.logs.jsonl": backup}},
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -57,6 +75,7 @@ def _checked_by(run: Run, record: Path):
         with open(record, "a") as out:
             out.write(f"{os.getpid()} {name}\n")
         check(name, expected, where)
+
     run._check_entry_file = recording  # forked checkers inherit the instance
 
 
@@ -89,7 +108,7 @@ def test_a_changed_second_file_is_refused_with_its_own_message(tmp_path):
     path = run.path("backup.logs.jsonl")
     data = path.read_bytes()
     at = data.rindex(b'"size":1')
-    path.write_bytes(data[:at] + b'"size":2' + data[at + 8:])  # still a valid entry, one byte off
+    path.write_bytes(data[:at] + b'"size":2' + data[at + 8 :])  # still a valid entry, one byte off
     with pytest.raises(Refused, match="backup.logs.jsonl does not match the SHA-256 recorded in .*backup.ok.json"):
         run.check_entry_files(chain)
 
@@ -118,6 +137,7 @@ def test_a_checker_that_dies_refuses(tmp_path):
         if name == "backup.logs.jsonl":
             os.kill(os.getpid(), signal.SIGKILL)
         check(name, expected, where)
+
     run._check_entry_file = dying
     with pytest.raises(Refused, match="entry file backup.logs.jsonl could not be checked"):
         run.check_entry_files(chain)
@@ -126,7 +146,9 @@ def test_a_checker_that_dies_refuses(tmp_path):
 def test_more_files_than_checkers_are_all_checked_and_a_late_refusal_still_comes(tmp_path):
     run = Run(tmp_path, RUN)
     chain = _chain(run, _large(run))
-    chain["verify"] = {"files": {"verify.logs.jsonl": _entry_file(run, "verify.logs.jsonl", 10, b'{"path":"/etc/passwd"}\n')}}
+    chain["verify"] = {
+        "files": {"verify.logs.jsonl": _entry_file(run, "verify.logs.jsonl", 10, b'{"path":"/etc/passwd"}\n')}
+    }
     _checked_by(run, tmp_path / "checkers")
     with pytest.raises(Refused, match="verify.logs.jsonl line 11: refusing path '/etc/passwd'"):
         run.check_entry_files(chain)
@@ -161,7 +183,7 @@ def test_clean_of_a_large_run_refuses_an_entry_file_changed_by_one_byte(sandbox)
     records = run_dir / "backup.logs.jsonl"
     intact = records.read_bytes()
     at = intact.rindex(b'"size":') + len(b'"size":')  # a digit in the last line: the whole file is read first
-    records.write_bytes(intact[:at] + (b"2" if intact[at:at + 1] != b"2" else b"3") + intact[at + 1:])
+    records.write_bytes(intact[:at] + (b"2" if intact[at : at + 1] != b"2" else b"3") + intact[at + 1 :])
     before = sandbox.snapshot()
 
     refused = sandbox.run("clean")

@@ -16,8 +16,8 @@ import threading
 import time
 
 import pytest
-
 from e2e_support import tmpfs
+
 from ops.destinations import local
 from ops.destinations.local import LocalDestination
 
@@ -105,8 +105,11 @@ def test_a_full_disk_is_raised_by_a_later_write_or_the_flush_never_blocks_and_pu
     mnt = tmp_path / "small"
     mnt.mkdir()
     release = threading.Event()
-    monkeypatch.setattr(local.LocalStaging, "_buffered",
-                        lambda self, fd: io.BufferedWriter(_FirstWriteHeld(io.FileIO(fd, "wb"), release), 1 << 20))
+    monkeypatch.setattr(
+        local.LocalStaging,
+        "_buffered",
+        lambda self, fd: io.BufferedWriter(_FirstWriteHeld(io.FileIO(fd, "wb"), release), 1 << 20),
+    )
     with tmpfs(mnt, "256k"):
         staging = _staging(mnt, monkeypatch, every=64 << 20)
         f = staging.create("big.tar")

@@ -6,14 +6,15 @@ what plan.py --json says and why.
 The scripts run with TZ=UTC, so a date in a name means UTC midnight, as the test computes.
 """
 
+import datetime as dt
 import json
 import os
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
-
 from e2e_support import assert_nothing_lost, published_runs, tar_members, tmpfs
+
 from ops.state.manifest import seal_document
 
 UTC = {"TZ": "UTC"}
@@ -61,10 +62,20 @@ def present(sandbox, root: str) -> set[str]:
 
 # --- (a) path dates ------------------------------------------------------------------------
 
+
 def test_old_path_dates_expire_despite_fresh_mtimes_and_young_or_undated_names_stay(sandbox, tmp_path):
-    set_policies(sandbox, {"name": "market", "root": "data/market", "include": ["ticks/**"], "older_than": "30d",
-                           "age_from": "path", "path_date": r"(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})"})
-    today = datetime.now(timezone.utc).date()
+    set_policies(
+        sandbox,
+        {
+            "name": "market",
+            "root": "data/market",
+            "include": ["ticks/**"],
+            "older_than": "30d",
+            "age_from": "path",
+            "path_date": r"(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})",
+        },
+    )
+    today = datetime.now(dt.UTC).date()
 
     def name(days_ago: int) -> str:
         return f"ticks/{today - timedelta(days=days_ago):%Y/%m/%d}.csv"
@@ -78,8 +89,13 @@ def test_old_path_dates_expire_despite_fresh_mtimes_and_young_or_undated_names_s
 
     said = plan(sandbox)["market"]
     assert {p: (d["action"], d["rule"]) for p, d in said.items()} == {
-        old: ("expire", "older_than"), older: ("expire", "older_than"), young: ("keep", "younger"),
-        fresh: ("keep", "younger"), "ticks/README.txt": ("keep", "no_date"), name(60): ("keep", "settle")}
+        old: ("expire", "older_than"),
+        older: ("expire", "older_than"),
+        young: ("keep", "younger"),
+        fresh: ("keep", "younger"),
+        "ticks/README.txt": ("keep", "no_date"),
+        name(60): ("keep", "settle"),
+    }
     assert said[old]["reason"] == "older than 30d"
     assert said["ticks/README.txt"]["reason"] == "date not found in name"
     assert said[young]["reason"].startswith("younger than 30d (age 5d")
@@ -95,6 +111,7 @@ def test_old_path_dates_expire_despite_fresh_mtimes_and_young_or_undated_names_s
 
 # --- (b) space pressure: max_total_size --------------------------------------------------
 
+
 def test_max_total_size_deletes_the_oldest_files_until_the_total_is_under_the_cap(sandbox, tmp_path):
     set_policies(sandbox, {"name": "bars", "root": "data/bars", "max_total_size": "10KiB"})
     for age in range(1, 9):  # 8 files of 2 KiB: 16 KiB, 6 KiB over the cap
@@ -106,7 +123,8 @@ def test_max_total_size_deletes_the_oldest_files_until_the_total_is_under_the_ca
     assert expire == {"bars-8d.csv", "bars-7d.csv", "bars-6d.csv"}
     assert {said[p]["reason"] for p in expire} == {"space pressure: total 16.0 KiB > max_total_size 10KiB"}
     assert {said[p]["reason"] for p in set(said) - expire} == {
-        f"no rule expires it (age {age}d)" for age in range(1, 6)}
+        f"no rule expires it (age {age}d)" for age in range(1, 6)
+    }
 
     maintenance(sandbox)
     left = present(sandbox, "bars")
@@ -120,6 +138,7 @@ def test_max_total_size_deletes_the_oldest_files_until_the_total_is_under_the_ca
 
 
 # --- (c) min_free on a real filesystem -------------------------------------------------------
+
 
 @pytest.fixture
 def small_root(sandbox):
@@ -144,8 +163,10 @@ def test_min_free_deletes_the_oldest_files_until_the_root_filesystem_has_room(sa
 
     said = plan(sandbox)["fills"]
     assert {p for p, d in said.items() if d["action"] == "expire"} == expected
-    assert all(said[p]["reason"].startswith("space pressure: free ") and
-               said[p]["reason"].endswith(" < min_free 50%") for p in expected)
+    assert all(
+        said[p]["reason"].startswith("space pressure: free ") and said[p]["reason"].endswith(" < min_free 50%")
+        for p in expected
+    )
 
     maintenance(sandbox)
     assert present(sandbox, "fills") == {f"fills-{age}d.bin" for age in range(1, 7)} - expected
@@ -156,6 +177,7 @@ def test_min_free_deletes_the_oldest_files_until_the_root_filesystem_has_room(sa
 
 
 # --- (d) .ops-keep -------------------------------------------------------------------------
+
 
 def test_ops_keep_marker_protects_its_whole_subtree_through_maintenance(sandbox, tmp_path):
     protected = ["golden/2025/ticks.log", "golden/sub/deep/fills.log", "golden/orders.log"]
@@ -169,8 +191,11 @@ def test_ops_keep_marker_protects_its_whole_subtree_through_maintenance(sandbox,
 
     said = plan(sandbox)["logs"]
     for rel in protected:
-        assert (said[rel]["action"], said[rel]["rule"], said[rel]["reason"]) == \
-            ("keep", "protect", "protected by golden/.ops-keep"), rel
+        assert (said[rel]["action"], said[rel]["rule"], said[rel]["reason"]) == (
+            "keep",
+            "protect",
+            "protected by golden/.ops-keep",
+        ), rel
     assert said["other/2025/ticks.log"]["action"] == "expire"
     assert said["fake/fills.log"]["action"] == "expire"
 
@@ -181,8 +206,7 @@ def test_ops_keep_marker_protects_its_whole_subtree_through_maintenance(sandbox,
 
 
 def test_protect_glob_and_marker_hold_against_space_pressure(sandbox):
-    set_policies(sandbox, {"name": "bars", "root": "data/bars", "max_total_size": "0B",
-                           "protect": ["pinned/**"]})
+    set_policies(sandbox, {"name": "bars", "root": "data/bars", "max_total_size": "0B", "protect": ["pinned/**"]})
     sandbox.file("pinned/oldest.csv", os.urandom(KIB), age_days=50, root="bars")
     sandbox.file("vault/.ops-keep", "", age_days=50, root="bars")
     sandbox.file("vault/old.csv", os.urandom(KIB), age_days=40, root="bars")
@@ -197,6 +221,7 @@ def test_protect_glob_and_marker_hold_against_space_pressure(sandbox):
 
 
 # --- (e) clock sanity ---------------------------------------------------------------------
+
 
 def _forge_scan_manifest(path, now_ns: int, run_id: str | None = None) -> None:
     doc = json.loads(path.read_bytes())

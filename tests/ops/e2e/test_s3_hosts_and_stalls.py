@@ -21,21 +21,28 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import SCRIPTS, Sandbox
 from e2e_support import log_events
+from s3_support import ACCESS_KEY, PREFIX, REGION, SECRET_KEY, manifest, small_files
+
 from ops.destinations.base import DestinationError
 from ops.destinations.s3 import S3Destination
-from test_s3_destination import (ACCESS_KEY, PREFIX, REGION, SECRET_KEY, bucket, manifest, moto,  # noqa: F401
-                                 small_files)
 
 FAST = {"connect_timeout": 1, "read_timeout": 1, "deadline": 3}
 
+# The shared moto server and bucket fixtures live in s3_support.
+pytest_plugins = ["s3_support"]
+
 
 def aws_env(tmp_path: Path) -> dict:
-    return {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION,
-            "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"), "AWS_EC2_METADATA_DISABLED": "true"}
+    return {
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
 
 
 class Silent:
@@ -54,7 +61,7 @@ class Silent:
         while not self.done.is_set():
             try:
                 conn, _ = self.listener.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -83,7 +90,7 @@ class GoesSilent(Silent):
         while not self.done.is_set():
             try:
                 conn, _ = self.listener.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -139,14 +146,18 @@ def timed(sandbox: Sandbox, *args, env: dict) -> tuple[subprocess.CompletedProce
 
 # --- D10: a destination that does not answer ------------------------------------------------------
 
+
 def test_a_silent_endpoint_is_a_destination_error_within_its_deadline(silent, monkeypatch, tmp_path):
     for k, v in aws_env(tmp_path).items():
         monkeypatch.setenv(k, v)
     dest = S3Destination("offsite", "bkt", PREFIX, endpoint_url=silent.url, region=REGION, **FAST)
     run_id = "20261126T031700Z-4f2a"
 
-    for call in (lambda: dest.has_run(run_id), lambda: dest.open_read(run_id, "MANIFEST.json"),
-                 lambda: dest.list_runs()):
+    for call in (
+        lambda: dest.has_run(run_id),
+        lambda: dest.open_read(run_id, "MANIFEST.json"),
+        lambda: dest.list_runs(),
+    ):
         started = time.monotonic()
         with pytest.raises(DestinationError, match="timeout"):
             call()
@@ -166,8 +177,12 @@ def test_maintenance_with_a_silent_destination_drops_it_and_finishes_on_the_othe
     backup = manifest(sandbox, run_id, "backup")
     assert backup["destinations"] == ["local"]
     assert "timeout" in backup["failed_destinations"]["offsite"]
-    assert sorted(os.listdir(sandbox.backups / run_id)) == ["MANIFEST.json", "SHA256SUMS", "logs.sha256",
-                                                            "logs.tar.zst"]
+    assert sorted(os.listdir(sandbox.backups / run_id)) == [
+        "MANIFEST.json",
+        "SHA256SUMS",
+        "logs.sha256",
+        "logs.tar.zst",
+    ]
     assert sandbox.snapshot() == {}
 
 
@@ -208,6 +223,7 @@ def test_clean_with_a_destination_gone_silent_after_verify_goes_on_with_the_othe
 
 # --- D11: restore goes on to the next destination ---------------------------------------------------
 
+
 def test_restore_passes_over_a_first_destination_gone_silent(sandbox, bucket, tmp_path, request):
     relay = GoesSilent(bucket.server.port)
     request.addfinalizer(relay.close)
@@ -235,6 +251,7 @@ def test_restore_passes_over_a_first_destination_gone_silent(sandbox, bucket, tm
 
 # --- D9: on a shared bucket, a rewritten run is refused -----------------------------------------------
 
+
 def test_run_rewritten_in_a_shared_bucket_with_checksums_to_match_is_refused(bucket, tmp_path):
     a, b = Sandbox(tmp_path / "host-a"), Sandbox(tmp_path / "host-b")
     for host, prefix in ((a, "host-a/"), (b, "host-b/")):
@@ -248,8 +265,11 @@ def test_run_rewritten_in_a_shared_bucket_with_checksums_to_match_is_refused(buc
         data = bucket.get(f"host-a/{ra}/{name}")
         bucket.client.put_object(Bucket=bucket.name, Key=f"host-b/{rb}/{name}", Body=data)
         sums[name] = hashlib.sha256(data).hexdigest()
-    bucket.client.put_object(Bucket=bucket.name, Key=sums_key,
-                             Body="".join(f"{sha}  {name}\n" for name, sha in sorted(sums.items())).encode())
+    bucket.client.put_object(
+        Bucket=bucket.name,
+        Key=sums_key,
+        Body="".join(f"{sha}  {name}\n" for name, sha in sorted(sums.items())).encode(),
+    )
     out, mine = tmp_path / "out", b.data / "logs" / "app.log"
 
     by_run = b.run("restore", "--run", rb, "--dest", "offsite", "--to", str(out), env=bucket.env)
@@ -270,10 +290,21 @@ def test_run_rewritten_in_a_shared_bucket_with_checksums_to_match_is_refused(buc
 
 # --- D12: hosts that share a prefix -------------------------------------------------------------------
 
+
 def run_as_host(hostname: str, sandbox: Sandbox, script: str, *args: str, env: dict) -> subprocess.CompletedProcess:
     """scripts/<script>.py in a UTS namespace of its own whose hostname is ``hostname``."""
-    cmd = ["unshare", "-u", "sh", "-c", f'hostname {hostname} && exec "$0" "$@"', sys.executable,
-           str(SCRIPTS / f"{script}.py"), "--config", str(sandbox.config_path), *args]
+    cmd = [
+        "unshare",
+        "-u",
+        "sh",
+        "-c",
+        f'hostname {hostname} && exec "$0" "$@"',
+        sys.executable,
+        str(SCRIPTS / f"{script}.py"),
+        "--config",
+        str(sandbox.config_path),
+        *args,
+    ]
     full_env = {**os.environ, "QTS_OPS_PRIORITY": "normal", **env}
     full_env.pop("QTS_OPS_LOCK_FD", None)
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=120, cwd=sandbox.base)
@@ -295,9 +326,11 @@ def test_hosts_sharing_a_prefix_are_told_apart_and_restore_keeps_the_other_hosts
 
     assert r.returncode == 0, r.stderr
     warned = [line for line in r.stderr.splitlines() if "another host" in line]
-    assert warned == [f"qts-ops warning: destination offsite (s3://{bucket.name}/{PREFIX}) also holds runs of another host "
-                      f"(hostb, e.g. run {rb}); give each host a prefix or directory of its own "
-                      "(make status DEST=offsite lists them)"]
+    assert warned == [
+        f"qts-ops warning: destination offsite (s3://{bucket.name}/{PREFIX}) also holds runs of another host "
+        f"(hostb, e.g. run {rb}); give each host a prefix or directory of its own "
+        "(make status DEST=offsite lists them)"
+    ]
     assert [e["host"] for e in log_events(a) if e["event"] == "other_host_runs"] == ["hostb"]
     ra = a.runs()[-1]
 
@@ -320,8 +353,10 @@ def test_hosts_sharing_a_prefix_are_told_apart_and_restore_keeps_the_other_hosts
     assert a.snapshot() == theirs
 
 
-@pytest.mark.parametrize("key,value", [("read_timeout", 0), ("connect_timeout", "fast"), ("deadline", True),
-                                       ("read_timeout", -5), ("deadline", ".nan")])
+@pytest.mark.parametrize(
+    "key,value",
+    [("read_timeout", 0), ("connect_timeout", "fast"), ("deadline", True), ("read_timeout", -5), ("deadline", ".nan")],
+)
 def test_timeouts_are_validated_with_a_message_naming_the_key(sandbox, key, value):
     configure(sandbox, LOCAL, offsite("qts-nowhere", "http://127.0.0.1:9", **{key: value}))
     if value == ".nan":  # YAML's own NaN, which a float() would accept

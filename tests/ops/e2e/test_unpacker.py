@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from e2e_support import alive, children_of, wait_for
+
 from ops.archive import ArchiveError, ArchiveReader, ArchiveWriter
 from ops.archive.unpacker import HelperDied
 from ops.destinations import DestinationError
@@ -96,7 +96,7 @@ class _FailingSource(io.RawIOBase):
     def read(self, n=-1):
         if self._pos >= self._good:
             raise DestinationError("connection reset by the bucket")
-        chunk = self._data[self._pos:min(self._good, self._pos + (n if n > 0 else len(self._data)))]
+        chunk = self._data[self._pos : min(self._good, self._pos + (n if n > 0 else len(self._data)))]
         self._pos += len(chunk)
         return chunk
 
@@ -203,6 +203,7 @@ def test_the_helper_dies_with_the_process_that_forked_it_even_when_its_pipes_sta
     step = subprocess.Popen([sys.executable, "-c", script])
     sibling = None
     try:
+
         def started() -> bool:
             assert step.poll() is None, "the step ended before its helper started"
             return pids.exists()

@@ -10,12 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+from conftest import REPO
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import REPO
-from ops.maintenance.cleanup.compaction import compact_finished_runs
 from ops.config import load_config
 from ops.logs.steplog import StepLog
+from ops.maintenance.cleanup.compaction import compact_finished_runs
 
 METRICS_FILE = "var/metrics/qts.prom"  # relative to the sandbox's config, like every other path
 
@@ -40,16 +40,27 @@ def aged(sandbox, rel: str, content: bytes, age_days: float = 40, root: str = "l
 
 def add_dumps_policy(sandbox) -> None:
     (sandbox.data / "dumps").mkdir(exist_ok=True)
-    sandbox.config["policies"].append({"name": "dumps", "root": "data/dumps", "include": ["**/*.dump"],
-                                       "older_than": "30d", "settle": "10m", "keep_last": 0, "missing_ok": False})
+    sandbox.config["policies"].append(
+        {
+            "name": "dumps",
+            "root": "data/dumps",
+            "include": ["**/*.dump"],
+            "older_than": "30d",
+            "settle": "10m",
+            "keep_last": 0,
+            "missing_ok": False,
+        }
+    )
     sandbox.write_config()
 
 
 def read_metrics(path: Path) -> dict[tuple[str, frozenset], float]:
     """Every sample of the textfile as {(sample name, labels): value}, via the real parser."""
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(Path(path).read_text())
-            for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(Path(path).read_text())
+        for s in family.samples
+    }
 
 
 def sample(metrics: dict, name: str, **labels) -> float | None:
@@ -77,19 +88,29 @@ def corrupt(path: Path) -> None:
 
 def cron_env(extra: dict | None = None) -> dict:
     """The environment of a crontab line: no VERBOSE, no inherited lock, no outer make."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("VERBOSE", "QTS_OPS_LOCK_FD", "MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("VERBOSE", "QTS_OPS_LOCK_FD", "MAKEFLAGS", "MAKELEVEL", "MFLAGS")
+    }
     env.update(QTS_OPS_PRIORITY="normal", **(extra or {}))
     return env
 
 
 def make(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """``make -s <args>`` from the repository root, no TTY, as the README's crontab line runs it."""
-    return subprocess.run(["make", "-s", *args], cwd=REPO, capture_output=True, text=True,
-                          env=cron_env(env), timeout=timeout)
+    return subprocess.run(
+        ["make", "-s", *args], cwd=REPO, capture_output=True, text=True, env=cron_env(env), timeout=timeout
+    )
 
 
 def maintenance_script(sandbox, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """scripts/maintenance.py exactly as cron calls it (sandbox.run, minus any VERBOSE of ours)."""
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "maintenance.py"), "--config", str(sandbox.config_path)],
-                          capture_output=True, text=True, env=cron_env(env), timeout=timeout, cwd=sandbox.base)
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "maintenance.py"), "--config", str(sandbox.config_path)],
+        capture_output=True,
+        text=True,
+        env=cron_env(env),
+        timeout=timeout,
+        cwd=sandbox.base,
+    )

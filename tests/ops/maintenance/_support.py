@@ -96,8 +96,11 @@ def log_records(sandbox) -> list[dict]:
 
 def decisions(sandbox, run_id: str) -> list[dict]:
     """Clean's per-file log lines for one run."""
-    return [r for r in log_records(sandbox)
-            if r.get("step") == "clean" and r.get("run") == run_id and r["event"] in ("deleted", "kept", "gone")]
+    return [
+        r
+        for r in log_records(sandbox)
+        if r.get("step") == "clean" and r.get("run") == run_id and r["event"] in ("deleted", "kept", "gone")
+    ]
 
 
 def run_ok(sandbox, step: str, *args: str, env: dict | None = None):
@@ -128,6 +131,7 @@ def sha256sum_check(sums: Path, cwd: Path) -> subprocess.CompletedProcess:
 
 
 # -- tampering ----------------------------------------------------------------------------
+
 
 def change_one_byte(path: Path, marker: bytes) -> None:
     """Replace the first digit after ``marker`` by another digit: still valid JSON, one byte off."""
@@ -181,8 +185,15 @@ def forge_entry(run_dir: Path, victim: Path, path_in_manifest: str | int) -> Non
     st = os.lstat(victim)
     digest = sha256(victim)
     scan_entries = run_dir / "scan.logs.jsonl"
-    entry = {"path": path_in_manifest, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
-             "dev": st.st_dev, "ino": st.st_ino, "reason": "older than 30d"}
+    entry = {
+        "path": path_in_manifest,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+        "dev": st.st_dev,
+        "ino": st.st_ino,
+        "reason": "older than 30d",
+    }
     scan_entries.write_bytes(scan_entries.read_bytes() + json.dumps(entry, separators=(",", ":")).encode() + b"\n")
     records = run_dir / "backup.logs.jsonl"
     if records.exists():
@@ -213,22 +224,40 @@ def tamper_cases(target: str) -> list[tuple[str, callable]]:
         ("forged '..' path with hashes and seals recomputed", lambda d, o, v: forge_entry(d, v, "../victim.log")),
         ("forged absolute path with hashes and seals recomputed", lambda d, o, v: forge_entry(d, v, str(v))),
         ("forged entry whose path is a number, hashes and seals recomputed", lambda d, o, v: forge_entry(d, v, 5)),
-        ("forged second 'path' key naming '..', hashes and seals recomputed",
-         lambda d, o, v: forge_line(d, b'{"path":"a.log","path":"../victim.log","size":1}')),
-        ("forged line with data after its JSON value, hashes and seals recomputed",
-         lambda d, o, v: forge_line(d, b'{"path":"a.log","size":1} {"path":"../victim.log"}')),
-        ("forged line nested too deep to parse, hashes and seals recomputed", lambda d, o, v: forge_line(d, b"[" * 100_000)),
+        (
+            "forged second 'path' key naming '..', hashes and seals recomputed",
+            lambda d, o, v: forge_line(d, b'{"path":"a.log","path":"../victim.log","size":1}'),
+        ),
+        (
+            "forged line with data after its JSON value, hashes and seals recomputed",
+            lambda d, o, v: forge_line(d, b'{"path":"a.log","size":1} {"path":"../victim.log"}'),
+        ),
+        (
+            "forged line nested too deep to parse, hashes and seals recomputed",
+            lambda d, o, v: forge_line(d, b"[" * 100_000),
+        ),
         # Not files the toolkit writes: a FIFO would hang the step's read, /dev/zero never end it.
         (f"{pred} replaced by a FIFO", lambda d, o, v: replace_with_fifo(d / pred)),
         ("scan.logs.jsonl replaced by a FIFO", lambda d, o, v: replace_with_fifo(d / "scan.logs.jsonl")),
-        ("scan.logs.jsonl replaced by a symlink to /dev/zero", lambda d, o, v: replace_with_link(d / "scan.logs.jsonl", "/dev/zero")),
+        (
+            "scan.logs.jsonl replaced by a symlink to /dev/zero",
+            lambda d, o, v: replace_with_link(d / "scan.logs.jsonl", "/dev/zero"),
+        ),
     ]
     if t >= 2:  # the whole chain back to scan is re-checked, not only the direct predecessor
-        cases.append(("scan.ok.json one byte changed", lambda d, o, v: change_one_byte(d / "scan.ok.json", b'"finished_at": "')))
+        cases.append(
+            ("scan.ok.json one byte changed", lambda d, o, v: change_one_byte(d / "scan.ok.json", b'"finished_at": "'))
+        )
     if t >= 3:
-        cases.append((f"{pred} replaced by scan.ok.json of the same run",
-                      lambda d, o, v: (d / pred).write_bytes((d / "scan.ok.json").read_bytes())))
-        cases.append(("backup.logs.jsonl one byte changed", lambda d, o, v: change_one_byte(d / "backup.logs.jsonl", b'"size":')))
+        cases.append(
+            (
+                f"{pred} replaced by scan.ok.json of the same run",
+                lambda d, o, v: (d / pred).write_bytes((d / "scan.ok.json").read_bytes()),
+            )
+        )
+        cases.append(
+            ("backup.logs.jsonl one byte changed", lambda d, o, v: change_one_byte(d / "backup.logs.jsonl", b'"size":'))
+        )
     return cases
 
 

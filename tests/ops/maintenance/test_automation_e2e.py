@@ -29,6 +29,7 @@ EXPIRED = {"logs/2026-08/engine.log", "logs/2026-08/gateway.log", "logs/2026-09/
 
 # -- (a) a failed backup deletes nothing ---------------------------------------------------
 
+
 def _destination_is_a_file(sandbox):
     sandbox.backups.parent.mkdir(parents=True, exist_ok=True)
     sandbox.backups.write_bytes(b"an operator's file where the backup directory should be\n")
@@ -43,9 +44,11 @@ def _crash_after_publish(sandbox):
     return {"QTS_OPS_CRASH_AT": "backup.before_manifest"}
 
 
-@pytest.mark.parametrize("fault, published", [(_destination_is_a_file, False), (_crash_mid_archive, False),
-                                              (_crash_after_publish, True)],
-                         ids=["destination-path-is-a-file", "sigkill-mid-archive", "sigkill-after-publish"])
+@pytest.mark.parametrize(
+    "fault, published",
+    [(_destination_is_a_file, False), (_crash_mid_archive, False), (_crash_after_publish, True)],
+    ids=["destination-path-is-a-file", "sigkill-mid-archive", "sigkill-after-publish"],
+)
 def test_a_failed_backup_deletes_nothing_and_clean_refuses(sandbox, fault, published):
     data = _host(sandbox)
     env = fault(sandbox)
@@ -72,6 +75,7 @@ def test_a_failed_backup_deletes_nothing_and_clean_refuses(sandbox, fault, publi
 
 
 # -- (b) running twice gives the same result -----------------------------------------------
+
 
 def test_running_maintenance_twice_gives_the_same_result(sandbox):
     data = _host(sandbox)
@@ -104,6 +108,7 @@ def test_running_maintenance_twice_gives_the_same_result(sandbox):
 
 # -- (c) logs land in the fixed log dir and nowhere else -----------------------------------
 
+
 def test_every_log_line_lands_in_the_fixed_log_dir_and_nowhere_else(sandbox, tmp_path):
     _host(sandbox)
     tmpdir = tmp_path / "tmpdir"
@@ -129,7 +134,10 @@ def test_every_log_line_lands_in_the_fixed_log_dir_and_nowhere_else(sandbox, tmp
     assert logs and all(re.fullmatch(r"ops-\d{4}-\d{2}\.log", n) for n in logs), logs
     data_now = tree(sandbox.data)
     assert {rel for rel, what in data_now.items() if what[0] == "file"} == {
-        b"logs/2026-09/engine.log", b"logs/2026-11/engine.log", b"logs/current.log"}
+        b"logs/2026-09/engine.log",
+        b"logs/2026-11/engine.log",
+        b"logs/current.log",
+    }
     assert {rel for rel, what in data_now.items() if what[0] == "dir"} <= data_dirs_before
 
     records = log_records(sandbox)
@@ -150,6 +158,7 @@ def test_every_log_line_lands_in_the_fixed_log_dir_and_nowhere_else(sandbox, tmp
 
 
 # -- (d) with ops absent, broken or disabled, the data is untouched -------------------------
+
 
 def _no_config(sandbox):
     sandbox.config_path.unlink()
@@ -173,8 +182,11 @@ def _disabled(sandbox):
     return 0
 
 
-@pytest.mark.parametrize("absent", [_no_config, _broken_config, _invalid_config, _disabled],
-                         ids=["no-config", "broken-yaml", "invalid-config", "no-policies"])
+@pytest.mark.parametrize(
+    "absent",
+    [_no_config, _broken_config, _invalid_config, _disabled],
+    ids=["no-config", "broken-yaml", "invalid-config", "no-policies"],
+)
 def test_with_ops_absent_broken_or_disabled_the_data_is_untouched(sandbox, absent):
     _host(sandbox)
     code = absent(sandbox)
@@ -183,6 +195,7 @@ def test_with_ops_absent_broken_or_disabled_the_data_is_untouched(sandbox, absen
     assert result.returncode == code, result.stderr
     assert tree(sandbox.data) == data_before
     if code == 78:  # refused before anything: not even a state, log or backup directory
-        assert sorted(os.listdir(sandbox.base)) == sorted(n for n in ("data", "retention.yaml")
-                                                          if (sandbox.base / n).exists())
+        assert sorted(os.listdir(sandbox.base)) == sorted(
+            n for n in ("data", "retention.yaml") if (sandbox.base / n).exists()
+        )
     assert not sandbox.backups.exists() or os.listdir(sandbox.backups) == []

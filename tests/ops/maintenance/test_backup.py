@@ -23,8 +23,12 @@ def test_backup_of_a_run_that_was_never_scanned_is_refused(sandbox):
     assert sandbox.snapshot() == {"logs/a.log": b"x"}
 
 
-FILES = {"a.log": b"alpha\n", "deep/er/b.log": b"bravo" * 1000, "empty.log": b"",
-         "x" * 120 + ".log": b"a name longer than a tar header holds\n"}
+FILES = {
+    "a.log": b"alpha\n",
+    "deep/er/b.log": b"bravo" * 1000,
+    "empty.log": b"",
+    "x" * 120 + ".log": b"a name longer than a tar header holds\n",
+}
 
 
 @pytest.mark.parametrize("compression, ext", [("zstd", ".tar.zst"), ("gzip", ".tar.gz"), ("none", ".tar")])
@@ -64,7 +68,12 @@ def test_policy_compression_none_writes_a_plain_tar_that_verifies_and_restores(s
     sandbox.file("a.log", b"already compressed, say parquet")
     assert sandbox.run("maintenance").returncode == 0
     run_id = sandbox.runs()[-1]
-    assert sorted(p.name for p in (sandbox.backups / run_id).iterdir()) == ["MANIFEST.json", "SHA256SUMS", "logs.sha256", "logs.tar"]
+    assert sorted(p.name for p in (sandbox.backups / run_id).iterdir()) == [
+        "MANIFEST.json",
+        "SHA256SUMS",
+        "logs.sha256",
+        "logs.tar",
+    ]
     out = tmp_path / "restored"
     assert sandbox.run("restore", "--run", run_id, "--to", str(out)).returncode == 0
     assert (out / "logs" / "a.log").read_bytes() == b"already compressed, say parquet"
@@ -78,7 +87,9 @@ def test_owner_ids_beyond_seven_octal_digits_reach_gnu_tar_whole(sandbox, tmp_pa
     run_ok(sandbox, "scan", "--run", RUN_A)
     run_ok(sandbox, "backup", "--run", RUN_A)
     archive = sandbox.backups / RUN_A / "logs.tar.zst"
-    listing = subprocess.run(["tar", "--numeric-owner", "-tvf", str(archive)], capture_output=True, text=True, check=True)
+    listing = subprocess.run(
+        ["tar", "--numeric-owner", "-tvf", str(archive)], capture_output=True, text=True, check=True
+    )
     assert " 3000000001/2097152 " in listing.stdout, listing.stdout
     out = tmp_path / "restored"
     out.mkdir()

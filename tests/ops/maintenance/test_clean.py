@@ -17,8 +17,18 @@ def test_clean_refuses_a_missing_or_tampered_chain_and_reruns_as_a_no_op(sandbox
 
 def test_clean_deletes_only_unchanged_files_and_keeps_each_changed_one_with_its_reason(sandbox, subtests):
     root = sandbox.data / "logs"
-    names = ["same.log", "appended.log", "touched.log", "chmodded.log", "replaced.log", "symlinked.log",
-             "sub/in-dir-swapped-for-symlink.log", "2025/09/a.log", "2025/09/b.log", "2025/10/c.log"]
+    names = [
+        "same.log",
+        "appended.log",
+        "touched.log",
+        "chmodded.log",
+        "replaced.log",
+        "symlinked.log",
+        "sub/in-dir-swapped-for-symlink.log",
+        "2025/09/a.log",
+        "2025/09/b.log",
+        "2025/10/c.log",
+    ]
     for name in names:
         sandbox.file(name, f"original {name}\n")
     sandbox.file("2025/10/new.log", "new", age_days=0)
@@ -127,9 +137,18 @@ def test_a_directory_emptied_by_two_policies_of_one_root_is_removed(sandbox):
     files both of them deleted is pruned once the second is done, judged by its mtime from
     before the first one's unlinks."""
     sandbox.config["policies"][0]["prune_empty_dirs"] = True
-    sandbox.config["policies"].append({"name": "journals", "root": "data/logs", "include": ["**/*.jsonl"],
-                                       "older_than": "30d", "settle": "10m", "keep_last": 0, "missing_ok": False,
-                                       "prune_empty_dirs": True})
+    sandbox.config["policies"].append(
+        {
+            "name": "journals",
+            "root": "data/logs",
+            "include": ["**/*.jsonl"],
+            "older_than": "30d",
+            "settle": "10m",
+            "keep_last": 0,
+            "missing_ok": False,
+            "prune_empty_dirs": True,
+        }
+    )
     sandbox.write_config()
     root = sandbox.data / "logs"
     sandbox.file("2025/09/a.log", "a log\n")
@@ -171,6 +190,7 @@ def _archive_as_symlink(sandbox):
     def put_back():
         os.unlink(_archive(sandbox))
         os.rename(sandbox.base / "aside", _archive(sandbox))
+
     return put_back
 
 
@@ -181,6 +201,7 @@ def _run_dir_as_symlink(sandbox):
     def put_back():
         os.unlink(sandbox.backups / RUN_B)
         os.rename(sandbox.base / "aside", sandbox.backups / RUN_B)
+
     return put_back
 
 
@@ -196,8 +217,19 @@ def _other_manifest(sandbox):
     return lambda: manifest.write_bytes(saved)
 
 
-@pytest.mark.parametrize("lose_copy", [_remove_archive, _truncate_archive, _truncate_sums, _archive_as_symlink,
-                                       _run_dir_as_symlink, _unmount_destination, _other_manifest], ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize(
+    "lose_copy",
+    [
+        _remove_archive,
+        _truncate_archive,
+        _truncate_sums,
+        _archive_as_symlink,
+        _run_dir_as_symlink,
+        _unmount_destination,
+        _other_manifest,
+    ],
+    ids=lambda f: f.__name__.strip("_"),
+)
 def test_clean_deletes_nothing_when_the_verified_copy_is_no_longer_in_place(sandbox, lose_copy):
     """Verify checked the copy; clean may run much later (by hand, or resumed the next
     night). A copy lost or changed since then no longer counts toward the quorum."""

@@ -11,12 +11,15 @@ import pytest
 from ._support import RUN_A, run_ok, tree, tree_diff
 
 
-@pytest.mark.parametrize("script, args", [
-    ("scan", ["--run", "not-an-id"]),
-    ("verify", ["--run", "../20261126T031700Z-4f2a"]),
-    ("clean", ["--bogus"]),
-    ("maintenance", ["--run", RUN_A]),  # the chain picks its own run
-])
+@pytest.mark.parametrize(
+    "script, args",
+    [
+        ("scan", ["--run", "not-an-id"]),
+        ("verify", ["--run", "../20261126T031700Z-4f2a"]),
+        ("clean", ["--bogus"]),
+        ("maintenance", ["--run", RUN_A]),  # the chain picks its own run
+    ],
+)
 def test_a_bad_argument_exits_64_and_creates_nothing(sandbox, script, args):
     sandbox.file("old.log")
     before = tree(sandbox.base)
@@ -41,8 +44,13 @@ def test_every_script_exits_75_at_once_and_changes_nothing_while_the_lock_is_hel
     fd = os.open(sandbox.state / "lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        for script, args in [("scan", []), ("backup", ["--run", RUN_A]), ("verify", ["--run", RUN_A]),
-                             ("clean", ["--run", RUN_A]), ("maintenance", [])]:
+        for script, args in [
+            ("scan", []),
+            ("backup", ["--run", RUN_A]),
+            ("verify", ["--run", RUN_A]),
+            ("clean", ["--run", RUN_A]),
+            ("maintenance", []),
+        ]:
             with subtests.test(msg=script):
                 before = tree(sandbox.base)
                 result = sandbox.run(script, *args, timeout=20)
@@ -60,10 +68,17 @@ def test_the_lock_dies_with_its_holder(sandbox):
     sandbox.file("old.log")
     sandbox.state.mkdir(parents=True)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, os, sys, time\n"
-         "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)\n"
-         "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(60)\n",
-         str(sandbox.state / "lock")], stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(60)\n",
+            str(sandbox.state / "lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline() == "held\n"
         assert sandbox.run("scan", "--run", RUN_A).returncode == 75

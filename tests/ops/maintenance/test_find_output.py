@@ -26,8 +26,15 @@ def _on_a_terminal(sandbox, *args: str, columns: int = 80) -> str:
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "QTS_OPS_LOCK_FD")}
     env.update(TERM="xterm-256color", QTS_OPS_PRIORITY="normal")
-    proc = subprocess.Popen([sys.executable, str(SCRIPTS / "find.py"), "--config", str(sandbox.config_path), *args],
-                            stdin=slave, stdout=slave, stderr=slave, env=env, cwd=sandbox.base, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPTS / "find.py"), "--config", str(sandbox.config_path), *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        cwd=sandbox.base,
+        start_new_session=True,
+    )
     os.close(slave)
     out, deadline = b"", time.monotonic() + 60
     try:
@@ -51,8 +58,10 @@ def test_find_on_an_80_column_terminal_shows_every_path_whole(sandbox):
     for name in names:
         sandbox.file(name, name)
     run_ok(sandbox, "maintenance")
-    paths = [json.loads(line)["path"]
-             for line in run_ok(sandbox, "find", "--file", str(sandbox.data / "*"), "--json").stdout.splitlines()]
+    paths = [
+        json.loads(line)["path"]
+        for line in run_ok(sandbox, "find", "--file", str(sandbox.data / "*"), "--json").stdout.splitlines()
+    ]
     assert len(paths) == 3 and all(len(p) > 80 for p in paths)
 
     shown = _on_a_terminal(sandbox, "--file", str(sandbox.data / "*"))
@@ -73,9 +82,19 @@ def test_find_prints_a_name_that_is_not_utf8_escaped_as_the_journal_does(sandbox
     assert b'"path":"fills-\\udce9\\udcff.log"' in (sandbox.run_dir() / "clean.journal.jsonl").read_bytes()
     escaped = str(sandbox.data / "logs") + "/fills-\\udce9\\udcff.log"
 
-    result = subprocess.run([sys.executable, str(SCRIPTS / "find.py"), "--config", str(sandbox.config_path),
-                             "--file", str(sandbox.data / "logs" / "fills-*")],
-                            capture_output=True, env={**os.environ, "QTS_OPS_PRIORITY": "normal"}, timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPTS / "find.py"),
+            "--config",
+            str(sandbox.config_path),
+            "--file",
+            str(sandbox.data / "logs" / "fills-*"),
+        ],
+        capture_output=True,
+        env={**os.environ, "QTS_OPS_PRIORITY": "normal"},
+        timeout=60,
+    )
 
     assert result.returncode == 0, result.stderr
     rows = [line.split(b"\t") for line in result.stdout.splitlines()]

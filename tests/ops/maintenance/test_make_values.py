@@ -6,7 +6,6 @@ import os
 
 import pytest
 import yaml
-
 from conftest import Sandbox
 
 from ._operator_support import aged, make
@@ -30,8 +29,9 @@ def _config_in_a_directory_with_a_space(sandbox) -> str:
     config = sandbox.base / "conf dir" / "my retention.yaml"
     config.parent.mkdir()
     settings = dict(sandbox.config, state_dir="../var/state", log_dir="../var/log")
-    settings["backup"] = dict(settings["backup"], destinations=[{"name": "local", "type": "local",
-                                                                  "path": "../var/backups"}])
+    settings["backup"] = dict(
+        settings["backup"], destinations=[{"name": "local", "type": "local", "path": "../var/backups"}]
+    )
     settings["policies"] = [dict(settings["policies"][0], root="../data/logs")]
     config.write_text(yaml.safe_dump(settings, sort_keys=False))
     return str(config)

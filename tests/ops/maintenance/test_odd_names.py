@@ -44,8 +44,11 @@ def test_odd_file_names_survive_the_whole_chain_and_restore_with_gnu_tar(sandbox
 
     out = tmp_path / "restored"
     extract(published / "logs.tar.zst", out)
-    restored = sorted(os.path.relpath(os.path.join(d, f), os.fsencode(out))
-                      for d, _dirs, files in os.walk(os.fsencode(out)) for f in files)
+    restored = sorted(
+        os.path.relpath(os.path.join(d, f), os.fsencode(out))
+        for d, _dirs, files in os.walk(os.fsencode(out))
+        for f in files
+    )
     assert restored == sorted(ODD), "exactly these members, under exactly these names"
     for name, content in contents.items():
         with open(os.path.join(os.fsencode(out), name), "rb") as f:

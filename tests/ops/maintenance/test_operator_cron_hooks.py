@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import Sandbox
 
 from ._operator_support import REPO, aged, corrupt, cron_env, maintenance_script, make
@@ -223,14 +222,28 @@ def test_an_interrupt_during_a_step_stops_the_chain_with_no_step_left_behind(san
         blackhole.bind(("127.0.0.1", 0))
         blackhole.listen(16)  # connections complete in the backlog; nothing is ever read
         sandbox.config["backup"]["destinations"].append(
-            {"name": "offsite", "type": "s3", "bucket": "qts-never", "endpoint_url": f"http://127.0.0.1:{blackhole.getsockname()[1]}"})
+            {
+                "name": "offsite",
+                "type": "s3",
+                "bucket": "qts-never",
+                "endpoint_url": f"http://127.0.0.1:{blackhole.getsockname()[1]}",
+            }
+        )
         sandbox.write_config()
-        env = cron_env({"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"})
+        env = cron_env(
+            {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+        )
         # Output to files, not pipes: a step left behind must not be waited for through them.
         out, err = sandbox.base / "out", sandbox.base / "err"
         with open(out, "w") as o, open(err, "w") as e:
-            proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "maintenance.py"), "--config", str(sandbox.config_path)],
-                                    stdout=o, stderr=e, env=env, cwd=sandbox.base, start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, str(REPO / "scripts" / "maintenance.py"), "--config", str(sandbox.config_path)],
+                stdout=o,
+                stderr=e,
+                env=env,
+                cwd=sandbox.base,
+                start_new_session=True,
+            )
         try:
             deadline = time.monotonic() + 60
             while not any(r.get("step") == "backup" and r.get("event") == "start" for r in log_records(sandbox)):
@@ -257,8 +270,12 @@ def test_an_interrupt_during_a_step_stops_the_chain_with_no_step_left_behind(san
 
 def _closed(sandbox, redirections: str) -> subprocess.CompletedProcess:
     script = REPO / "scripts" / "maintenance.py"
-    return subprocess.run(["sh", "-c", f"exec '{sys.executable}' '{script}' --config '{sandbox.config_path}' {redirections}"],
-                          env=cron_env(), cwd=sandbox.base, timeout=120)
+    return subprocess.run(
+        ["sh", "-c", f"exec '{sys.executable}' '{script}' --config '{sandbox.config_path}' {redirections}"],
+        env=cron_env(),
+        cwd=sandbox.base,
+        timeout=120,
+    )
 
 
 def test_maintenance_started_with_stdin_stdout_stderr_closed_runs_the_chain(sandbox):

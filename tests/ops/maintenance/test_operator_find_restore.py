@@ -15,14 +15,19 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import Sandbox
 
 from ._operator_support import aged, compact_years_later, make
 from ._support import archive_members, extract, files_of, run_ok
 
-FIRST = {"a.log": b"alpha\n" * 40, "sub/b.log": b"bravo\n" * 30, "sub/deep/c.log": b"charlie\n" * 20,
-         "d.log": b"delta\n" * 10, "e.log": b"echo\n" * 5, "twice.log": b"first copy\n"}
+FIRST = {
+    "a.log": b"alpha\n" * 40,
+    "sub/b.log": b"bravo\n" * 30,
+    "sub/deep/c.log": b"charlie\n" * 20,
+    "d.log": b"delta\n" * 10,
+    "e.log": b"echo\n" * 5,
+    "twice.log": b"first copy\n",
+}
 SECOND = b"second copy, written after the first run deleted the first\n"
 
 
@@ -60,8 +65,14 @@ def test_find_lists_run_destination_archive_and_sha256_of_a_deleted_file(two_run
     want = hashlib.sha256(original["a.log"][0]).hexdigest()
     assert row.split("\t")[1:5] == [first_run, "local", "logs.tar.zst", want[:16]], row
     (entry,) = _found(sandbox, target)
-    assert (entry["run"], entry["destinations"], entry["archive"], entry["sha256"], entry["policy"], entry["rel"]) == \
-        (first_run, ["local"], "logs.tar.zst", want, "logs", "a.log")
+    assert (entry["run"], entry["destinations"], entry["archive"], entry["sha256"], entry["policy"], entry["rel"]) == (
+        first_run,
+        ["local"],
+        "logs.tar.zst",
+        want,
+        "logs",
+        "a.log",
+    )
     # where it says the copy lives, the copy is
     assert b"a.log" in archive_members(sandbox.backups / first_run / "logs.tar.zst")
 
@@ -71,7 +82,8 @@ def test_find_lists_every_run_that_deleted_the_same_path(two_runs):
     entries = _found(sandbox, _path(sandbox, "twice.log"))
     assert [(e["run"], e["sha256"]) for e in entries] == [
         (first_run, hashlib.sha256(original["twice.log"][0]).hexdigest()),
-        (second_run, hashlib.sha256(second[0]).hexdigest())]
+        (second_run, hashlib.sha256(second[0]).hexdigest()),
+    ]
 
 
 def test_find_with_a_glob_lists_several_deleted_files(two_runs):
@@ -157,8 +169,13 @@ def test_status_json_reports_age_policies_on_disk_and_destination_usage(two_runs
     assert isinstance(age, int) and abs(age - (time.time() - finished)) <= 3, age
     on_disk = [p for p in (sandbox.data / "logs").rglob("*.log") if p.is_file()]  # other tests may have restored some
     oldest = min(p.stat().st_mtime_ns for p in on_disk)
-    assert info["policies"] == {"logs": {"files": len(on_disk), "bytes": sum(p.stat().st_size for p in on_disk),
-                                         "oldest": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(oldest // 10**9))}}
+    assert info["policies"] == {
+        "logs": {
+            "files": len(on_disk),
+            "bytes": sum(p.stat().st_size for p in on_disk),
+            "oldest": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(oldest // 10**9)),
+        }
+    }
     published = sorted(os.listdir(sandbox.backups))
     assert len(published) == 2
     used = sum(f.stat().st_size for run in published for f in (sandbox.backups / run).iterdir())
@@ -166,6 +183,7 @@ def test_status_json_reports_age_policies_on_disk_and_destination_usage(two_runs
 
 
 # -- compaction -------------------------------------------------------------------------------
+
 
 def test_compaction_packs_old_finished_runs_and_find_and_restore_still_work(sandbox, tmp_path):
     sandbox.config["compact_runs_after"] = "1s"
@@ -203,8 +221,10 @@ def test_compaction_packs_old_finished_runs_and_find_and_restore_still_work(sand
     assert sandbox.runs() == [third]
 
     a_log = str(sandbox.data / "logs" / "a.log")
-    assert [e["run"] for e in (json.loads(line) for line in
-                               run_ok(sandbox, "find", "--file", a_log, "--json").stdout.splitlines())] == [first, second]
+    assert [
+        e["run"]
+        for e in (json.loads(line) for line in run_ok(sandbox, "find", "--file", a_log, "--json").stdout.splitlines())
+    ] == [first, second]
     run_ok(sandbox, "restore", "--file", a_log)
     run_ok(sandbox, "restore", "--file", str(sandbox.data / "logs" / "b.log"))
     assert sandbox.snapshot() == {"logs/a.log": b"second a, newer copy\n", "logs/b.log": b"only b\n"}

@@ -13,7 +13,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import Sandbox
 
 from ._operator_support import REPO, aged, cron_env, maintenance_script, read_metrics, sample
@@ -55,8 +54,9 @@ def read_only_state(sandbox):
     """A host whose state_dir sits on a mount that went read-only after a scan, with
     metrics and an on_failure hook that records its environment."""
     (sandbox.base / "ro").mkdir()
-    sandbox.config.update(state_dir="ro/state", metrics_file="var/metrics/qts.prom",
-                          on_failure=f"env > '{sandbox.base / 'hook.env'}'")
+    sandbox.config.update(
+        state_dir="ro/state", metrics_file="var/metrics/qts.prom", on_failure=f"env > '{sandbox.base / 'hook.env'}'"
+    )
     sandbox.write_config()
     sandbox.state = sandbox.base / "ro" / "state"
     aged(sandbox, "a.log", b"alpha\n" * 10)
@@ -127,14 +127,29 @@ def root_owned_host():
 
 
 def _as_nobody(sandbox, script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "scripts" / f"{script}.py"), "--config", str(sandbox.config_path),
-                           *args], capture_output=True, text=True, env=cron_env(), cwd=sandbox.base, timeout=60,
-                          user=NOBODY, group=NOBODY, extra_groups=[])
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / f"{script}.py"), "--config", str(sandbox.config_path), *args],
+        capture_output=True,
+        text=True,
+        env=cron_env(),
+        cwd=sandbox.base,
+        timeout=60,
+        user=NOBODY,
+        group=NOBODY,
+        extra_groups=[],
+    )
 
 
-@pytest.mark.parametrize("script, args", [
-    ("maintenance", ()), ("scan", ()), ("status", ()), ("plan", ()), ("restore", ("--file", "{old}")),
-])
+@pytest.mark.parametrize(
+    "script, args",
+    [
+        ("maintenance", ()),
+        ("scan", ()),
+        ("status", ()),
+        ("plan", ()),
+        ("restore", ("--file", "{old}")),
+    ],
+)
 def test_another_user_on_roots_state_gets_one_paragraph_naming_the_path(root_owned_host, script, args):
     sandbox, old, hook_env = root_owned_host
     before = sandbox.snapshot()
@@ -155,7 +170,8 @@ def test_another_user_on_roots_state_gets_one_paragraph_naming_the_path(root_own
 def test_a_bug_keeps_its_traceback_in_the_log_and_the_terminal_gets_one_paragraph(sandbox):
     """An exception no code expected, raised under the scripts' shared shell."""
     script = sandbox.base / "buggy.py"
-    script.write_text(textwrap.dedent(f"""\
+    script.write_text(
+        textwrap.dedent(f"""\
         import sys
         sys.path.insert(0, {str(REPO)!r})
         from ops import cli
@@ -164,9 +180,15 @@ def test_a_bug_keeps_its_traceback_in_the_log_and_the_terminal_gets_one_paragrap
             return {{}}["no such key"]
 
         cli.run(name="buggy", p=cli.parser("buggy", "", run=False), action=action)
-        """))
-    result = subprocess.run([sys.executable, str(script), "--config", str(sandbox.config_path)],
-                            capture_output=True, text=True, env=cron_env(), timeout=60)
+        """)
+    )
+    result = subprocess.run(
+        [sys.executable, str(script), "--config", str(sandbox.config_path)],
+        capture_output=True,
+        text=True,
+        env=cron_env(),
+        timeout=60,
+    )
     assert result.returncode == 1, result.stderr
     lines = _one_paragraph(result.stderr, "buggy")
     assert lines[0] == "qts-ops buggy: unexpected error: KeyError: 'no such key'", lines[0]

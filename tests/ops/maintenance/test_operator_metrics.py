@@ -12,18 +12,22 @@ import stat
 import time
 
 import pytest
+from conftest import Sandbox
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Sandbox
 from ops.state.manifest import STEPS
 
-from ._operator_support import (METRICS_FILE, add_dumps_policy, aged, corrupt, holding_lock, read_metrics,
-                                sample)
+from ._operator_support import METRICS_FILE, add_dumps_policy, aged, corrupt, holding_lock, read_metrics, sample
 from ._support import run_ok
 
 # What the stepped sandbox holds: (policy, rel) -> content; c.log changes after backup.
-FILES = {("logs", "a.log"): b"a" * 100, ("logs", "sub/b.log"): b"b" * 250, ("logs", "c.log"): b"c" * 40,
-         ("dumps", "d1.dump"): b"1" * 1000, ("dumps", "x/d2.dump"): b"2" * 3000}
+FILES = {
+    ("logs", "a.log"): b"a" * 100,
+    ("logs", "sub/b.log"): b"b" * 250,
+    ("logs", "c.log"): b"c" * 40,
+    ("dumps", "d1.dump"): b"1" * 1000,
+    ("dumps", "x/d2.dump"): b"2" * 3000,
+}
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +55,12 @@ def stepped(tmp_path_factory):
         # Each step's file is held open: a replaced file's inode number is free for the
         # next file to take once nothing holds it, and inodes are compared below.
         held.append(open(path, "rb"))
-        seen[step] = {"window": (started, finished), "ino": os.fstat(held[-1].fileno()).st_ino,
-                      "metrics": read_metrics(path), "text": path.read_text()}
+        seen[step] = {
+            "window": (started, finished),
+            "ino": os.fstat(held[-1].fileno()).st_ino,
+            "metrics": read_metrics(path),
+            "text": path.read_text(),
+        }
     for f in held:
         f.close()
     return sandbox, seen
@@ -79,10 +87,19 @@ def test_metrics_textfile_parses_and_follows_prometheus_naming_conventions(stepp
     for name, kind in declared.items():  # what the TYPE lines say, as node_exporter reads them
         assert (kind == "counter") == name.endswith("_total"), (name, kind)
     names = {f.name for f in families}
-    assert {"qts_ops_step_last_success_timestamp_seconds", "qts_ops_backed_up_files", "qts_ops_backed_up_bytes",
-            "qts_ops_verified_files", "qts_ops_verified_bytes", "qts_ops_deleted_files", "qts_ops_deleted_bytes",
-            "qts_ops_kept_changed_files", "qts_ops_verify_failures", "qts_ops_lock_contention",
-            "qts_ops_root_free_bytes"} <= names
+    assert {
+        "qts_ops_step_last_success_timestamp_seconds",
+        "qts_ops_backed_up_files",
+        "qts_ops_backed_up_bytes",
+        "qts_ops_verified_files",
+        "qts_ops_verified_bytes",
+        "qts_ops_deleted_files",
+        "qts_ops_deleted_bytes",
+        "qts_ops_kept_changed_files",
+        "qts_ops_verify_failures",
+        "qts_ops_lock_contention",
+        "qts_ops_root_free_bytes",
+    } <= names
 
 
 def test_metrics_textfile_is_replaced_after_every_step_with_its_last_success_time(stepped):
@@ -93,13 +110,16 @@ def test_metrics_textfile_is_replaced_after_every_step_with_its_last_success_tim
         m = seen[step]["metrics"]
         started, finished = seen[step]["window"]
         when = sample(m, "qts_ops_step_last_success_timestamp_seconds", step=step)
-        assert when is not None and started <= when <= finished, f"{step}: last success {when} not in {started}..{finished}"
-        for later in STEPS[i + 1:]:
+        assert when is not None and started <= when <= finished, (
+            f"{step}: last success {when} not in {started}..{finished}"
+        )
+        for later in STEPS[i + 1 :]:
             assert sample(m, "qts_ops_step_last_success_timestamp_seconds", step=later) is None, (step, later)
         assert sample(m, "qts_ops_step_runs_total", step=step, result="ok") == 1
     final = seen["clean"]["metrics"]
-    assert sample(final, "qts_ops_maintenance_last_success_timestamp_seconds") == \
-        sample(final, "qts_ops_step_last_success_timestamp_seconds", step="clean")
+    assert sample(final, "qts_ops_maintenance_last_success_timestamp_seconds") == sample(
+        final, "qts_ops_step_last_success_timestamp_seconds", step="clean"
+    )
     for policy in ("logs", "dumps"):
         for step in STEPS:
             assert sample(final, "qts_ops_policy_last_success_timestamp_seconds", step=step, policy=policy) is not None
@@ -110,10 +130,24 @@ def test_metrics_count_backed_up_verified_deleted_and_kept_changed_per_policy(st
     m = seen["clean"]["metrics"]
     size = {policy: sum(len(c) for (p, _), c in FILES.items() if p == policy) for policy in ("logs", "dumps")}
     expected = {
-        "logs": {"backed_up_files": 3, "backed_up_bytes": size["logs"], "verified_files": 3,
-                 "verified_bytes": size["logs"], "deleted_files": 2, "deleted_bytes": 100 + 250, "kept_changed_files": 1},
-        "dumps": {"backed_up_files": 2, "backed_up_bytes": 4000, "verified_files": 2, "verified_bytes": 4000,
-                  "deleted_files": 2, "deleted_bytes": 4000, "kept_changed_files": 0},
+        "logs": {
+            "backed_up_files": 3,
+            "backed_up_bytes": size["logs"],
+            "verified_files": 3,
+            "verified_bytes": size["logs"],
+            "deleted_files": 2,
+            "deleted_bytes": 100 + 250,
+            "kept_changed_files": 1,
+        },
+        "dumps": {
+            "backed_up_files": 2,
+            "backed_up_bytes": 4000,
+            "verified_files": 2,
+            "verified_bytes": 4000,
+            "deleted_files": 2,
+            "deleted_bytes": 4000,
+            "kept_changed_files": 0,
+        },
     }
     for policy, counters in expected.items():
         got = {name: sample(m, f"qts_ops_{name}_total", policy=policy) for name in counters}
@@ -205,6 +239,10 @@ def test_without_metrics_file_nothing_named_metrics_is_written(sandbox):
     with holding_lock(sandbox):  # the refusal path counts nothing either
         assert sandbox.run("scan").returncode == 75
     assert sandbox.snapshot() == {}, "the maintenance did its work"
-    found = [os.path.join(d, n) for d, dirs, files in os.walk(sandbox.base) for n in dirs + files
-             if "metrics" in n.lower() or n.endswith(".prom")]
+    found = [
+        os.path.join(d, n)
+        for d, dirs, files in os.walk(sandbox.base)
+        for n in dirs + files
+        if "metrics" in n.lower() or n.endswith(".prom")
+    ]
     assert found == [], found

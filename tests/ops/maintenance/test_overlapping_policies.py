@@ -44,8 +44,14 @@ def _nested(sandbox) -> None:
     """The issue's shape: logs at data/logs, archive-all over the whole of data/."""
     sandbox.config["policies"] = [
         {"name": "logs", "root": "data/logs", "include": ["**/*.log"], "older_than": "30d", "settle": "1m"},
-        {"name": "archive-all", "root": "data", "include": ["**"], "older_than": "60d", "settle": "1m",
-         "prune_empty_dirs": True},
+        {
+            "name": "archive-all",
+            "root": "data",
+            "include": ["**"],
+            "older_than": "60d",
+            "settle": "1m",
+            "prune_empty_dirs": True,
+        },
     ]
     sandbox.write_config()
     for i in range(3):
@@ -66,7 +72,8 @@ def test_a_nested_root_is_decided_by_its_own_policy_and_survives_the_outer_one(s
     assert sandbox.snapshot() == {}
     data = str(sandbox.data)
     assert _catalogue(sandbox) == {f"{data}/logs/{i}.log": "logs" for i in range(3)} | {
-        f"{data}/other.csv": "archive-all"}
+        f"{data}/other.csv": "archive-all"
+    }
     found = sandbox.run("find", "--file", f"{data}/logs/0.log")
     assert found.returncode == 0 and "logs" in found.stdout
 
@@ -93,8 +100,9 @@ def test_of_two_policies_with_one_root_the_first_that_matches_decides(sandbox):
 
 
 def test_a_step_that_fails_at_a_later_policy_still_catalogues_what_it_deleted(sandbox):
-    sandbox.config["policies"].append({"name": "tapes", "root": "data/tapes", "include": ["**"],
-                                       "older_than": "30d", "settle": "1m"})
+    sandbox.config["policies"].append(
+        {"name": "tapes", "root": "data/tapes", "include": ["**"], "older_than": "30d", "settle": "1m"}
+    )
     sandbox.write_config()
     sandbox.file("a.log", "a\n", age_days=100)
     sandbox.file("x.dump", "x\n", age_days=100, root="tapes")

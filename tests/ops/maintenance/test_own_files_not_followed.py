@@ -54,8 +54,9 @@ def _fifo(path) -> None:
 
 @pytest.mark.parametrize("plant", ["link", "fifo"])
 @pytest.mark.parametrize("which", ["lock", "log"])
-def test_a_link_or_fifo_for_the_lock_or_the_log_fails_the_run_at_once_and_changes_nothing(sandbox, victim, which,
-                                                                                           plant):
+def test_a_link_or_fifo_for_the_lock_or_the_log_fails_the_run_at_once_and_changes_nothing(
+    sandbox, victim, which, plant
+):
     data = _expired(sandbox)
     # The log's name has the month in it: should one begin meanwhile, its file is planted too.
     paths = {sandbox.state / "lock"} if which == "lock" else {log_file(sandbox.logs, time.time() + s) for s in (0, 60)}
@@ -222,8 +223,9 @@ def test_compaction_packs_no_file_through_a_link_and_leaves_a_linked_run_alone(s
     assert victim.exists(), "the link's target is not touched when the run's directory goes"
     assert sandbox.run_dir(second).is_symlink() and (moved / "clean.ok.json").exists()
     assert not (sandbox.state / "compacted" / f"{second}.tar.zst").exists()
-    assert any(r["event"] == "compaction_skipped" and str(sandbox.run_dir(second)) in r["msg"]
-               for r in log_records(sandbox))
+    assert any(
+        r["event"] == "compaction_skipped" and str(sandbox.run_dir(second)) in r["msg"] for r in log_records(sandbox)
+    )
 
 
 def test_a_symlink_named_as_a_run_on_the_destination_is_neither_published_over_nor_counted(sandbox):

@@ -11,7 +11,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import SCRIPTS
 
 from ._support import path_tree
@@ -31,10 +30,24 @@ def _varied(sandbox) -> dict[str, dict[str, tuple[str, str]]]:
     config = dict(sandbox.config)
     config["policies"] = [
         dict(config["policies"][0], exclude=["**/current.log"]),
-        {"name": "dumps", "root": "data/dumps", "include": ["*.sql"], "older_than": "7d",
-         "settle": "10m", "keep_last": 2, "missing_ok": False},
-        {"name": "absent", "root": "data/absent", "include": ["**/*"], "older_than": "1d",
-         "settle": "10m", "keep_last": 0, "missing_ok": True},
+        {
+            "name": "dumps",
+            "root": "data/dumps",
+            "include": ["*.sql"],
+            "older_than": "7d",
+            "settle": "10m",
+            "keep_last": 2,
+            "missing_ok": False,
+        },
+        {
+            "name": "absent",
+            "root": "data/absent",
+            "include": ["**/*"],
+            "older_than": "1d",
+            "settle": "10m",
+            "keep_last": 0,
+            "missing_ok": True,
+        },
     ]
     sandbox.write_config(config)
     sandbox.file("old.log", "old", age_days=40)
@@ -42,17 +55,25 @@ def _varied(sandbox) -> dict[str, dict[str, tuple[str, str]]]:
     sandbox.file("young.log", "young", age_days=20)
     sandbox.file("settling.log", "being written", age_days=2 * MIN / 86400)
     sandbox.file("future.log", "clock skew", age_days=-1)
-    sandbox.file("current.log", "excluded", age_days=40)      # excluded: not governed, not listed
-    sandbox.file("notes.txt", "not matched", age_days=40)     # not included: not listed
+    sandbox.file("current.log", "excluded", age_days=40)  # excluded: not governed, not listed
+    sandbox.file("notes.txt", "not matched", age_days=40)  # not included: not listed
     for i in range(4):
         sandbox.file(f"dump-{i}.sql", f"dump {i}", age_days=10 + i, root="dumps")
     sandbox.file("sub/nested.sql", "not matched by *.sql", age_days=40, root="dumps")
     return {
-        "logs": {"old.log": ("expire", "older_than"), "deep/er/older.log": ("expire", "older_than"),
-                 "young.log": ("keep", "younger"), "settling.log": ("keep", "settle"),
-                 "future.log": ("keep", "future")},
-        "dumps": {"dump-0.sql": ("keep", "keep_last"), "dump-1.sql": ("keep", "keep_last"),
-                  "dump-2.sql": ("expire", "older_than"), "dump-3.sql": ("expire", "older_than")},
+        "logs": {
+            "old.log": ("expire", "older_than"),
+            "deep/er/older.log": ("expire", "older_than"),
+            "young.log": ("keep", "younger"),
+            "settling.log": ("keep", "settle"),
+            "future.log": ("keep", "future"),
+        },
+        "dumps": {
+            "dump-0.sql": ("keep", "keep_last"),
+            "dump-1.sql": ("keep", "keep_last"),
+            "dump-2.sql": ("expire", "older_than"),
+            "dump-3.sql": ("expire", "older_than"),
+        },
         "absent": {},
     }
 
@@ -64,6 +85,7 @@ def _plan_json(sandbox) -> dict:
 
 
 # -- plan ------------------------------------------------------------------------------------
+
 
 def test_plan_on_a_fresh_host_writes_nothing_but_log_lines(sandbox):
     _varied(sandbox)
@@ -173,6 +195,7 @@ def test_plan_with_invalid_config_exits_78_and_writes_nothing(sandbox):
 
 # -- status ----------------------------------------------------------------------------------
 
+
 def _status_json(sandbox) -> dict:
     r = sandbox.run("status", "--json")
     assert r.returncode == 0, r.stderr
@@ -258,8 +281,12 @@ def test_status_reports_a_tampered_manifest_as_a_problem(sandbox):
 
 def test_status_shows_the_lock_holder_while_the_lock_is_held(sandbox):
     sandbox.state.mkdir(parents=True, mode=0o700)
-    holder = {"run": "20261126T031700Z-4f2a", "step": "backup", "pid": os.getpid(),
-              "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    holder = {
+        "run": "20261126T031700Z-4f2a",
+        "step": "backup",
+        "pid": os.getpid(),
+        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     fd = os.open(sandbox.state / "lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -303,8 +330,9 @@ def test_status_while_maintenance_runs_names_its_run(sandbox):
     out = sandbox.base / "status-during"
     status = shlex.join([sys.executable, str(SCRIPTS / "status.py"), "--config", str(sandbox.config_path)])
     # The hook runs while the chain still holds the lock: status seen from inside the run.
-    sandbox.config["on_failure"] = (f"{status} --json > {shlex.quote(f'{out}.json')}; "
-                                    f"{status} > {shlex.quote(f'{out}.txt')}")
+    sandbox.config["on_failure"] = (
+        f"{status} --json > {shlex.quote(f'{out}.json')}; {status} > {shlex.quote(f'{out}.txt')}"
+    )
     sandbox.write_config()
     sandbox.file("old.log", "old")
 
@@ -314,8 +342,10 @@ def test_status_while_maintenance_runs_names_its_run(sandbox):
     (run_id,) = sandbox.runs()
     holder = json.loads(out.with_suffix(".json").read_text())["lock_holder"]
     assert (holder["run"], holder["step"]) == (run_id, "maintenance"), holder
-    assert f"lock: held by pid {holder['pid']} (run {run_id}, step maintenance) since " in \
-        out.with_suffix(".txt").read_text()
+    assert (
+        f"lock: held by pid {holder['pid']} (run {run_id}, step maintenance) since "
+        in out.with_suffix(".txt").read_text()
+    )
 
 
 @pytest.mark.parametrize("script", ["plan", "status"])
@@ -339,7 +369,13 @@ def test_make_status_with_dest_lists_the_runs_that_destination_holds(sandbox):
     assert sandbox.run("maintenance").returncode == 0
     repo = Path(__file__).resolve().parents[3]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "QTS_OPS_LOCK"))}
-    out = subprocess.run(["make", "-s", "status", f"CONFIG={sandbox.config_path}", "DEST=local"],
-                         cwd=repo, capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run(
+        ["make", "-s", "status", f"CONFIG={sandbox.config_path}", "DEST=local"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == sandbox.runs()

@@ -16,11 +16,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import zstandard
+from conftest import Sandbox
 
 from ._support import path_tree
-import zstandard
-
-from conftest import Sandbox
 
 LONG_NAME = "l" * 70 + "/" + "n" * 70 + ".log"  # > 100 bytes: a GNU long-name record in the tar
 OTHER_ROOT = "--from-other-host"  # the template's run into this sandbox's roots (see after_maintenance)
@@ -33,8 +32,16 @@ def _sha(data: bytes) -> str:
 def _two_policies(sandbox) -> None:
     config = dict(sandbox.config)
     config["policies"] = config["policies"] + [
-        {"name": "dumps", "root": "data/dumps", "include": ["**/*"], "older_than": "30d",
-         "settle": "10m", "keep_last": 0, "missing_ok": False}]
+        {
+            "name": "dumps",
+            "root": "data/dumps",
+            "include": ["**/*"],
+            "older_than": "30d",
+            "settle": "10m",
+            "keep_last": 0,
+            "missing_ok": False,
+        }
+    ]
     (sandbox.data / "dumps").mkdir()
     sandbox.write_config(config)
 
@@ -100,6 +107,7 @@ def _assert_restored(base: Path, originals: dict, policies: set[str]) -> None:
 
 
 # -- the normal way back -------------------------------------------------------------------
+
 
 def test_restore_puts_every_deleted_file_back_under_its_root_with_content_and_mtime(sandbox):
     run_id, originals = _maintained(sandbox)
@@ -172,8 +180,11 @@ def test_restore_twice_refuses_the_second_time_and_keeps_the_first_result(sandbo
 
 # -- never overwrite ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("conflict", [("logs", "deep/er/with space.log"), ("dumps", "fills.bin")])
-def test_restore_with_an_existing_target_file_lists_the_conflict_and_writes_nothing(sandbox, after_maintenance, conflict):
+def test_restore_with_an_existing_target_file_lists_the_conflict_and_writes_nothing(
+    sandbox, after_maintenance, conflict
+):
     run_id, originals = after_maintenance
     policy, rel = conflict
     existing = sandbox.file(rel, b"the operator's newer copy", age_days=0, root=policy)
@@ -191,7 +202,9 @@ def test_restore_with_an_existing_target_file_lists_the_conflict_and_writes_noth
             assert not (sandbox.data / p / other).exists(), other
 
 
-def test_restore_refuses_when_a_target_directory_is_a_symlink_and_writes_nothing_through_it(sandbox, after_maintenance, tmp_path):
+def test_restore_refuses_when_a_target_directory_is_a_symlink_and_writes_nothing_through_it(
+    sandbox, after_maintenance, tmp_path
+):
     run_id, _ = after_maintenance
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -205,8 +218,9 @@ def test_restore_refuses_when_a_target_directory_is_a_symlink_and_writes_nothing
 
 
 @pytest.mark.parametrize("to", [False, True], ids=["root", "TO"])
-def test_restore_refuses_a_target_that_is_itself_a_symlink_as_scan_refuses_such_a_root(sandbox, after_maintenance,
-                                                                                       tmp_path, to):
+def test_restore_refuses_a_target_that_is_itself_a_symlink_as_scan_refuses_such_a_root(
+    sandbox, after_maintenance, tmp_path, to
+):
     run_id, _ = after_maintenance
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -270,8 +284,12 @@ def _forge_run(sandbox, src_run: str, members: list[tuple], policy: str = "logs"
             (dst / manifest["policies"][other][key]).unlink()
         del manifest["policies"][other]
     manifest["policies"][policy].update(
-        archive_bytes=len(archive), archive_sha256=_sha(archive), members=len(members),
-        member_bytes=sum(len(d) for _, d in members), sums_sha256=_sha(sums))
+        archive_bytes=len(archive),
+        archive_sha256=_sha(archive),
+        members=len(members),
+        member_bytes=sum(len(d) for _, d in members),
+        sums_sha256=_sha(sums),
+    )
     manifest_raw = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     (dst / f"{policy}.tar.zst").write_bytes(archive)
     (dst / f"{policy}.sha256").write_bytes(sums)
@@ -294,8 +312,11 @@ def _hostile(case: str, tmp_path: Path) -> list[tuple]:
         "absolute": [fine, _member(str(tmp_path / "abs_escape" / "escape"), data=b"pwned")],
         "dotdot": [fine, _member("../escape", data=b"pwned")],
         "nested_dotdot": [fine, _member("a/../../escape", data=b"pwned")],
-        "symlink": [fine, _member("evil", tarfile.SYMTYPE, linkname="../../outside"),
-                    _member("evil/escape", data=b"pwned through the link")],
+        "symlink": [
+            fine,
+            _member("evil", tarfile.SYMTYPE, linkname="../../outside"),
+            _member("evil/escape", data=b"pwned through the link"),
+        ],
         "symlink_file": [fine, _member("escape", tarfile.SYMTYPE, linkname="../../victim.txt")],
         "hardlink": [fine, _member("escape", tarfile.LNKTYPE, linkname="../../victim.txt")],
         "hardlink_absolute": [fine, _member("escape", tarfile.LNKTYPE, linkname=str(tmp_path / "victim.txt"))],
@@ -306,8 +327,19 @@ def _hostile(case: str, tmp_path: Path) -> list[tuple]:
     }[case]
 
 
-HOSTILE = ["absolute", "dotdot", "nested_dotdot", "symlink", "symlink_file", "hardlink", "hardlink_absolute",
-           "fifo", "chardev", "blockdev", "directory"]
+HOSTILE = [
+    "absolute",
+    "dotdot",
+    "nested_dotdot",
+    "symlink",
+    "symlink_file",
+    "hardlink",
+    "hardlink_absolute",
+    "fifo",
+    "chardev",
+    "blockdev",
+    "directory",
+]
 
 
 def _no_escape_anywhere(tmp_path: Path) -> None:
@@ -328,9 +360,16 @@ def test_restore_refuses_hostile_member_even_with_forged_checksums(sandbox, afte
     (tmp_path / "outside").mkdir()
     forged = _forge_run(sandbox, run_id, _hostile(case, tmp_path))
     target_to = tmp_path / "restored"
-    allowed_new = {"restored", "restored/logs", "restored/logs/fine.log", "data/logs/fine.log",
-                   # the state records a file restored into its root (restore_grace)
-                   "var", "var/state", "var/state/restored.jsonl"}
+    allowed_new = {
+        "restored",
+        "restored/logs",
+        "restored/logs/fine.log",
+        "data/logs/fine.log",
+        # the state records a file restored into its root (restore_grace)
+        "var",
+        "var/state",
+        "var/state/restored.jsonl",
+    }
     before = path_tree(tmp_path)
 
     for args in (["--to", str(target_to)], [OTHER_ROOT]):  # under TO/<policy>/, then straight into the policy root
@@ -380,9 +419,13 @@ def test_restore_refuses_archive_member_its_sha256_file_does_not_list(sandbox, a
     (dst / "MANIFEST.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     sums = (dst / "SHA256SUMS").read_text().splitlines()
     new_sha = {"logs.tar.zst": _sha(archive), "MANIFEST.json": _sha((dst / "MANIFEST.json").read_bytes())}
-    (dst / "SHA256SUMS").write_text("".join(
-        (f"{new_sha[line.split('  ')[1]]}  {line.split('  ')[1]}" if line.split("  ")[1] in new_sha else line) + "\n"
-        for line in sums))
+    (dst / "SHA256SUMS").write_text(
+        "".join(
+            (f"{new_sha[line.split('  ')[1]]}  {line.split('  ')[1]}" if line.split("  ")[1] in new_sha else line)
+            + "\n"
+            for line in sums
+        )
+    )
 
     r = sandbox.run("restore", "--run", forged, "--to", str(tmp_path / "out"))
 
@@ -394,6 +437,7 @@ def test_restore_refuses_archive_member_its_sha256_file_does_not_list(sandbox, a
 
 # -- damaged archives and manifests (checksums not forged) -----------------------------------------
 
+
 def _flip(path: Path, offset: int) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 0x01
@@ -401,7 +445,9 @@ def _flip(path: Path, offset: int) -> None:
 
 
 @pytest.mark.parametrize("where", ["first", "middle", "last"])
-def test_restore_of_an_archive_with_a_flipped_byte_fails_and_restores_nothing_wrong(sandbox, after_maintenance, tmp_path, where):
+def test_restore_of_an_archive_with_a_flipped_byte_fails_and_restores_nothing_wrong(
+    sandbox, after_maintenance, tmp_path, where
+):
     run_id, originals = after_maintenance
     archive = sandbox.backups / run_id / "logs.tar.zst"
     size = archive.stat().st_size
@@ -469,6 +515,7 @@ def test_restore_refuses_when_sha256sums_lists_no_manifest(sandbox, after_mainte
 
 
 # -- usage -------------------------------------------------------------------------------------
+
 
 def test_restore_of_a_run_no_destination_holds_fails_with_a_message(sandbox, after_maintenance):
     run_id, originals = after_maintenance

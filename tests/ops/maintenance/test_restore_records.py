@@ -45,6 +45,7 @@ def _temporaries(base: Path) -> list[Path]:
 
 # -- D9: the records this host holds decide, not the destination's own checksums ------------------
 
+
 def _two_hosts(tmp_path) -> tuple[Sandbox, str, Sandbox, str]:
     """Hosts A and B, each with a finished run deleting its own app.log (different content)."""
     a, b = Sandbox(tmp_path / "host-a"), Sandbox(tmp_path / "host-b")
@@ -103,7 +104,7 @@ def test_a_run_rewritten_with_another_hosts_archive_is_refused_against_the_local
     listed = json.loads(run_ok(b, "find", "--file", str(mine), "--json").stdout)
     by_file = b.run("restore", "--file", str(mine))
     assert by_file.returncode == 1, by_file.stderr
-    assert f"has another SHA-256 than the catalogue records" in by_file.stderr
+    assert "has another SHA-256 than the catalogue records" in by_file.stderr
     assert listed["sha256"] == _sha(b"host B's own log\n" * 20)
     by_run = b.run("restore", "--run", rb, "--to", str(out))
     assert by_run.returncode == 1, by_run.stderr
@@ -164,10 +165,13 @@ def test_an_edited_local_state_refuses_the_restore_and_says_how_to_go_on(tmp_pat
 
 # -- D11: the next destination when a copy fails ----------------------------------------------------
 
+
 def _two_copies(sandbox: Sandbox) -> tuple[str, dict[str, bytes]]:
     """A finished run verified on two local destinations, ``first`` then ``second``."""
-    sandbox.config["backup"]["destinations"] = [{"name": "first", "type": "local", "path": "var/first"},
-                                                {"name": "second", "type": "local", "path": "var/second"}]
+    sandbox.config["backup"]["destinations"] = [
+        {"name": "first", "type": "local", "path": "var/first"},
+        {"name": "second", "type": "local", "path": "var/second"},
+    ]
     sandbox.config["backup"]["require_verified_copies"] = 2
     sandbox.write_config()
     # Incompressible, an odd count: the archive's middle byte is in the middle of a member's content.
@@ -185,8 +189,10 @@ def test_a_corrupt_first_copy_is_passed_over_for_the_next_destination_and_nothin
     r = sandbox.run("restore", "--run", run_id, "-v")
 
     assert r.returncode == 0, r.stderr
-    assert "passed over destination first: refusing its copy: 'f05.log' does not match its SHA-256 in the local state" \
+    assert (
+        "passed over destination first: refusing its copy: 'f05.log' does not match its SHA-256 in the local state"
         in r.stderr
+    )
     assert f"11 files restored to {sandbox.data / 'logs'} from first (" in r.stderr and "second (" in r.stderr
     assert sandbox.snapshot() == files
     assert _temporaries(sandbox.base) == []
@@ -247,6 +253,7 @@ def test_a_restore_of_a_run_nobody_holds_writes_its_failure_to_the_log_it_names(
 
 # -- D14: after a restore -----------------------------------------------------------------------------
 
+
 def _plan_rules(sandbox) -> dict[str, tuple[str, str, str]]:
     doc = json.loads(run_ok(sandbox, "plan", "--json").stdout)
     return {d["path"]: (d["action"], d["rule"], d["reason"]) for p in doc["policies"] for d in p["decisions"]}
@@ -280,8 +287,12 @@ def test_files_restored_into_their_root_are_kept_for_restore_grace_then_expire_a
     entries = (sandbox.run_dir(second) / "scan.logs.jsonl").read_text().splitlines()
     scanned = [json.loads(line)["path"] for line in entries]
     assert scanned == ["sub/b.log"]
-    runs = [json.loads(line)["run"] for line in run_ok(sandbox, "find", "--file", str(sandbox.data / "logs" / "a.log"),
-                                                         "--json").stdout.splitlines()]
+    runs = [
+        json.loads(line)["run"]
+        for line in run_ok(
+            sandbox, "find", "--file", str(sandbox.data / "logs" / "a.log"), "--json"
+        ).stdout.splitlines()
+    ]
     assert runs == [first], "find lists the restored file under the run that deleted it, once"
 
     sandbox.config["restore_grace"] = "1s"  # the grace over: it expires again, after a backup
@@ -320,8 +331,11 @@ def test_a_restore_killed_mid_file_leaves_a_temporary_file_that_the_rerun_remove
     killed = sandbox.run("restore", "--run", run_id, env={"QTS_OPS_CRASH_AT": "restore.after_chunk:3"})
 
     assert killed.returncode == -9
-    (left,) = [p for p in logs.iterdir()
-               if p.name.startswith(".big.log.tmp-restore-") and p.name != ".big.log.tmp-restore-mine"]
+    (left,) = [
+        p
+        for p in logs.iterdir()
+        if p.name.startswith(".big.log.tmp-restore-") and p.name != ".big.log.tmp-restore-mine"
+    ]
     assert 0 < left.stat().st_size < len(big)
     assert not (logs / "big.log").exists()
 
@@ -330,8 +344,12 @@ def test_a_restore_killed_mid_file_leaves_a_temporary_file_that_the_rerun_remove
     assert rerun.returncode == 0, rerun.stderr
     assert f"removed 1 temporary file(s) an interrupted restore of run {run_id} left: {left}" in rerun.stderr
     assert not left.exists()
-    assert sorted(p.name for p in logs.iterdir()) == [".big.log.tmp-restore-mine", ".other.log.tmp-restore-0123abcd",
-                                                     "big.log", "small.log"]
+    assert sorted(p.name for p in logs.iterdir()) == [
+        ".big.log.tmp-restore-mine",
+        ".other.log.tmp-restore-0123abcd",
+        "big.log",
+        "small.log",
+    ]
     assert (logs / "big.log").read_bytes() == big
     assert [e["event"] for e in log_records(sandbox) if e["event"] == "leftovers_removed"] == ["leftovers_removed"]
 

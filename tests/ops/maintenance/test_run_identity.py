@@ -18,8 +18,14 @@ OLD = 100  # days: expired under every policy here
 
 
 def _config(sandbox, name: str, policies: list[dict], quorum: int = 1, extra_dests=()) -> str:
-    doc = {"version": 1, "backup": {"require_verified_copies": quorum, "destinations": [
-        {"name": "local", "type": "local", "path": "var/backups"}, *extra_dests]}, "policies": policies}
+    doc = {
+        "version": 1,
+        "backup": {
+            "require_verified_copies": quorum,
+            "destinations": [{"name": "local", "type": "local", "path": "var/backups"}, *extra_dests],
+        },
+        "policies": policies,
+    }
     path = sandbox.base / name
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return str(path)
@@ -52,8 +58,13 @@ def _catalogued(sandbox) -> dict[str, list[str]]:
 def test_a_second_config_sharing_the_state_never_finishes_the_first_ones_run(sandbox):
     """ticks.yaml needs two copies and its second destination is broken; logs.yaml runs
     next on the same state. The ticks files must stay: their run had one copy."""
-    ticks = _config(sandbox, "ticks.yaml", [_policy("ticks")], quorum=2,
-                    extra_dests=[{"name": "second", "type": "local", "path": "mnt/second"}])
+    ticks = _config(
+        sandbox,
+        "ticks.yaml",
+        [_policy("ticks")],
+        quorum=2,
+        extra_dests=[{"name": "second", "type": "local", "path": "mnt/second"}],
+    )
     logs = _config(sandbox, "logs.yaml", [_policy("logs")])
     (sandbox.base / "mnt").mkdir()
     (sandbox.base / "mnt" / "second").touch()  # a file where the directory should be: that destination fails

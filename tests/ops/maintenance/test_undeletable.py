@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from conftest import SCRIPTS, Sandbox
 
 from ._operator_support import METRICS_FILE, aged, read_metrics, sample
@@ -53,8 +52,15 @@ def as_nobody(sandbox, script: str, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, QTS_OPS_PRIORITY="normal", HOME="/nonexistent")
     env.pop("QTS_OPS_LOCK_FD", None)
     env.pop("VERBOSE", None)
-    return subprocess.run([sys.executable, str(SCRIPTS / f"{script}.py"), "--config", str(sandbox.config_path), *args],
-                          capture_output=True, text=True, env=env, cwd="/", timeout=120, preexec_fn=_drop_to_nobody)
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS / f"{script}.py"), "--config", str(sandbox.config_path), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd="/",
+        timeout=120,
+        preexec_fn=_drop_to_nobody,
+    )
 
 
 def ok_as_nobody(sandbox, script: str, *args: str) -> subprocess.CompletedProcess:

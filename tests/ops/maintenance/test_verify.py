@@ -3,8 +3,7 @@
 import os
 import subprocess
 
-from ._support import (RUN_B, chain_to, check_refusals_then_idempotence, files_of, restore_files, run_ok, tree,
-                       tree_diff)
+from ._support import RUN_B, chain_to, check_refusals_then_idempotence, files_of, restore_files, run_ok, tree, tree_diff
 
 
 def test_verify_refuses_a_missing_or_tampered_chain_and_reruns_as_a_no_op(sandbox, subtests):
@@ -35,8 +34,10 @@ def _drop_member(published, tmp):
     work.mkdir()
     subprocess.run(["tar", "-xf", str(published / "logs.tar.zst"), "-C", str(work)], check=True)
     members = sorted(p.name for p in work.iterdir())
-    subprocess.run(["tar", "--zstd", "--format=gnu", "-cf", str(published / "logs.tar.zst"), "-C", str(work),
-                    *members[:-1]], check=True)
+    subprocess.run(
+        ["tar", "--zstd", "--format=gnu", "-cf", str(published / "logs.tar.zst"), "-C", str(work), *members[:-1]],
+        check=True,
+    )
 
 
 def _archive_as_symlink(published, tmp):
@@ -66,10 +67,16 @@ def test_verify_fails_on_a_damaged_copy_and_nothing_is_deleted_afterwards(sandbo
         ("the .sha256 file edited", _edit_sha256_file, ""),
         ("a member missing from the archive", lambda p: _drop_member(p, tmp_path), ""),
         ("SHA256SUMS edited", lambda p: (p / "SHA256SUMS").write_bytes((p / "SHA256SUMS").read_bytes() + b" "), ""),
-        ("the archive swapped for a symlink to the same bytes", lambda p: _archive_as_symlink(p, tmp_path),
-         f"{RUN_B}/logs.tar.zst is a symbolic link"),
-        ("the run's directory swapped for a symlink to the same files", lambda p: _run_dir_as_symlink(p, tmp_path),
-         f"{RUN_B} is not a directory (a symbolic link is never followed)"),
+        (
+            "the archive swapped for a symlink to the same bytes",
+            lambda p: _archive_as_symlink(p, tmp_path),
+            f"{RUN_B}/logs.tar.zst is a symbolic link",
+        ),
+        (
+            "the run's directory swapped for a symlink to the same files",
+            lambda p: _run_dir_as_symlink(p, tmp_path),
+            f"{RUN_B} is not a directory (a symbolic link is never followed)",
+        ),
     ]
     for label, damage, says in damages:
         with subtests.test(msg=label):

@@ -80,7 +80,6 @@ class _FaultyRawWriter(_Wrapped):
         return n
 
 
-
 class _FaultyRawReader(_Wrapped):
     """A published file whose reads fail with EIO past ``after`` bytes."""
 
@@ -99,7 +98,6 @@ class _FaultyRawReader(_Wrapped):
         n = self.raw.readinto(view)
         self.done += n
         return n
-
 
 
 class FaultyLocalStaging(LocalStaging):

@@ -22,16 +22,17 @@ KINDS = {
     "io-short-write": (0.4, 3, "short writes at the file descriptor, some ending in EIO"),
     "corrupt-state": (0.5, 6, "bit flip / truncation / swap from another run of manifests and entry files"),
     "corrupt-dest": (0.5, 5, "bit flip / truncation / swap of archives, .sha256, SHA256SUMS, MANIFEST.json"),
-    "copy-lost": (0.4, 4,
-                  "after verify, before clean: verified copies removed, cut, extended, symlinked, moved away"),
+    "copy-lost": (0.4, 4, "after verify, before clean: verified copies removed, cut, extended, symlinked, moved away"),
     "core-race": (0.25, 5, "a writer appends, rewrites, renames, replaces, swaps in symlinks during the chain"),
-    "hostile-names": (0.25, 3,
-                      "newlines, non-UTF-8, leading dashes, 255-byte names, long paths, links, FIFO, socket"),
+    "hostile-names": (0.25, 3, "newlines, non-UTF-8, leading dashes, 255-byte names, long paths, links, FIFO, socket"),
     "hostile-deep": (0.01, 20, "a tree 2,000 directories deep, below a path that puts it past PATH_MAX"),
     "hostile-uid": (0.1, 3, "the chain under uid nobody; one expired file and one directory unreadable for it"),
     "concurrency": (0.1, 5, "eight chains started at once"),
-    "config-change": (0.4, 3,
-                      "between steps: quorum lowered, policy or destination removed, a second config on the state"),
+    "config-change": (
+        0.4,
+        3,
+        "between steps: quorum lowered, policy or destination removed, a second config on the state",
+    ),
 }
 
 

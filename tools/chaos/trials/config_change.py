@@ -13,7 +13,6 @@ from tools.chaos.outcome import TrialAbort
 from tools.chaos.runner import fork_run, real_run
 from tools.sandbox import Sandbox, log_events
 
-
 CONFIG_CHANGES = ("quorum-lowered", "policy-removed", "destination-removed", "second-config")
 
 
@@ -72,8 +71,10 @@ def trial_config_change(rng, sb, scratch, out):
     try:
         clean = fork_run(sb, "clean", "--run", run_id)
         if clean.code != 2 or data_ids(sb) != before:
-            out.bad(f"{change} after {last}: clean of the old run exited {clean.code} (expected 2) or changed data: "
-                    f"{clean.out[-300:]}")
+            out.bad(
+                f"{change} after {last}: clean of the old run exited {clean.code} (expected 2) or changed data: "
+                f"{clean.out[-300:]}"
+            )
         got = real_run(sb)
     finally:
         sb.config_path = first
@@ -84,8 +85,10 @@ def trial_config_change(rng, sb, scratch, out):
     deleted = [e for e in log_events(sb) if e.get("event") == "deleted"]
     for e in deleted:
         if e.get("run") == run_id or e.get("policy") in dropped:
-            out.bad(f"{change} after {last}: {e.get('policy')}/{e.get('path')!r} deleted by run {e.get('run')}, "
-                    "which the rules in force did not allow")
+            out.bad(
+                f"{change} after {last}: {e.get('policy')}/{e.get('path')!r} deleted by run {e.get('run')}, "
+                "which the rules in force did not allow"
+            )
     gone = {k for k in before if k not in data_ids(sb)}
     for key in gone:
         if key.split(b"/", 1)[0].decode() in {roots[p] for p in dropped}:

@@ -7,8 +7,8 @@ import json
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from tools.chaos.dataset import configure, dataset, random_content
 from tools.chaos.files import remove_tree
@@ -17,7 +17,6 @@ from tools.chaos.outcome import Outcome, TrialAbort
 from tools.chaos.runner import Ran, fork_run
 from tools.chaos.trials.corruption import corrupt
 from tools.sandbox import Sandbox, log_events
-
 
 _aside = itertools.count()
 
@@ -54,8 +53,15 @@ def _damage_file(rng: random.Random, path: Path, stash: Path, out: Outcome) -> t
     follow links tells apart; .sha256 files likewise. MANIFEST.json and SHA256SUMS are
     checked by their bytes."""
     name = path.name
-    label = "MANIFEST.json" if name == "MANIFEST.json" else "SHA256SUMS" if name == "SHA256SUMS" else \
-        ".sha256" if name.endswith(".sha256") else "archive"
+    label = (
+        "MANIFEST.json"
+        if name == "MANIFEST.json"
+        else "SHA256SUMS"
+        if name == "SHA256SUMS"
+        else ".sha256"
+        if name.endswith(".sha256")
+        else "archive"
+    )
     by_size = ["removed", "cut short", "extended", "symlink"]
     ops = {"archive": by_size, ".sha256": by_size}.get(label, ["removed", "altered"])
     op = rng.choice(ops)
@@ -82,8 +88,9 @@ def _damage_file(rng: random.Random, path: Path, stash: Path, out: Outcome) -> t
     return f"{label} removed", undo
 
 
-def lose_copy(rng: random.Random, ddir: Path, run_id: str, backup: dict, stash: Path,
-              out: Outcome) -> list[tuple[str, Callable[[], None]]]:
+def lose_copy(
+    rng: random.Random, ddir: Path, run_id: str, backup: dict, stash: Path, out: Outcome
+) -> list[tuple[str, Callable[[], None]]]:
     """Damage one destination's copy of ``run_id``: the whole run or destination directory
     moved away (an unmounted disk, a pruned run), or one or two of its files damaged.
     [(what, undo)], to be undone last first."""
@@ -94,8 +101,9 @@ def lose_copy(rng: random.Random, ddir: Path, run_id: str, backup: dict, stash: 
         return [("run directory swapped for a symlink to it", _set_aside(ddir / run_id, stash, out, link_back=True))]
     if r < 0.22:
         return [("destination directory moved away", _set_aside(ddir, stash, out))]
-    names = ["MANIFEST.json", "SHA256SUMS"] + [n for p in backup["policies"].values()
-                                               for n in (p["archive"], p["sums"])]
+    names = ["MANIFEST.json", "SHA256SUMS"] + [
+        n for p in backup["policies"].values() for n in (p["archive"], p["sums"])
+    ]
     # Archives are what is lost in earnest (and have the most ways to go): drawn more often.
     weights = [3 if n.endswith(ARCHIVE_EXTS) else 1 for n in names]
     picked = set()
@@ -116,25 +124,36 @@ def _verified_run(sb: Sandbox, run_id: str, out: Outcome) -> tuple[dict, list[st
 
 
 def _copy_missing_events(sb: Sandbox, run_id: str) -> list[str]:
-    return [e.get("destination") for e in log_events(sb)
-            if e.get("event") == "copy_missing" and e.get("run") == run_id]
+    return [e.get("destination") for e in log_events(sb) if e.get("event") == "copy_missing" and e.get("run") == run_id]
 
 
-def _judge_clean_on_lost(sb: Sandbox, out: Outcome, run_id: str, got: Ran, lost_on: list[str], held: list[str],
-                         need: int, before: dict, logged_before: list[str], what: str) -> None:
+def _judge_clean_on_lost(
+    sb: Sandbox,
+    out: Outcome,
+    run_id: str,
+    got: Ran,
+    lost_on: list[str],
+    held: list[str],
+    need: int,
+    before: dict,
+    logged_before: list[str],
+    what: str,
+) -> None:
     """clean after ``lost_on`` lost their copies: below the quorum it fails (1) with the data
     untouched; with enough left it deletes (0) and names exactly the lost ones, in its log,
     in clean.ok.json, and by leaving them out of the catalogue."""
     logged = _copy_missing_events(sb, run_id)
     if logged[: len(logged_before)] != logged_before:
         out.bad(f"{what}: earlier copy_missing lines of run {run_id} changed")
-    if sorted(logged[len(logged_before):]) != sorted(lost_on):
-        out.bad(f"{what}: clean logged copy_missing for {logged[len(logged_before):]}, expected {sorted(lost_on)}")
+    if sorted(logged[len(logged_before) :]) != sorted(lost_on):
+        out.bad(f"{what}: clean logged copy_missing for {logged[len(logged_before) :]}, expected {sorted(lost_on)}")
     ok = read_json(sb.state / "runs" / run_id / "clean.ok.json")
     if len(held) < need:
         if got.code != 1:
-            out.bad(f"{what}: {len(held)} of quorum {need} copies left, clean exited {got.code} (expected 1): "
-                    f"{got.out[-300:]}")
+            out.bad(
+                f"{what}: {len(held)} of quorum {need} copies left, clean exited {got.code} (expected 1): "
+                f"{got.out[-300:]}"
+            )
         if data_ids(sb) != before:
             out.bad(f"{what}: {len(held)} of quorum {need} copies left, yet the data changed")
         if ok is not None:
@@ -145,8 +164,10 @@ def _judge_clean_on_lost(sb: Sandbox, out: Outcome, run_id: str, got: Ran, lost_
         out.bad(f"{what}: {len(held)} copies left for quorum {need}, clean exited {got.code}: {got.out[-300:]}")
         raise TrialAbort
     if sorted(ok.get("copies_missing") or {}) != sorted(lost_on):
-        out.bad(f"{what}: clean.ok.json copies_missing is {sorted(ok.get('copies_missing') or {})}, "
-                f"expected {sorted(lost_on)}")
+        out.bad(
+            f"{what}: clean.ok.json copies_missing is {sorted(ok.get('copies_missing') or {})}, "
+            f"expected {sorted(lost_on)}"
+        )
     try:
         lines = (sb.state / "catalogue" / f"{run_id}.jsonl").read_bytes().splitlines()
     except OSError:
@@ -178,16 +199,18 @@ def trial_copy_lost(rng, sb, scratch, out):
         held = [d for d in verified if d not in lost_on]
         done = []
         for dname in lost_on:
-            done += [(f"{dname}: {what}", undo)
-                     for what, undo in lose_copy(rng, dests[dname], run_id, backup, stash, out)]
+            done += [
+                (f"{dname}: {what}", undo) for what, undo in lose_copy(rng, dests[dname], run_id, backup, stash, out)
+            ]
         what = f"round {round_}, run {run_id}: " + "; ".join(w for w, _ in done)
         before, logged_before = data_ids(sb), _copy_missing_events(sb, run_id)
         got = fork_run(sb, "clean", "--run", run_id)
         out.faults += 1
         for w, _ in done:
             out.notes.append(w.partition(": ")[2])
-        out.notes.append(f"{len(lost_on)} of {len(verified)} verified copies lost, quorum {need}: "
-                         f"clean exited {got.code}")
+        out.notes.append(
+            f"{len(lost_on)} of {len(verified)} verified copies lost, quorum {need}: clean exited {got.code}"
+        )
         _judge_clean_on_lost(sb, out, run_id, got, lost_on, held, need, before, logged_before, what)
         for _, undo in reversed(done):
             undo()

@@ -84,8 +84,8 @@ def _writer(root: bytes, outside: bytes, hot: list[bytes], contents: dict, seed:
                 for r in [r for r in final if r.startswith(d + b"/")]:
                     # What was still there when the directory left is outside now; what
                     # clean had deleted before must be in an archive.
-                    if os.path.lexists(os.path.join(there, r[len(d) + 1:])):
-                        moved[name + b"/" + r[len(d) + 1:]] = final.pop(r)
+                    if os.path.lexists(os.path.join(there, r[len(d) + 1 :])):
+                        moved[name + b"/" + r[len(d) + 1 :]] = final.pop(r)
                     else:
                         vanished[r] = final.pop(r)
                     if r in hot:
@@ -105,8 +105,17 @@ def _writer(root: bytes, outside: bytes, hot: list[bytes], contents: dict, seed:
         return {k.hex(): v.hex() for k, v in d.items()}
 
     with open(report, "w") as f:
-        json.dump({"final": enc(final), "moved": enc(moved), "vanished": enc(vanished),
-                   "links": [x.hex() for x in links], "errors": errors, "ops": i}, f)
+        json.dump(
+            {
+                "final": enc(final),
+                "moved": enc(moved),
+                "vanished": enc(vanished),
+                "links": [x.hex() for x in links],
+                "errors": errors,
+                "ops": i,
+            },
+            f,
+        )
 
 
 def _unhex(d: dict) -> dict:

@@ -23,7 +23,7 @@ def corrupt(rng: random.Random, path: Path, donor: Path | None) -> tuple[str, by
         op = "append"
     if op == "flip":
         at = rng.randrange(len(old))
-        new = old[:at] + bytes([old[at] ^ (1 << rng.randrange(8))]) + old[at + 1:]
+        new = old[:at] + bytes([old[at] ^ (1 << rng.randrange(8))]) + old[at + 1 :]
         what = f"bit flip at byte {at}"
     elif op == "truncate":
         at = rng.randrange(len(old))
@@ -41,8 +41,9 @@ def corrupt(rng: random.Random, path: Path, donor: Path | None) -> tuple[str, by
 def _state_targets(sb: Sandbox, run_id: str, with_verify: bool) -> list[Path]:
     rdir = sb.state / "runs" / run_id
     names = [n for n in os.listdir(rdir) if n.endswith(".ok.json") or n.endswith(".jsonl")]
-    return [rdir / n for n in sorted(names)
-            if (with_verify or not n.startswith("verify")) and not n.startswith("clean")]
+    return [
+        rdir / n for n in sorted(names) if (with_verify or not n.startswith("verify")) and not n.startswith("clean")
+    ]
 
 
 def dest_files(sb: Sandbox, run_id: str) -> list[Path]:
@@ -56,7 +57,7 @@ def dest_files(sb: Sandbox, run_id: str) -> list[Path]:
 def trial_corrupt(rng, sb, scratch, out, where: str):
     configure(sb, rng)
     ds = dataset(sb, rng, 4, 30, expired_p=0.85)
-    run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-%04x" % rng.randrange(1 << 16)
+    run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{rng.randrange(1 << 16):04x}"
     donor = "19990101T000000Z-d0d0"  # an older run, so run_id stays the newest
     for step, rid in (("scan", run_id), ("backup", run_id), ("scan", donor), ("backup", donor)):
         got = fork_run(sb, step, "--run", rid)

@@ -21,10 +21,22 @@ from tools.sandbox import DAY, SCRIPTS, log_events
 NOBODY = 65534
 
 
-HOSTILE_NAMES = [b"-rf.log", b"--help.log", b"-- .log", b"line\nbreak.log", b"carriage\rreturn.log",
-                 b"\xff\xfe-not-utf8.log", b"caf\xe9-latin1.log", b"back\\slash.log", b"  spaces  .log",
-                 b"quote\"'.log", b"star*?[x].log", b"tab\tname.log", b"\xe2\x80\x8b-zero-width.log",
-                 b"n" * 251 + b".log"]
+HOSTILE_NAMES = [
+    b"-rf.log",
+    b"--help.log",
+    b"-- .log",
+    b"line\nbreak.log",
+    b"carriage\rreturn.log",
+    b"\xff\xfe-not-utf8.log",
+    b"caf\xe9-latin1.log",
+    b"back\\slash.log",
+    b"  spaces  .log",
+    b"quote\"'.log",
+    b"star*?[x].log",
+    b"tab\tname.log",
+    b"\xe2\x80\x8b-zero-width.log",
+    b"n" * 251 + b".log",
+]
 
 
 def _bind_socket(dir_path: Path, name: str) -> None:
@@ -84,8 +96,10 @@ def trial_hostile_deep(rng, sb, scratch, out):
     for depth in depths:
         ds.add("logs", b"d/" * depth + b"at-%d.log" % depth, b"depth %d\n" % depth, 60, True)
     deepest = len(os.fsencode(sb.data / "logs")) + 1 + 2 * DEEP + len(b"at-%d.log" % DEEP)
-    out.notes.append(f"deepest file: {DEEP} directories, {2 * DEEP + 11}-byte relative path, "
-                     f"{deepest}-byte absolute path (PATH_MAX is {os.pathconf('/', 'PC_PATH_MAX')})")
+    out.notes.append(
+        f"deepest file: {DEEP} directories, {2 * DEEP + 11}-byte relative path, "
+        f"{deepest}-byte absolute path (PATH_MAX is {os.pathconf('/', 'PC_PATH_MAX')})"
+    )
     out.faults += 1
     got = real_run(sb, timeout=300)
     out.recovered = got.code == 0
@@ -156,11 +170,19 @@ def trial_hostile_uid(rng, sb, scratch, out):
     env = dict(os.environ, QTS_OPS_PRIORITY="normal", HOME="/nonexistent")
     env.pop(LOCK_FD_ENV, None)
     try:
-        got = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd="/",
-                             preexec_fn=drop_to_nobody(sb.base if blocked else None, blocked))
+        got = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            cwd="/",
+            preexec_fn=drop_to_nobody(sb.base if blocked else None, blocked),
+        )
     except subprocess.SubprocessError as exc:
-        out.skipped = (f"cannot run the chain as uid {NOBODY} here ({blocked} blocks it and the bind mount failed): "
-                       f"{exc}")
+        out.skipped = (
+            f"cannot run the chain as uid {NOBODY} here ({blocked} blocks it and the bind mount failed): {exc}"
+        )
         return
     out.faults += 1
     out.mechanism = "setuid nobody" + (f" (private bind mount over {blocked})" if blocked else "")
@@ -179,6 +201,12 @@ def trial_hostile_uid(rng, sb, scratch, out):
     if os.stat(sb.state).st_uid != NOBODY:
         out.bad("the state dir is not owned by the dropped uid")
     if any(k in data_ids(sb) for k in ds.expected_gone()):  # one more clean run, as nobody too
-        subprocess.run(cmd, capture_output=True, env=env, timeout=120, cwd="/",
-                       preexec_fn=drop_to_nobody(sb.base if blocked else None, blocked))
+        subprocess.run(
+            cmd,
+            capture_output=True,
+            env=env,
+            timeout=120,
+            cwd="/",
+            preexec_fn=drop_to_nobody(sb.base if blocked else None, blocked),
+        )
     out.kept_forever = sorted(k for k in ds.expected_gone() if k in data_ids(sb))

@@ -11,9 +11,18 @@ from tools.chaos.oracle import after_fault, recover_and_judge
 from tools.chaos.runner import fork_chain, real_run
 from tools.sandbox import Sandbox, kill_chain, popen
 
-CRASH_POINTS = ["backup.after_member", "backup.after_archive", "backup.before_publish", "publish.before_rename",
-                "backup.after_publish", "clean.after_unlink", "scan.before_manifest", "backup.before_manifest",
-                "verify.before_manifest", "clean.before_manifest"]
+CRASH_POINTS = [
+    "backup.after_member",
+    "backup.after_archive",
+    "backup.before_publish",
+    "publish.before_rename",
+    "backup.after_publish",
+    "clean.after_unlink",
+    "scan.before_manifest",
+    "backup.before_manifest",
+    "verify.before_manifest",
+    "clean.before_manifest",
+]
 
 
 def _crash_spec(rng: random.Random, ds: Dataset, sb: Sandbox) -> str:

@@ -17,8 +17,9 @@ from tools.chaos.runner import fork_chain, fork_run
 
 def _mount_tmpfs(where: Path, size: str) -> str | None:
     where.mkdir(parents=True, exist_ok=True)
-    got = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
-                         capture_output=True, text=True)
+    got = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)], capture_output=True, text=True
+    )
     return None if got.returncode == 0 else (got.stderr.strip() or f"mount exited {got.returncode}")
 
 
@@ -30,8 +31,11 @@ def trial_disk_full(rng, sb, scratch, out, target: str):
     out.mechanism = "real tmpfs (mount -t tmpfs)"
     mnt = sb.base / "small" if target == "dest" else sb.state
     # Sizes around what a run needs, so space runs out at different steps and files.
-    size = rng.choice(["8k", "16k", "32k", "64k", "128k"] if target == "dest" else
-                      ["16k", "20k", "24k", "28k", "32k", "40k", "48k", "64k"])
+    size = rng.choice(
+        ["8k", "16k", "32k", "64k", "128k"]
+        if target == "dest"
+        else ["16k", "20k", "24k", "28k", "32k", "40k", "48k", "64k"]
+    )
     why = _mount_tmpfs(mnt, size)
     if why:
         out.skipped = f"mounting a tmpfs is not permitted here: {why}"
@@ -52,7 +56,7 @@ def trial_disk_full(rng, sb, scratch, out, target: str):
         refused = got.code == 2 and step == "clean" and "required" in got.out
         if full:
             where = got.out[: got.out.index("No space left on device")]
-            hit = re.search(r"/\.([^/'\s]+?)\.tmp-", got.out[len(where):].split("\n[")[0])
+            hit = re.search(r"/\.([^/'\s]+?)\.tmp-", got.out[len(where) :].split("\n[")[0])
             in_step = re.findall(r"^\[(\w+)\]$", where, re.M)[-1]
             if refused:  # clean's refusal quotes why backup dropped the full destination
                 out.notes.append("out of space in backup: destination dropped, clean refused for want of copies")
@@ -90,7 +94,7 @@ def trial_io_read(rng, sb, scratch, out):
     out.mechanism = faultdest.MECHANISM
     configure(sb, rng)
     ds = dataset(sb, rng, 6, 40)
-    run_id = "20260101T000000Z-%04x" % rng.randrange(1 << 16)
+    run_id = f"20260101T000000Z-{rng.randrange(1 << 16):04x}"
     for step in ("scan", "backup"):
         got = fork_run(sb, step, "--run", run_id)
         if got.code:
@@ -123,7 +127,7 @@ def trial_io_fsync(rng, sb, scratch, out):
     out.mechanism = faultdest.MECHANISM
     configure(sb, rng)
     ds = dataset(sb, rng, 6, 40)
-    run_id = "20260101T000000Z-%04x" % rng.randrange(1 << 16)
+    run_id = f"20260101T000000Z-{rng.randrange(1 << 16):04x}"
     got = fork_run(sb, "scan", "--run", run_id)
     scan = read_json(sb.state / "runs" / run_id / "scan.ok.json")
     if got.code or not scan:
@@ -143,8 +147,10 @@ def trial_io_fsync(rng, sb, scratch, out):
         out.faults += 1
         ok = read_json(sb.state / "runs" / run_id / "backup.ok.json")
         if (dests[dname] / run_id).exists():
-            out.bad(f"fsync #{n} of publishing on {dname} failed, yet the run stays published there "
-                    f"(a rerun would adopt it as durable)")
+            out.bad(
+                f"fsync #{n} of publishing on {dname} failed, yet the run stays published there "
+                f"(a rerun would adopt it as durable)"
+            )
             raise TrialAbort
         if ok and dname in ok.get("destinations", []):
             out.bad(f"backup.ok.json lists {dname} although its fsync #{n} failed")
@@ -169,8 +175,11 @@ def trial_io_short(rng, sb, scratch, out):
             out.bad(f"scan without faults exited {got.code}: {got.out[-300:]}")
             raise TrialAbort
         chunk = rng.choice([1, 7, 512, 4096, 65537])
-        spec = f"short-write;dest={dname};chunk={chunk}" if rng.random() < 0.6 else \
-            f"write-eio;dest={dname};chunk={chunk};after={rng.randint(0, 3000)}"
+        spec = (
+            f"short-write;dest={dname};chunk={chunk}"
+            if rng.random() < 0.6
+            else f"write-eio;dest={dname};chunk={chunk};after={rng.randint(0, 3000)}"
+        )
         got = fork_run(sb, "backup", "--run", run_id, env=_fault_env(spec))
         fail = "injected on write" in got.out  # EIO came before every file was complete
         out.faults += 1
