@@ -69,13 +69,15 @@ class Marks:
             os.close(self._fd)
 
 
-def load(config: Config, now_ns: int) -> dict[str, dict[str, tuple[int, int, int, int, int]]]:
-    """{policy: {path: (dev, ino, mtime_ns, restored_ns, kept_until_ns)}} of the marks still in their
-    grace; the newest line for a path wins. A line that cannot be read (torn by a power
-    cut) is passed over: the file it named is then decided as any other, after a backup."""
+def load(config: Config, now_ns: int) -> dict[tuple[int, int], tuple[int, int, int]]:
+    """{(dev, ino): (mtime_ns, restored_ns, kept_until_ns)} of the marks still in their
+    grace; the newest line for a file wins. Keyed by the file itself, not by its policy and
+    path: a restored file stays kept when the config gives it to another policy (a policy
+    renamed, a nested root added) or it is moved. A line that cannot be read (torn by a
+    power cut) is passed over: the file it named is then decided as any other, after a backup."""
     path = Path(config.state_dir) / NAME
     grace = config.restore_grace.ns
-    marks: dict[str, dict[str, tuple[int, int, int, int, int]]] = {}
+    marks: dict[tuple[int, int], tuple[int, int, int]] = {}
     try:
         f = open_plain_file(path)
     except FileNotFoundError:
@@ -86,10 +88,10 @@ def load(config: Config, now_ns: int) -> dict[str, dict[str, tuple[int, int, int
         for line in f:
             try:
                 m = decode_line(line)
-                mark = (int(m["dev"]), int(m["ino"]), int(m["mtime_ns"]), int(m["restored_ns"]))
-                policy, rel = str(m["policy"]), str(m["path"])
+                key = (int(m["dev"]), int(m["ino"]))
+                mtime_ns, restored_ns = int(m["mtime_ns"]), int(m["restored_ns"])
             except (ValueError, KeyError, TypeError):
                 continue
-            if mark[3] + grace > now_ns:
-                marks.setdefault(policy, {})[rel] = (*mark, mark[3] + grace)
+            if restored_ns + grace > now_ns:
+                marks[key] = (mtime_ns, restored_ns, restored_ns + grace)
     return marks

@@ -23,6 +23,7 @@ from ops.logs.steplog import utc_seconds
 from ops.maintenance.backup.step import records_name
 from ops.maintenance.backup.verify import Mismatch, check_run_files
 from ops.maintenance.retention.deletable import UNLINK_FAILED
+from ops.maintenance.retention.policy import MARKER
 from ops.maintenance.step import StepContext
 from ops.state import catalogue
 from ops.state.manifest import sha256_file
@@ -70,6 +71,25 @@ def _decide_and_act(beneath: Beneath, path: str, key: tuple) -> tuple[str, str]:
     except OSError as exc:
         return "kept", describe_oserror(exc)
     return "deleted", "verified copy exists; unchanged since backup"
+
+
+def _marker_above(beneath: Beneath, directory: str, known: dict[str, str | None]) -> str | None:
+    """The ``.ops-keep`` in ``directory`` or above it (up to the root), or None. Scan
+    marked the files beneath one; this catches a marker an operator put down since, so
+    "protection beats every other rule" holds up to the unlink. ``known`` caches answers
+    per directory for the worker's life (one lstat per directory level)."""
+    if directory in known:
+        return known[directory]
+    parent = directory.rpartition("/")[0] if directory else None
+    found = _marker_above(beneath, parent, known) if parent is not None else None
+    if found is None:
+        marker = f"{directory}/{MARKER}" if directory else MARKER
+        try:
+            found = marker if stat.S_ISREG(beneath.lstat(marker).st_mode) else None
+        except OSError:
+            found = None
+    known[directory] = found
+    return found
 
 
 def _task_item(entry: dict, record: dict) -> tuple[str, tuple | None, str | None]:
@@ -317,6 +337,7 @@ def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: i
     """
     archived = sum(p["archived"] for p in ctx.chain["backup"]["policies"].values())
     opened: dict[str, Beneath] = {}  # in each worker: the roots it has opened itself
+    markers: dict[str, dict[str, str | None]] = {}  # in each worker, per root: directory -> its .ops-keep
 
     def act(task) -> list[tuple[str, str]]:
         policy, root, root_id, items = task
@@ -325,7 +346,15 @@ def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: i
             beneath = opened[root] = Beneath(root, root_id)
         results, lines = [], []
         for path, key, unverified in items:
-            outcome, reason = ("kept", unverified) if unverified else _decide_and_act(beneath, path, key)
+            marker = (
+                None if unverified else _marker_above(beneath, path.rpartition("/")[0], markers.setdefault(root, {}))
+            )
+            if unverified:
+                outcome, reason = "kept", unverified
+            elif marker:
+                outcome, reason = "kept", f"protected by {marker} (put there since scan)"
+            else:
+                outcome, reason = _decide_and_act(beneath, path, key)
             lines.append(
                 ctx.log.line(
                     outcome,

@@ -78,6 +78,24 @@ def _claimed_before(policy: Policy, policies: Iterable[Policy]) -> list[Callable
     return earlier
 
 
+def own_places(config) -> dict[tuple[int, int], str]:
+    """(device, inode) of the toolkit's own places that exist: the state, log and local
+    destination directories, the metrics file and the config file. The config check
+    compares paths; this catches the same places reached through a bind mount."""
+    places = {"state_dir": config.state_dir, "log_dir": config.log_dir, "config file": config.path}
+    places.update({f"destination {d.name}": d.path for d in config.destinations if d.path is not None})
+    if config.metrics_file is not None:
+        places["metrics_file"] = config.metrics_file
+    found = {}
+    for what, path in places.items():
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue  # not there yet: nothing to meet in a walk either
+        found[(st.st_dev, st.st_ino)] = f"{what} ({path})"
+    return found
+
+
 def evaluation_order(policies: Iterable[Policy]) -> list[Policy]:
     """The policies in file order, those with ``min_free`` last (they count what the others free)."""
     policies = list(policies)
@@ -111,12 +129,14 @@ def evaluate(
     policies: Iterable[Policy] = (),
     freed: Freed | None = None,
     restored: dict | None = None,
+    fenced: dict[tuple[int, int], str] | None = None,
 ) -> Iterator[Decision]:
     """Every file under the root that the policy governs, decided (keep or expire, and why).
 
     ``policies`` are all the config's (for the files another one decides); ``freed``
     carries what those evaluated before this one expire, and learns what this one does;
-    ``restored``: this policy's marks from ops/state/restored.py, kept while their grace lasts.
+    ``fenced``: ``own_places`` of the config, never entered;
+    ``restored``: the marks of ops/state/restored.py (by file), kept while their grace lasts.
     """
     policies = tuple(policies)
     matches = matcher(policy)
@@ -126,11 +146,14 @@ def evaluate(
         return matches(path) and not any(m(path) for m in earlier)
 
     def skipped(path: str, why: str) -> None:
-        # A directory that cannot be read may hide matching files: always said.
-        if governs(path) or path == "." or why.startswith("cannot read directory"):
+        # A directory that cannot be read may hide matching files, and one of the toolkit's
+        # own reached through a mount is worth an operator's look: always said.
+        if governs(path) or path == "." or why.startswith(("cannot read directory", "is the toolkit's own")):
             on_skip(path, why)
 
-    files = (f for f in walk_files(Path(policy.root), skipped, nested_roots(policy, policies)) if governs(f.path))
+    files = (
+        f for f in walk_files(Path(policy.root), skipped, nested_roots(policy, policies), fenced) if governs(f.path)
+    )
     decisions = decide(files, policy, now_ns, disk=disk_of(policy, freed) if policy.min_free else None)
     decisions = keep_undeletable(keep_restored(decisions, restored, now_ns), policy.root)
     return freed.tally(decisions) if freed is not None else decisions

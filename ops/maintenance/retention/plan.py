@@ -9,7 +9,14 @@ from collections import Counter
 from ops.config import Config
 from ops.console import Console
 from ops.logs.steplog import StepLog
-from ops.maintenance.retention.evaluate import Freed, RootMissing, evaluate, evaluation_order, root_identity
+from ops.maintenance.retention.evaluate import (
+    Freed,
+    RootMissing,
+    evaluate,
+    evaluation_order,
+    own_places,
+    root_identity,
+)
 from ops.maintenance.retention.policy import format_size
 from ops.maintenance.retention.scan import clock_behind
 from ops.state import restored as restored_files
@@ -26,6 +33,7 @@ def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 2
     if behind:
         ui.warn(f"{behind}: scan would refuse to expire anything until the clock is right")
     restored = restored_files.load(config, now_ns)
+    fenced = own_places(config)
     log = StepLog(config.log_dir, "plan")
     out = sys.stdout
     if as_json:
@@ -59,7 +67,8 @@ def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 2
                     lambda p, why, skipped=skipped: skipped.append((p, why)),
                     config.policies,
                     freed,
-                    restored.get(policy.name),
+                    restored,
+                    fenced,
                 )
             )
             for d in decisions:

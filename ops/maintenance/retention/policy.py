@@ -189,16 +189,17 @@ def decide(
 
 
 def keep_restored(
-    decisions: Iterable[Decision], restored: dict[str, tuple[int, int, int, int, int]] | None, now_ns: int
+    decisions: Iterable[Decision], restored: dict[tuple[int, int], tuple[int, int, int]] | None, now_ns: int
 ) -> Iterator[Decision]:
     """``decisions``, with each expiry of a file restore put back turned into a keep while
-    its grace lasts. ``restored``: {path: (dev, ino, mtime_ns, restored_ns, kept_until_ns)};
-    only the same file at that path counts, so one written anew there is decided as any other."""
+    its grace lasts. ``restored``: {(dev, ino): (mtime_ns, restored_ns, kept_until_ns)};
+    only the same file (same inode, unchanged mtime) counts, so one written anew in its
+    place is decided as any other."""
     for d in decisions:
-        mark = restored.get(d.file.path) if d.expire and restored else None
-        if mark and (d.file.dev, d.file.ino, d.file.mtime_ns) == mark[:3] and now_ns < mark[4]:
+        mark = restored.get((d.file.dev, d.file.ino)) if d.expire and restored else None
+        if mark and d.file.mtime_ns == mark[0] and now_ns < mark[2]:
             d = Decision(
-                d.file, False, "restored", f"restored {_day(mark[3])}; kept until {_day(mark[4])} (restore_grace)"
+                d.file, False, "restored", f"restored {_day(mark[1])}; kept until {_day(mark[2])} (restore_grace)"
             )
         yield d
 

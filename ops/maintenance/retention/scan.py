@@ -12,6 +12,7 @@ from ops.maintenance.retention.evaluate import (
     evaluate,
     evaluation_order,
     nested_roots,
+    own_places,
     root_identity,
 )
 from ops.maintenance.retention.policy import FUTURE_TOLERANCE_NS
@@ -61,6 +62,7 @@ def scan_work(ctx: StepContext):
     totals = Counter()
     freed = Freed()
     restored = restored_files.load(ctx.config, now_ns)
+    fenced = own_places(ctx.config)
     for policy in evaluation_order(ctx.config.policies):
         try:
             dev, ino = root_identity(policy)
@@ -78,7 +80,7 @@ def scan_work(ctx: StepContext):
         reasons = Counter()
         with atomic_file(ctx.run.path(name)) as f:
             out = HashingLineWriter(f)
-            for d in evaluate(policy, now_ns, on_skip, ctx.config.policies, freed, restored.get(policy.name)):
+            for d in evaluate(policy, now_ns, on_skip, ctx.config.policies, freed, restored, fenced):
                 reasons[d.rule] += 1
                 if not d.expire:
                     kept += 1

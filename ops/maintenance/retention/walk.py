@@ -41,12 +41,18 @@ class _DirChain:
 
 
 def walk_files(
-    root: Path, on_skip: Callable[[str, str], None], prune: frozenset[str] = frozenset()
+    root: Path,
+    on_skip: Callable[[str, str], None],
+    prune: frozenset[str] = frozenset(),
+    fenced: dict[tuple[int, int], str] | None = None,
 ) -> Iterator[FileInfo]:
     """Yield every regular file under ``root`` with its root-relative path, sorted by name.
 
     Directories whose root-relative path is in ``prune`` are not entered (another
-    policy's root nested in this one: its files are that policy's to decide).
+    policy's root nested in this one: its files are that policy's to decide). Nothing
+    whose (device, inode) is in ``fenced`` is entered or yielded: the toolkit's own places
+    (state, logs, destinations, the config), which a bind mount can bring inside a root
+    where no path says so; ``on_skip`` is told what it is.
 
     Symlinks are never followed or yielded; anything that is neither a file nor a
     directory (FIFO, socket, device, symlink) goes to ``on_skip(path, why)`` instead.
@@ -60,13 +66,17 @@ def walk_files(
         on_skip(".", f"cannot read directory: {exc.strerror}")
         return
     try:
-        yield from _walk(dirs, stack, on_skip, prune)
+        yield from _walk(dirs, stack, on_skip, prune, fenced or {})
     finally:
         dirs.close()
 
 
 def _walk(
-    dirs: _DirChain, stack: list, on_skip: Callable[[str, str], None], prune: frozenset[str]
+    dirs: _DirChain,
+    stack: list,
+    on_skip: Callable[[str, str], None],
+    prune: frozenset[str],
+    fenced: dict[tuple[int, int], str],
 ) -> Iterator[FileInfo]:
     while stack:
         rel, marker = stack.pop()
@@ -85,6 +95,10 @@ def _walk(
                 st = entry.stat(follow_symlinks=False)
             except OSError as exc:  # vanished or unreadable between listing and stat
                 on_skip(path, f"cannot stat: {exc.strerror}")
+                continue
+            own = fenced.get((st.st_dev, st.st_ino)) if fenced else None
+            if own is not None:
+                on_skip(path, f"is the toolkit's own {own} (reached through a mount or hard link); never touched")
                 continue
             if stat.S_ISDIR(st.st_mode):
                 if path not in prune:

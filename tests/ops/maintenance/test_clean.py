@@ -309,3 +309,19 @@ def test_a_copy_lost_after_clean_finished_leaves_the_rerun_a_no_op(sandbox):
     run_ok(sandbox, "clean", "--run", RUN_B)
 
     assert [r for r in log_records(sandbox) if r["event"] == "copy_missing"] == []
+
+
+def test_an_ops_keep_put_down_after_scan_protects_the_files_beneath_it_at_clean(sandbox):
+    """Protection beats every other rule, up to the unlink: a marker an operator puts down
+    between verify and clean keeps everything beneath it, in its directory and deeper."""
+    sandbox.file("a.log", "a\n", age_days=100)
+    sandbox.file("sub/s.log", "s\n", age_days=100)
+    sandbox.file("sub/deeper/d.log", "d\n", age_days=100)
+    for step in ("scan", "backup", "verify"):
+        run_ok(sandbox, step)
+    (sandbox.data / "logs" / "sub" / ".ops-keep").write_text("")
+
+    run_ok(sandbox, "clean")
+    assert sorted(sandbox.snapshot()) == ["logs/sub/.ops-keep", "logs/sub/deeper/d.log", "logs/sub/s.log"]
+    kept = {r["path"]: r["reason"] for r in log_records(sandbox) if r.get("event") == "kept"}
+    assert kept == {p: "protected by sub/.ops-keep (put there since scan)" for p in ("sub/s.log", "sub/deeper/d.log")}

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from ._support import run_ok
+from ._support import log_records, run_ok
 
 DAY = 86400
 MiB = 1 << 20
@@ -184,3 +184,28 @@ def test_prune_empty_dirs_removes_only_directories_untouched_within_older_than(s
     assert not exports.exists()
     assert (sandbox.data / "logs" / "fresh").is_dir()
     assert (sandbox.data / "logs").is_dir()
+
+
+def test_a_destination_bind_mounted_inside_a_root_is_never_archived_or_deleted(sandbox):
+    """The config's check compares paths; a bind mount brings the backups into the root
+    where no path says so. The walk knows them by (device, inode) and never enters them."""
+    sandbox.config["policies"][0].update(include=["**"])
+    sandbox.write_config()
+    sandbox.file("a.log", "a\n", age_days=100)
+    run_ok(sandbox, "maintenance")
+    first = sandbox.runs()[-1]
+    mnt = sandbox.data / "logs" / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "--bind", str(sandbox.backups), str(mnt)], check=True)
+    try:
+        for path in sandbox.backups.rglob("*"):
+            _age(path, 100)
+        plan = sandbox.run("plan", "--json")
+        assert [d["path"] for p in json.loads(plan.stdout)["policies"] for d in p["decisions"]] == []
+        run_ok(sandbox, "maintenance")
+        held = sorted(p.name for p in (sandbox.backups / first).iterdir())
+        assert held == ["MANIFEST.json", "SHA256SUMS", "logs.sha256", "logs.tar.zst"]
+        skips = [r for r in log_records(sandbox) if r["event"] == "skip" and r.get("path") == "mnt"]
+        assert skips and "the toolkit's own destination local" in skips[-1]["reason"]
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)

@@ -301,6 +301,25 @@ def test_files_restored_into_their_root_are_kept_for_restore_grace_then_expire_a
     assert _plan_rules(sandbox)["a.log"][:2] == ("expire", "older_than")
 
 
+def test_a_restored_file_stays_kept_when_the_config_gives_it_to_another_policy(sandbox):
+    """The grace belongs to the file, not to the policy that held it: a policy renamed, or a
+    nested policy added over the restored file's directory, must not expire it at once."""
+    aged(sandbox, "a.log", b"alpha\n")
+    aged(sandbox, "sub/s.log", b"sierra\n")
+    run_ok(sandbox, "maintenance")
+    run_ok(sandbox, "restore", "--run", sandbox.runs()[-1])
+    sandbox.config["policies"][0]["name"] = "logs2"
+    sandbox.config["policies"].append(
+        {"name": "sub", "root": "data/logs/sub", "include": ["**"], "older_than": "30d", "settle": "1m"}
+    )
+    sandbox.write_config()
+
+    rules = _plan_rules(sandbox)
+    assert rules["a.log"][:2] == ("keep", "restored") and rules["s.log"][:2] == ("keep", "restored")
+    run_ok(sandbox, "maintenance")
+    assert sandbox.snapshot() == {"logs/a.log": b"alpha\n", "logs/sub/s.log": b"sierra\n"}
+
+
 def test_restore_under_to_records_nothing_for_scan(sandbox, tmp_path):
     aged(sandbox, "a.log", b"alpha\n")
     run_ok(sandbox, "maintenance")
