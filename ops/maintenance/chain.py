@@ -13,7 +13,7 @@ from ops.logs.steplog import StepLog
 from ops.maintenance.backup.step import backup_work
 from ops.maintenance.backup.verify import verify_work
 from ops.maintenance.cleanup.compaction import compact_finished_runs
-from ops.maintenance.cleanup.step import clean_work
+from ops.maintenance.cleanup.step import catalogue_left, clean_work
 from ops.maintenance.retention.scan import scan_work
 from ops.maintenance.step import other_rules, run_step
 from ops.state.lock import LOCK_FD_ENV, hold_lock, record_run
@@ -53,13 +53,15 @@ def _newest_of(config: Config) -> tuple[Run, dict] | None:
 
 
 def newest_run(config: Config) -> str:
-    """This config's newest run; failing that the newest of all, which the step then
-    refuses with the reason (scanned under another config)."""
-    runs = list_runs(config.state_dir)
-    if not runs:
-        raise Refused(f"no run exists in {config.state_dir}", hint="start one with: make scan (or make maintenance)")
+    """This config's newest run (runs of other config files sharing the state are theirs)."""
     mine = _newest_of(config)
-    return mine[0].id if mine else runs[-1]
+    if mine is None:
+        others = " (the runs there were scanned under other config files)" if list_runs(config.state_dir) else ""
+        raise Refused(
+            f"no run of {config.path} exists in {config.state_dir}{others}",
+            hint="start one with: make scan (or make maintenance), or name a run with RUN=",
+        )
+    return mine[0].id
 
 
 def step_main(step: str, run_id: str | None, config: Config, ui: Console) -> int:
@@ -69,25 +71,30 @@ def step_main(step: str, run_id: str | None, config: Config, ui: Console) -> int
     return run_step(step, config, run_id, ui, WORK[step])
 
 
-def run_to_continue(config: Config) -> tuple[str, str | None]:
-    """(run id, why the newest unfinished run was not continued or None).
+def run_to_continue(config: Config, new_run: bool = False) -> tuple[str, Run | None, str | None]:
+    """(the run to work on, the unfinished run left behind or None, why it was left).
 
     This config's newest run is resumed if it can still finish (no second archive), else
     a new run starts: when it is finished; when its backup reached fewer destinations
     than the quorum (it can never let clean delete anything, and its files are still in
-    place, so a new run retries every destination); or when the config's deciding
-    settings changed since it was scanned (it is never finished under other rules).
+    place, so a new run retries every destination); when the config's deciding settings
+    changed since it was scanned (it is never finished under other rules); or when the
+    operator asked for a new run (``--new-run``).
     """
     mine = _newest_of(config)
     if mine is None:
-        return new_run_id(config.state_dir), None
+        return new_run_id(config.state_dir), None, None
     run, scanned = mine
-    if run.ok_path("clean").exists() or _copies(run) < config.require_verified_copies:
-        return new_run_id(config.state_dir), None
+    if run.ok_path("clean").exists():
+        return new_run_id(config.state_dir), None, None
+    if new_run:
+        return new_run_id(config.state_dir), run, "--new-run was asked for"
+    if _copies(run) < config.require_verified_copies:
+        return new_run_id(config.state_dir), run, None
     why = other_rules(scanned, config) if scanned else None
     if why:
-        return new_run_id(config.state_dir), f"run {run.id} is left unfinished: {why}"
-    return run.id, None
+        return new_run_id(config.state_dir), run, why
+    return run.id, None, None
 
 
 def _copies(run: Run) -> float:
@@ -130,15 +137,19 @@ def maintenance(config: Config, ui: Console, new_run: bool = False) -> int:
     with contextlib.ExitStack() as held:
         try:
             fd = held.enter_context(hold_lock(config.state_dir, {"step": "maintenance"}))
-            run_id, left = (new_run_id(config.state_dir), None) if new_run else run_to_continue(config)
+            run_id, left, why = run_to_continue(config, new_run)
             at["run"] = run_id
             record_run(fd, run_id)  # status then names the run this chain works on, not only "maintenance"
             log = StepLog(config.log_dir, "maintenance", run_id)
             held.callback(log.close)
             ui.log_path = log.path  # named in the error paragraph when a step is killed
-            if left:
-                log.event("not_continued", f"{left}; a new run starts", level="warning")
-                ui.warn(f"{left}; a new run starts")
+            if left is not None and why:
+                log.event(
+                    "not_continued", f"run {left.id} is left unfinished: {why}; a new run starts", level="warning"
+                )
+                ui.warn(f"run {left.id} is left unfinished: {why}; a new run starts")
+            if left is not None:
+                catalogue_left(config, left, log, ui)
             code = _chain(config, ui, run_id, fd, log, at)
         except LockBusy:
             raise

@@ -50,7 +50,11 @@ def collect(config: Config, limit: int = 10) -> dict:
                 f"on the others ({why})."
             )
         if steps["clean"]["state"] != "ok" and run_id != all_runs[-1]:
-            problems.append(f"run {run_id} never finished; newer runs exist. Its files stay until a run covers them.")
+            done = " What its clean deleted before it stopped is in the catalogue (make find)."
+            done = done if _catalogued(config, run_id) else ""
+            problems.append(
+                f"run {run_id} never finished; newer runs exist.{done} Its other files stay until a run covers them."
+            )
     problems.extend(_undeletable(config, runs))
     finished = [r for r in runs if r["steps"]["clean"]["state"] == "ok"]
     destinations = {}
@@ -121,6 +125,10 @@ def _undeletable(config: Config, runs: list[dict]) -> list[str]:
                 f"an immutable file); {journal} names them."
             )
     return out
+
+
+def _catalogued(config: Config, run_id: str) -> bool:
+    return os.path.isfile(os.path.join(config.state_dir, "catalogue", f"{run_id}.jsonl"))
 
 
 def _files(n: int, what: str) -> str:

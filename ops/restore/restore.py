@@ -18,6 +18,7 @@ restore with nothing written. A run of another host, or of another policy root, 
 this host's policy roots only when asked (--from-other-host); under TO= it always may.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -202,6 +203,25 @@ def _exists(target_fd: int, name: bytes) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def _holds(target_fd: int, name: bytes, sha: str) -> bool:
+    """Whether the regular file at ``name`` beneath the target already has the content
+    whose SHA-256 is ``sha`` (a restore killed part-way restored it); never through a link."""
+    try:
+        fd, leaf = _parent_fd(target_fd, name, create=False)
+    except OSError:
+        return False
+    try:
+        file_fd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    with open(file_fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return False
+        return hashlib.file_digest(f, "sha256").hexdigest() == sha
 
 
 def _write_all(fd: int, data, what: str) -> None:
@@ -411,20 +431,28 @@ class _Job:
     def survey(self, dest: Destination, manifest: dict, listed: dict) -> None:
         """Before this copy writes anything: the files already at the target (a conflict
         stops everything), and the temporary files an interrupted restore left (removed)."""
-        conflicts, removed = [], []
+        conflicts, removed, present = [], [], 0
         for name in self.policies:
             if name in self.complete:
                 continue
             info, target = manifest["policies"][name], self.targets[name]
+            known = self.records.files.get(name) or {}
             target_fd = _open_target(target)  # None: nothing can be there yet; the .sha256 file is still checked
             dirs: dict[bytes, set[bytes]] = {}
             try:
-                for _, member in _checked_sums(dest, self.run_id, info["sums"], listed[info["sums"]]):
+                for sha, member in _checked_sums(dest, self.run_id, info["sums"], listed[info["sums"]]):
                     if (self.only and member != self.only[1]) or member in self.done[name]:
                         continue
                     parent, _, leaf = member.rpartition(b"/")
                     dirs.setdefault(parent, set()).add(leaf)
-                    if target_fd is not None and _exists(target_fd, member):
+                    if target_fd is None or not _exists(target_fd, member):
+                        continue
+                    # Already there with the recorded content: a restore killed part-way got it
+                    # back. Left as it is (never overwritten), and the rerun goes on with the rest.
+                    if known.get(member, sha) == sha and _holds(target_fd, member, sha):
+                        self.done[name].add(member)
+                        present += 1
+                    else:
                         conflicts.append(target / os.fsdecode(member))
                 if target_fd is not None:
                     removed += _remove_leftovers(target_fd, target, dirs)
@@ -436,6 +464,10 @@ class _Job:
             msg = f"removed {len(removed)} temporary file(s) an interrupted restore of run {self.run_id} left: {shown}"
             self.log.event("leftovers_removed", msg, level="warning", paths=[str(p) for p in removed[:100]])
             self.ui.problem(f"restore: {msg}")
+        if present:
+            msg = f"{present} file(s) of run {self.run_id} are already at the target with their recorded content; kept"
+            self.log.event("already_restored", msg)
+            self.ui.info(f"restore: {msg}")
         if conflicts and self.only:
             raise StepFailed(
                 f"{conflicts[0]} already exists; nothing was restored",

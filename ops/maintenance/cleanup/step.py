@@ -28,7 +28,7 @@ from ops.maintenance.step import StepContext
 from ops.state import catalogue
 from ops.state.manifest import sha256_file
 from ops.sys import crashpoints
-from ops.sys.jsonl import HashingLineWriter, iter_lines
+from ops.sys.jsonl import HashingLineWriter, decode_line, iter_lines
 from ops.sys.paths import Beneath, RootChanged, describe_oserror, entry_key, open_plain_file, stat_key
 from ops.sys.workers import ForkedWorkers, WorkerError
 
@@ -288,6 +288,51 @@ def _catalogue_line(
         "mtime_ns": entry["mtime_ns"],
         "deleted_at": decided.get("at"),
     }
+
+
+def catalogue_left(config, run, log, ui) -> int:
+    """Catalogue what the clean of a run that is left unfinished already deleted (killed
+    part-way, then the config changed or a new run was asked for): its deletions must stay
+    findable by ``make find`` and ``restore FILE=``. Nothing is deleted here. The files its
+    journal records as deleted are catalogued, and so is every other verified file of the
+    run that is no longer at its path (unlinked just before the kill, ahead of its journal
+    line), as a rerun of clean would. Returns how many; 0 when clean never started.
+    """
+    journal_path = run.path(JOURNAL)
+    if run.ok_path("clean").exists() or not journal_path.exists():
+        return 0
+    try:
+        chain = run.require("clean")
+    except Refused as exc:  # its state cannot be trusted: nothing is said in its name
+        log.event("catalogue_left_refused", f"run {run.id}: {exc.message}", level="error")
+        return 0
+    ctx = StepContext(config, run, log, ui, chain)
+    held = chain["verify"]["verified"]
+    with open_plain_file(journal_path) as f:
+        decided = [decode_line(line) for line in f if line.endswith(b"\n")]  # a torn last line: not decided
+
+    def lines():
+        earlier = iter(decided)
+        for policy, scanned, pairs in _by_policy(ctx):
+            for entry, record in pairs:
+                done = next(earlier, None)
+                if done is not None and done.get("path") != entry["path"]:
+                    raise Refused(f"run {run.id}: {JOURNAL} does not match the run's entries at {entry['path']!r}")
+                if done is None:
+                    if record["status"] != "archived" or os.path.lexists(os.path.join(scanned["root"], entry["path"])):
+                        continue
+                    done = {"outcome": "gone", "at": None}
+                line = _catalogue_line(ctx, policy, scanned, entry, record, done, held)
+                if line:
+                    yield line
+
+    try:
+        count = catalogue.write_run(config.state_dir, run.id, lines())
+    except (Refused, OSError) as exc:  # said, and the new run goes on: this look must not stop maintenance
+        log.event("catalogue_left_failed", f"run {run.id}: {getattr(exc, 'message', exc)}", level="error")
+        return 0
+    log.event("catalogued_left", f"run {run.id}: {count} deletions of its unfinished clean catalogued", run_left=run.id)
+    return count
 
 
 def clean_work(ctx: StepContext):

@@ -373,6 +373,35 @@ def test_a_restore_killed_mid_file_leaves_a_temporary_file_that_the_rerun_remove
     assert [e["event"] for e in log_records(sandbox) if e["event"] == "leftovers_removed"] == ["leftovers_removed"]
 
 
+def test_a_restore_killed_after_some_files_is_finished_by_its_rerun(sandbox):
+    """The files a killed restore already put back (checked, with their recorded content)
+    are not conflicts for its rerun, which restores the rest; a file changed since is."""
+    contents = {f"f{i}.log": os.urandom(1 << 20) for i in range(6)}  # one chunk each
+    for name, data in contents.items():
+        aged(sandbox, name, data)
+    run_ok(sandbox, "maintenance")
+    run_id = sandbox.runs()[-1]
+    logs = sandbox.data / "logs"
+
+    killed = sandbox.run("restore", "--run", run_id, env={"QTS_OPS_CRASH_AT": "restore.after_chunk:4"})
+    assert killed.returncode == -9
+    back = sorted(p.name for p in logs.iterdir() if not p.name.startswith("."))
+    assert 0 < len(back) < len(contents)
+
+    rerun = sandbox.run("restore", "--run", run_id, "-v")
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(back)} file(s) of run {run_id} are already at the target with their recorded content" in rerun.stderr
+    assert {n: (logs / n).read_bytes() for n in contents} == contents
+
+    (logs / "f0.log").write_bytes(b"changed since")
+    for name in contents:
+        if name != "f0.log":
+            (logs / name).unlink()
+    again = sandbox.run("restore", "--run", run_id)
+    assert again.returncode == 1 and "1 file(s) already exist at the restore target" in again.stderr
+    assert sorted(p.name for p in logs.iterdir() if not p.name.startswith(".")) == ["f0.log"]
+
+
 def test_make_restore_passes_from_other_host_on(sandbox, tmp_path):
     """FROM_OTHER_HOST=1 reaches the script: a run of another root goes into this one's root."""
     aged(sandbox, "a.log", b"alpha\n")

@@ -163,3 +163,31 @@ def test_a_crashed_scan_is_taken_up_again_by_the_next_maintenance(sandbox):
     run_ok(sandbox, "maintenance")
     assert sandbox.runs() == [run_id]
     assert (sandbox.run_dir(run_id) / "clean.ok.json").exists()
+
+
+def test_what_a_killed_clean_deleted_is_catalogued_when_its_run_is_left(sandbox):
+    """clean killed part-way, then the config changes: the run is left, and the files its
+    clean had already deleted (journaled, or unlinked just ahead of the journal) must still
+    be found by make find, not only by whoever knows the run id."""
+    cfg = _config(sandbox, "retention.yaml", [_policy("logs")])
+    names = [f"d{i // 6:03d}/f{i:04d}.dat" for i in range(600)]  # batches of one directory: 6 files
+    for name in names:
+        sandbox.file(name, f"{name}\n", age_days=OLD, root="logs")
+    for step in ("scan", "backup", "verify"):
+        run_ok(sandbox, step)
+    left = sandbox.runs()[-1]
+    killed = sandbox.run("clean", env={"QTS_OPS_CRASH_AT": "clean.after_unlink:300"})
+    assert killed.returncode != 0
+    gone = sorted(n for n in names if not (sandbox.data / "logs" / n).exists())
+    assert 300 <= len(gone) < len(names)
+
+    _config(sandbox, "retention.yaml", [dict(_policy("logs"), older_than="60d")])
+    r = _run(sandbox, cfg, "maintenance")
+    assert r.returncode == 0, r.stderr
+
+    catalogued = [json.loads(line) for line in (sandbox.state / "catalogue" / f"{left}.jsonl").read_text().splitlines()]
+    assert sorted(e["rel"] for e in catalogued) == gone
+    found = sandbox.run("find", "--file", str(sandbox.data / "logs" / gone[0]), "--json")
+    assert found.returncode == 0 and json.loads(found.stdout.splitlines()[0])["run"] == left
+    status = sandbox.run("status")
+    assert "What its clean deleted before it stopped is in the catalogue" in status.stdout + status.stderr
