@@ -1,6 +1,7 @@
 """plan: what the next run would back up and delete, and why. Writes nothing but log lines."""
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -94,6 +95,8 @@ def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 2
                 elif d.expire and len(samples) < show_files:
                     samples.append(d)
             free = shutil.disk_usage(policy.root).free if not missing else 0
+            # After this policy and those before it on the same filesystem (Freed counts them all).
+            freed_here = freed.by_device[os.stat(policy.root).st_dev] if not missing else 0
             summary = {
                 "missing_root": missing,
                 "expire_files": stats["expire"],
@@ -102,7 +105,7 @@ def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 2
                 "keep_bytes": stats["keep_bytes"],
                 "skipped": len(skipped),
                 "free_bytes_now": free,
-                "free_bytes_after": free + stats["expire_bytes"],
+                "free_bytes_after": free + freed_here,
                 "prune_empty_dirs": policy.prune_empty_dirs,
             }
             if as_json:

@@ -150,6 +150,8 @@ def test_min_free_counts_what_an_earlier_policy_frees_on_the_same_filesystem(san
 
     plan = {p["name"]: p for p in json.loads(sandbox.run("plan", "--json").stdout)["policies"]}
     assert plan["ticks"]["expire_files"] == 4 and plan["pressure"]["expire_files"] == 0
+    # "free after" counts what ticks frees on the same filesystem too
+    assert plan["pressure"]["free_bytes_after"] == plan["pressure"]["free_bytes_now"] + 4 * MiB
 
     run_ok(sandbox, "maintenance")
     assert sorted(os.listdir(small_fs / "young")) == ["0.bin", "1.bin", "2.bin", "3.bin"]
