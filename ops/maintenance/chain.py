@@ -10,11 +10,11 @@ from ops.errors import FAILED, LockBusy, OpsError, Refused, StepFailed
 from ops.logs import hooks
 from ops.logs.guard import Guard
 from ops.logs.steplog import StepLog
-from ops.maintenance.backup.step import backup_work
-from ops.maintenance.backup.verify import verify_work
+from ops.maintenance.backup.step import BACKUP
+from ops.maintenance.backup.verify import VERIFY
 from ops.maintenance.cleanup.compaction import compact_finished_runs
-from ops.maintenance.cleanup.step import catalogue_left, clean_work
-from ops.maintenance.retention.scan import scan_work
+from ops.maintenance.cleanup.step import CLEAN, catalogue_left
+from ops.maintenance.retention.scan import SCAN
 from ops.maintenance.step import other_rules, run_step
 from ops.state.lock import LOCK_FD_ENV, hold_lock, record_run
 from ops.state.manifest import STEPS, Run, list_runs, new_run_id
@@ -22,7 +22,8 @@ from ops.state.summary import summarize
 from ops.sys import child
 from ops.sys.paths import read_plain_file
 
-WORK = {"scan": scan_work, "backup": backup_work, "verify": verify_work, "clean": clean_work}
+DECLARED = {step.name: step for step in (SCAN, BACKUP, VERIFY, CLEAN)}
+assert tuple(DECLARED) == STEPS  # the order the manifests chain in
 
 
 def _scanned_here(run: Run, config: Config, newest: bool) -> dict | None:
@@ -68,7 +69,7 @@ def step_main(step: str, run_id: str | None, config: Config, ui: Console) -> int
     """One step alone: scan starts a new run unless given one; the others take the newest."""
     if run_id is None:
         run_id = new_run_id(config.state_dir) if step == "scan" else newest_run(config)
-    return run_step(step, config, run_id, ui, WORK[step])
+    return run_step(DECLARED[step], config, run_id, ui).code
 
 
 def run_to_continue(config: Config, new_run: bool = False) -> tuple[str, Run | None, str | None]:

@@ -1,10 +1,9 @@
 """What every pipeline step shares: lock, precondition, manifest out, failure record.
 
-A step's own module supplies only ``work(ctx) -> (body, files)``; this wraps it so the
-order is always the same: lock, chain check (refuse with exit 2), "already done" (exit 0),
-work, then ``<step>.ok.json`` as the very last act, or ``<step>.failed.json`` on failure.
-(verify's entry files are checked beside its work; their refusal still comes before
-anything is recorded.)
+A step's module declares it (``Step``: its name, its ``work(ctx) -> (body, files)``, and
+what it needs); ``run_step`` wraps the work so the order is always the same: lock, chain
+check (refuse with exit 2), "already done" (exit 0), work, then ``<step>.ok.json`` as the
+very last act, or ``<step>.failed.json`` on failure.
 """
 
 import contextlib
@@ -37,11 +36,32 @@ class StepContext:
 Work = Callable[[StepContext], tuple[dict, dict[str, str]]]
 
 
-# Steps whose work starts while their chain's entry files are still being checked, in a
-# forked process on the other core: verify only reads archives and compares, and records
-# nothing (no manifest, no failure) before the check has passed. On 200,000 files the
-# check is 1.4 s of verify's 8. backup and clean act on the paths: they check first.
-CHECKED_ALONGSIDE = {"verify"}
+@dataclass(frozen=True)
+class Step:
+    """A step as its module declares it.
+
+    ``creates_run``: it starts a run (makes the run's directory) rather than requiring one.
+    ``checked_alongside``: its work starts while its chain's entry files are still being
+    checked, in a forked process on the other core. Only for a step that reads and
+    compares, and records nothing (no manifest, no failure) before the check has passed:
+    verify (on 200,000 files the check is 1.4 s of its 8). backup and clean act on the
+    paths: they check first.
+    """
+
+    name: str
+    work: Work
+    creates_run: bool = False
+    checked_alongside: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What ``run_step`` returns: the exit code, and the manifest body it wrote with the
+    chain it checked (None when the step found itself already done: nothing new to count)."""
+
+    code: int
+    body: dict | None = None
+    chain: dict | None = None
 
 
 @contextlib.contextmanager
@@ -93,14 +113,13 @@ def other_rules(scanned: dict, config: Config) -> str | None:
     return None
 
 
-def run_step(step: str, config: Config, run_id: str, ui: Console, work: Work) -> int:
-    log = StepLog(config.log_dir, step, run_id)
+def run_step(step: Step, config: Config, run_id: str, ui: Console) -> Outcome:
+    log = StepLog(config.log_dir, step.name, run_id)
     ui.log_path = log.path
     started = time.monotonic()
-    outcome: dict = {}
     try:
-        with hold_lock(config.state_dir, {"run": run_id, "step": step}):
-            code = _locked(step, config, Run(config.state_dir, run_id), log, ui, work, outcome)
+        with hold_lock(config.state_dir, {"run": run_id, "step": step.name}):
+            outcome = _locked(step, config, Run(config.state_dir, run_id), log, ui)
     except (OpsError, OSError) as exc:  # counted in the metrics by the shell (cli.main), with every failure
         failure = as_failure(exc)
         log.event("error", failure.message, level="error", exit_code=failure.code)
@@ -109,21 +128,21 @@ def run_step(step: str, config: Config, run_id: str, ui: Console, work: Work) ->
         raise failure from exc
     finally:
         log.close()
-    if "body" in outcome:  # a step that only found itself already done counts nothing twice
-        metrics.record_step(config, step, code, time.monotonic() - started, outcome["body"], outcome["chain"])
-    return code
+    if outcome.body is not None:  # a step that only found itself already done counts nothing twice
+        metrics.record_step(config, step.name, outcome.code, time.monotonic() - started, outcome.body, outcome.chain)
+    return outcome
 
 
-def _locked(step: str, config: Config, run: Run, log: StepLog, ui: Console, work: Work, outcome: dict) -> int:
-    if step == "scan":
+def _locked(spec: Step, config: Config, run: Run, log: StepLog, ui: Console) -> Outcome:
+    step, alongside = spec.name, spec.checked_alongside
+    if spec.creates_run:
         run.create()
     if run.completed(step):
         log.event("already_done", f"{step} of run {run.id} already succeeded; nothing to do")
         ui.info(f"{step}: run {run.id} already done")
-        return 0
-    alongside = step in CHECKED_ALONGSIDE
+        return Outcome(0)
     ctx = StepContext(config, run, log, ui, run.require(step, entry_files=not alongside))
-    if step != "scan":
+    if not spec.creates_run:
         why = other_rules(ctx.chain["scan"], config)
         if why:
             raise Refused(
@@ -134,7 +153,7 @@ def _locked(step: str, config: Config, run: Run, log: StepLog, ui: Console, work
     log.event("start", f"{step} of run {run.id}")
     with _entry_files_checked(run, ctx.chain, alongside) as intact:
         try:
-            body, files = work(ctx)
+            body, files = spec.work(ctx)
         except OpsError as exc:
             intact()  # a broken chain, not what the work ran into, is then the cause: refused
             if exc.code == FAILED:
@@ -153,7 +172,6 @@ def _locked(step: str, config: Config, run: Run, log: StepLog, ui: Console, work
         intact()
     crashpoints.reach(f"{step}.before_manifest")
     run.write_ok(step, body, files)
-    outcome.update(body=body, chain=ctx.chain)
     log.event("done", f"{step} of run {run.id} succeeded", **ctx.summary)
     ui.info(f"{step}: run {run.id} done " + " ".join(f"{k}={v}" for k, v in ctx.summary.items()))
-    return 0
+    return Outcome(0, body, ctx.chain)

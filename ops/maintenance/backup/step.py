@@ -17,7 +17,7 @@ from ops.config import NAME_RE
 from ops.destinations import DestinationError, open_destination
 from ops.destinations.hosts import known_runs, other_hosts
 from ops.errors import Refused, StepFailed
-from ops.maintenance.step import StepContext
+from ops.maintenance.step import Step, StepContext
 from ops.state.manifest import open_sealed, seal_document
 from ops.sys import crashpoints
 from ops.sys.atomic import atomic_file, atomic_write
@@ -427,3 +427,6 @@ def _backup(ctx: StepContext):
         archived=sum(p["archived"] for p in policies.values()), bytes=sum(p["member_bytes"] for p in policies.values())
     )
     return body, files
+
+
+BACKUP = Step("backup", backup_work)

@@ -14,7 +14,7 @@ from ops.archive.checksums import parse_lines
 from ops.destinations import Destination, DestinationError, open_destination
 from ops.errors import ConfigError, StepFailed
 from ops.maintenance.backup.step import records_name
-from ops.maintenance.step import StepContext
+from ops.maintenance.step import Step, StepContext
 from ops.sys.hashio import HashingReader, sha256_bytes
 from ops.sys.jsonl import iter_lines
 
@@ -116,3 +116,6 @@ def verify_work(ctx: StepContext):
         )
     ctx.summary.update(destinations=len(results), bytes=total)
     return {"destinations": results, "verified": sorted(results)}, {}
+
+
+VERIFY = Step("verify", verify_work, checked_alongside=True)

@@ -24,7 +24,7 @@ from ops.maintenance.backup.step import records_name
 from ops.maintenance.backup.verify import Mismatch, check_run_files
 from ops.maintenance.retention.deletable import UNLINK_FAILED
 from ops.maintenance.retention.policy import MARKER
-from ops.maintenance.step import StepContext
+from ops.maintenance.step import Step, StepContext
 from ops.state import catalogue
 from ops.state.manifest import sha256_file
 from ops.sys import crashpoints
@@ -508,3 +508,6 @@ def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: i
                 per_policy[policy]["dirs_removed"] += dirs.prune(scanned, ctx.log, policy)
         jf.flush()
         os.fsync(jf.fileno())
+
+
+CLEAN = Step("clean", clean_work)

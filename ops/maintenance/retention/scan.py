@@ -16,7 +16,7 @@ from ops.maintenance.retention.evaluate import (
     root_identity,
 )
 from ops.maintenance.retention.policy import FUTURE_TOLERANCE_NS
-from ops.maintenance.step import StepContext
+from ops.maintenance.step import Step, StepContext
 from ops.state import restored as restored_files
 from ops.state.manifest import Run, list_runs
 from ops.sys.atomic import atomic_file
@@ -131,3 +131,6 @@ def scan_work(ctx: StepContext):
     ctx.summary.update(totals)
     in_file_order = {p.name: policies[p.name] for p in ctx.config.policies if p.name in policies}
     return {"now_ns": now_ns, "identity": ctx.config.identity(), "policies": in_file_order}, files
+
+
+SCAN = Step("scan", scan_work, creates_run=True)
