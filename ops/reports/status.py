@@ -11,13 +11,12 @@ from ops.console import Console
 from ops.destinations import DestinationError, hurried, open_destination
 from ops.destinations.hosts import known_runs, other_hosts
 from ops.errors import StepFailed
-from ops.maintenance.cleanup.step import JOURNAL
 from ops.maintenance.retention.deletable import RULE, unlink_failures
 from ops.maintenance.retention.evaluate import nested_roots
 from ops.maintenance.retention.policy import format_age, format_size, matcher
 from ops.maintenance.retention.walk import walk_files
 from ops.state.lock import describe_holder, lock_path, not_plain, read_holder
-from ops.state.manifest import STEPS, Run, list_runs
+from ops.state.manifest import JOURNAL, STEPS, Run, list_runs
 from ops.state.summary import step_state
 from ops.sys.jsonl import shown
 from ops.sys.paths import NotPlainFile

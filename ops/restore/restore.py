@@ -37,9 +37,8 @@ from ops.destinations import Destination, DestinationError, open_destination
 from ops.destinations.hosts import run_host, this_host
 from ops.errors import OpsError, Refused, StepFailed, UsageError
 from ops.logs.steplog import StepLog
-from ops.maintenance.backup.step import records_name
 from ops.state import catalogue
-from ops.state.manifest import Run
+from ops.state.manifest import Run, records_name
 from ops.state.restored import Marks
 from ops.sys import crashpoints
 from ops.sys.atomic import temp_name

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ops.errors import Refused, UsageError, refusal_of
 from ops.sys.atomic import atomic_write, ensure_private_dir
-from ops.sys.jsonl import decode_line, dumps_document
+from ops.sys.jsonl import decode_line, dumps_document, iter_lines
 from ops.sys.paths import NotPlainFile, check_manifest_path, open_plain_file, unsafe_reason
 from ops.sys.workers import ForkedWorkers, WorkerError
 
@@ -28,6 +28,20 @@ SCHEMA = 1
 RUN_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{4}$")
 # Entry files this large together (about 7,000 lines) are checked in forked processes.
 _SIDE_BY_SIDE_BYTES = 1 << 20
+
+
+# The files of a run besides its manifests, named here once.
+JOURNAL = "clean.journal.jsonl"  # clean's decisions, a line per file, in entry order
+
+
+def entries_name(policy: str) -> str:
+    """scan's entry file of ``policy``: a line per expired file (path, size, mtime, ctime, dev, ino)."""
+    return f"scan.{policy}.jsonl"
+
+
+def records_name(policy: str) -> str:
+    """backup's record file of ``policy``: a line per entry, in the same order (status, SHA-256)."""
+    return f"backup.{policy}.jsonl"
 
 
 def _cores() -> int:
@@ -327,3 +341,18 @@ class Run:
         doc = self._load(step)
         self.check_entry_files({**chain, step: doc})
         return doc
+
+
+def paired(run: "Run", policy: str, entries: str):
+    """(entry, record) of ``policy``: scan's entries (the file ``entries``, as its manifest
+    names it) with backup's records, one to one and in order. Refused at the first path
+    where they disagree, and when one file is longer than the other: no file is ever
+    passed over, nor acted on by another's record."""
+    records = iter_lines(run.path(records_name(policy)))
+    for entry, record in itertools.zip_longest(iter_lines(run.path(entries)), records):
+        if entry is None or record is None or entry["path"] != record["path"]:
+            raise Refused(
+                f"run {run.id}: scan entries and backup records of {policy} disagree "
+                f"({(entry or {}).get('path')!r} vs {(record or {}).get('path')!r})"
+            )
+        yield entry, record

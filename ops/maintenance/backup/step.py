@@ -18,7 +18,7 @@ from ops.destinations import DestinationError, open_destination
 from ops.destinations.hosts import known_runs, other_hosts
 from ops.errors import Refused, StepFailed
 from ops.maintenance.step import Step, StepContext
-from ops.state.manifest import open_sealed, seal_document
+from ops.state.manifest import open_sealed, records_name, seal_document
 from ops.sys import crashpoints
 from ops.sys.atomic import atomic_file, atomic_write
 from ops.sys.hashio import HashingWriter, sha256_bytes
@@ -38,10 +38,6 @@ RESTORE_KEYS = (
     "members",
     "member_bytes",
 )
-
-
-def records_name(policy: str) -> str:
-    return f"backup.{policy}.jsonl"
 
 
 class Fanout:

@@ -7,16 +7,14 @@ extra); the ``.sha256`` files, MANIFEST.json and SHA256SUMS must match to the by
 """
 
 import os
-from itertools import zip_longest
 
 from ops.archive import ArchiveError, ArchiveReader
 from ops.archive.checksums import parse_lines
 from ops.destinations import Destination, DestinationError, open_destination
 from ops.errors import ConfigError, StepFailed
-from ops.maintenance.backup.step import records_name
 from ops.maintenance.step import Step, StepContext
+from ops.state.manifest import paired
 from ops.sys.hashio import HashingReader, sha256_bytes
-from ops.sys.jsonl import iter_lines
 
 
 class Mismatch(Exception):
@@ -25,13 +23,7 @@ class Mismatch(Exception):
 
 def _archived_records(ctx: StepContext, policy: str, scanned: dict):
     """Backup's records that have a member, checked one-to-one against scan's entries."""
-    entries = iter_lines(ctx.run.path(scanned["entries"]))
-    for entry, record in zip_longest(entries, iter_lines(ctx.run.path(records_name(policy)))):
-        if entry is None or record is None or entry["path"] != record["path"]:
-            raise Mismatch(
-                f"policy {policy}: backup records and scan entries disagree "
-                f"({(entry or {}).get('path')!r} vs {(record or {}).get('path')!r})"
-            )
+    for _entry, record in paired(ctx.run, policy, scanned["entries"]):
         if record["status"] != "skipped":
             yield record
 

@@ -20,19 +20,17 @@ from collections.abc import Iterator
 from ops.destinations import DestinationError, open_destination
 from ops.errors import ConfigError, Refused, StepFailed
 from ops.logs.steplog import utc_seconds
-from ops.maintenance.backup.step import records_name
 from ops.maintenance.backup.verify import Mismatch, check_run_files
 from ops.maintenance.retention.deletable import UNLINK_FAILED
 from ops.maintenance.retention.policy import MARKER
 from ops.maintenance.step import Step, StepContext
 from ops.state import catalogue
-from ops.state.manifest import sha256_file
+from ops.state.manifest import JOURNAL, paired, sha256_file
 from ops.sys import crashpoints
 from ops.sys.jsonl import HashingLineWriter, decode_line, iter_lines
 from ops.sys.paths import Beneath, RootChanged, describe_oserror, entry_key, open_plain_file, stat_key
 from ops.sys.workers import ForkedWorkers, WorkerError
 
-JOURNAL = "clean.journal.jsonl"
 JOURNAL_SYNC_EVERY = 512  # lines; written out after every batch, fsynced after this many
 # Unlinks in flight: one batch per worker process. On 200,000 small files on this 2-core
 # ext4 host clean took 26 s with 16 workers, 29 s with 8, 44 s with 4 threads; a worker
@@ -252,17 +250,7 @@ def _by_policy(ctx: StepContext):
     scan = ctx.chain["scan"]
     for policy in ctx.chain["backup"]["policies"]:
         scanned = scan["policies"][policy]
-        yield policy, scanned, _pairs(ctx, policy, scanned)
-
-
-def _pairs(ctx: StepContext, policy: str, scanned: dict):
-    records = iter_lines(ctx.run.path(records_name(policy)))
-    for entry, record in itertools.zip_longest(iter_lines(ctx.run.path(scanned["entries"])), records):
-        if entry is None or record is None or entry["path"] != record["path"]:
-            if entry is None or record is None:  # one file longer than the other: never one deletion short
-                raise Refused(f"run {ctx.run.id}: scan entries and backup records of {policy} differ in length")
-            raise Refused(f"run {ctx.run.id}: scan entries and backup records disagree at {entry['path']!r}")
-        yield entry, record
+        yield policy, scanned, paired(ctx.run, policy, scanned["entries"])
 
 
 def _catalogue_line(

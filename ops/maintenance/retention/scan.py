@@ -18,14 +18,10 @@ from ops.maintenance.retention.evaluate import (
 from ops.maintenance.retention.policy import FUTURE_TOLERANCE_NS
 from ops.maintenance.step import Step, StepContext
 from ops.state import restored as restored_files
-from ops.state.manifest import Run, list_runs
+from ops.state.manifest import Run, entries_name, list_runs
 from ops.sys.atomic import atomic_file
 from ops.sys.jsonl import HashingLineWriter
 from ops.sys.paths import read_plain_file
-
-
-def entries_name(policy: str) -> str:
-    return f"scan.{policy}.jsonl"
 
 
 def clock_behind(state_dir, now_ns: int, this_run: str | None = None) -> str | None:

@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from ops.maintenance.cleanup.step import JOURNAL, UNLINK_BATCH
+from ops.maintenance.cleanup.step import UNLINK_BATCH
+from ops.state.manifest import JOURNAL
 
 from ._support import RUN_B, chain_to, check_refusals_then_idempotence, decisions, log_records, run_ok, tree
 
