@@ -1,12 +1,13 @@
 """The catalogue: every file the toolkit ever deleted, and where its verified copies live.
 
 One JSON-lines file per run, ``<state_dir>/catalogue/<run_id>.jsonl``, written atomically
-when clean finishes (a run's block appears whole or not at all, and a rerun rewrites the
+when clean ends (a run's block appears whole or not at all, and a rerun rewrites the
 same block). Each line: the original absolute path, policy, run, destinations, archive,
 SHA-256, size, mtime and deletion time. ``find`` streams them, so months of runs never
 need to fit in memory.
 """
 
+import contextlib
 import fnmatch
 import os
 from collections.abc import Iterable, Iterator
@@ -20,27 +21,46 @@ from ops.sys.jsonl import HashingLineWriter, iter_lines
 DIR = "catalogue"
 
 
+class RunBlock:
+    """The run's block, as a sink: ``add`` a line per deletion as it happens; on leaving the
+    block it is published whole. Also when the work that fed it fails part-way (clean
+    stopped at a later policy): a file deleted must be findable even when its run did not
+    finish, and the failure is raised all the same. Not when a write to the block itself
+    failed: a block with a torn line is never published. A rerun writes the whole block again.
+    """
+
+    def __init__(self, state_dir: Path, run_id: str):
+        self.path = Path(state_dir) / DIR / f"{run_id}.jsonl"
+        self.count = 0
+        self._broken = False
+
+    def __enter__(self) -> "RunBlock":
+        ensure_private_dir(self.path.parent, own=True)
+        self._stack = contextlib.ExitStack()
+        self._out = HashingLineWriter(self._stack.enter_context(atomic_file(self.path)))
+        return self
+
+    def add(self, line: dict) -> None:
+        try:
+            self._out.write(line)
+        except BaseException:
+            self._broken = True
+            raise
+        self.count += 1
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self._broken:
+            return bool(self._stack.__exit__(exc_type, exc, tb))  # the file is dropped, the error goes on
+        self._stack.__exit__(None, None, None)  # published: what was deleted so far, or everything
+        return False
+
+
 def write_run(state_dir: Path, run_id: str, lines: Iterable[dict]) -> int:
-    """Write the run's block from ``lines``. If producing them fails part-way (clean
-    stopped at a later policy), the deletions already made are still written, then the
-    failure is raised: a file deleted must be findable even when its run did not finish.
-    The rerun writes the whole block again."""
-    directory = ensure_private_dir(Path(state_dir) / DIR, own=True)
-    failure, lines = None, iter(lines)
-    with atomic_file(directory / f"{run_id}.jsonl") as f:
-        out = HashingLineWriter(f)
-        while failure is None:
-            try:
-                line = next(lines)
-            except StopIteration:
-                break
-            except Exception as exc:  # the producer's failure only; a failed write of ours aborts the file
-                failure = exc
-                break
-            out.write(line)
-    if failure is not None:
-        raise failure
-    return out.count
+    """The run's block from ``lines`` (a ``RunBlock`` fed from an iterator)."""
+    with RunBlock(state_dir, run_id) as block:
+        for line in lines:
+            block.add(line)
+    return block.count
 
 
 def entries(state_dir: Path) -> Iterator[dict]:

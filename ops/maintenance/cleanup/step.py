@@ -9,13 +9,11 @@ already unlinked then reads as "already gone" (and is catalogued as such), so no
 ever deleted twice and none is deleted unverified.
 """
 
-import contextlib
 import itertools
 import os
 import stat
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
 
 from ops.destinations import DestinationError, open_destination
 from ops.errors import ConfigError, Refused, StepFailed
@@ -331,13 +329,20 @@ def clean_work(ctx: StepContext):
     held, lost = _copies_held(ctx, done_before)
     if done_before:
         ctx.log.event("resume", f"resuming after {done_before} decisions already journaled")
-    # One pass: the catalogue lines come out of the same loop that decides, and the
-    # decisions of an earlier attempt are read back from its journal, in the same order.
+    # The decisions of an earlier attempt are read back from its journal, in entry order.
     earlier = itertools.islice(iter_lines(journal_path), done_before) if done_before else iter(())
-    # closing(): if writing the catalogue fails, the pass is shut down (its unlink workers
-    # stopped) there and then, not whenever the traceback lets the generator go.
-    with contextlib.closing(_clean_pass(ctx, per_policy, journal_path, done_before, earlier, held)) as lines:
-        catalogued = catalogue.write_run(ctx.config.state_dir, ctx.run.id, lines)
+    archived = sum(p["archived"] for p in ctx.chain["backup"]["policies"].values())
+    journal_fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    # The workers are forked before anything else of the pass starts (a fork copies only
+    # the calling thread, so no other may be half-way through anything at that moment).
+    with (
+        catalogue.RunBlock(ctx.config.state_dir, ctx.run.id) as sink,
+        os.fdopen(journal_fd, "ab") as journal,
+        ForkedWorkers(max(1, min(UNLINK_WORKERS, archived)), _Unlinker(ctx.log)) as workers,
+        ctx.ui.live_counts(f"clean {ctx.run.id}", ["deleted", "kept", "gone", "deleted_bytes"]) as show,
+    ):
+        CleanPass(ctx, workers, journal, sink, show, held, per_policy).run(done_before, earlier)
+    catalogued = sink.count
     totals = sum(per_policy.values(), Counter())
     ctx.summary.update(deleted=totals["deleted"], kept=totals["kept"], gone=totals["gone"])
     body = {k: totals[k] for k in ("deleted", "deleted_bytes", "kept", "kept_changed", "gone", "dirs_removed")}
@@ -353,117 +358,71 @@ def clean_work(ctx: StepContext):
     return body, {JOURNAL: sha256_file(journal_path)}
 
 
-def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: int, earlier, held: list[str]):
-    """Decide (and unlink) every file of the run; yield the catalogue line of each deletion.
+class _Unlinker:
+    """What an unlink worker runs on one batch (files of one directory): each one decided
+    and, if still the file that was backed up, unlinked; its log lines written when the
+    batch is done. Runs in the forked workers; keeps per worker the roots it has opened
+    and the ``.ops-keep`` answers per directory."""
 
-    The checks, unlinks and their log lines run in up to UNLINK_WORKERS forked worker
-    processes (ops/sys/workers.py says why not threads), a batch of files of one directory at
-    a time, one batch per worker: an unlink mostly waits for the disk to discard its blocks
-    (ext4 mounted with ``discard``), and several in flight finish sooner than one after
-    another (``rm``'s way). Results are taken back strictly in entry order, so the journal
-    and the catalogue read exactly as a sequential pass would. A crash can leave files
-    unlinked ahead of their journal lines (at most the batches in flight, up to
-    UNLINK_WORKERS x UNLINK_BATCH files): the rerun finds them gone, logs them so and
-    catalogues them, which the batched journal already handles. A worker writes its
-    batch's log lines when the batch is done, so a crash usually cuts those off. After an
-    error the batches already in workers are finished, nothing new is started.
-    """
-    archived = sum(p["archived"] for p in ctx.chain["backup"]["policies"].values())
-    opened: dict[str, Beneath] = {}  # in each worker: the roots it has opened itself
-    markers: dict[str, dict[str, str | None]] = {}  # in each worker, per root: directory -> its .ops-keep
+    def __init__(self, log):
+        self.log = log
+        self.opened: dict[str, Beneath] = {}
+        self.markers: dict[str, dict[str, str | None]] = {}
 
-    def act(task) -> list[tuple[str, str]]:
+    def __call__(self, task) -> list[tuple[str, str]]:
         policy, root, root_id, items = task
-        beneath = opened.get(root)
+        beneath = self.opened.get(root)
         if beneath is None:
-            beneath = opened[root] = Beneath(root, root_id)
+            beneath = self.opened[root] = Beneath(root, root_id)
         results, lines = [], []
         for path, key, unverified in items:
-            marker = (
-                None if unverified else _marker_above(beneath, path.rpartition("/")[0], markers.setdefault(root, {}))
-            )
-            if unverified:
-                outcome, reason = "kept", unverified
-            elif marker:
-                outcome, reason = "kept", f"protected by {marker} (put there since scan)"
-            else:
-                outcome, reason = _decide_and_act(beneath, path, key)
+            outcome, reason = self._decide(beneath, root, path, key, unverified)
+            level = "info" if outcome != "kept" else "warning"
             lines.append(
-                ctx.log.line(
-                    outcome,
-                    f"{path}: {reason}",
-                    policy=policy,
-                    path=path,
-                    reason=reason,
-                    level="info" if outcome != "kept" else "warning",
-                )
+                self.log.line(outcome, f"{path}: {reason}", policy=policy, path=path, reason=reason, level=level)
             )
             results.append((outcome, reason))
-        ctx.log.write(b"".join(lines))
+        self.log.write(b"".join(lines))
         return results
 
-    journal_fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    # The workers are forked before anything else of the pass starts (a fork copies only
-    # the calling thread, so no other may be half-way through anything at that moment).
-    with (
-        os.fdopen(journal_fd, "ab") as jf,
-        ForkedWorkers(max(1, min(UNLINK_WORKERS, archived)), act) as workers,
-        ctx.ui.live_counts(f"clean {ctx.run.id}", ["deleted", "kept", "gone", "deleted_bytes"]) as show,
-    ):
-        journal = HashingLineWriter(jf)
-        synced = journal.count
-        in_flight = deque()  # (policy, scanned, batch), oldest first, at most one per worker
+    def _decide(self, beneath: Beneath, root: str, path: str, key, unverified) -> tuple[str, str]:
+        if unverified:
+            return "kept", unverified
+        marker = _marker_above(beneath, path.rpartition("/")[0], self.markers.setdefault(root, {}))
+        if marker:
+            return "kept", f"protected by {marker} (put there since scan)"
+        return _decide_and_act(beneath, path, key)
 
-        def settle() -> Iterator[dict]:
-            nonlocal synced
-            policy, scanned, batch = in_flight.popleft()
-            try:
-                results = workers.result()
-            except WorkerError as exc:
-                raise StepFailed(f"policy {policy}: {exc}") from None
-            counts = per_policy[policy]
-            for (entry, record), (outcome, reason) in zip(batch, results, strict=True):
-                crashpoints.reach("clean.before_journal")
-                counts[outcome] += 1
-                if outcome == "deleted":
-                    counts["deleted_bytes"] += entry["size"]
-                elif reason.startswith("changed since backup"):
-                    counts["kept_changed"] += 1
-                elif reason.startswith(UNLINK_FAILED):
-                    counts["undeletable"] += 1
-                decided = {
-                    "policy": policy,
-                    "path": entry["path"],
-                    "outcome": outcome,
-                    "reason": reason,
-                    "at": utc_seconds() + "Z",
-                }
-                journal.write(decided)
-                crashpoints.reach("clean.after_unlink")
-                line = _catalogue_line(ctx, policy, scanned, entry, record, decided, held)
-                if line:
-                    yield line
-            show(policy, counts)
-            jf.flush()
-            if journal.count - synced >= JOURNAL_SYNC_EVERY:
-                os.fsync(jf.fileno())
-                synced = journal.count
 
-        def send(policy: str, scanned: dict, batch: list) -> Iterator[dict]:
-            if len(in_flight) == workers.count:
-                yield from settle()
-            workers.submit(
-                (
-                    policy,
-                    scanned["root"],
-                    (scanned["root_dev"], scanned["root_ino"]),
-                    [_task_item(entry, record) for entry, record in batch],
-                )
-            )
-            in_flight.append((policy, scanned, batch))
+class CleanPass:
+    """One clean of a run: decide (and unlink) every file, journal every decision, and hand
+    every deletion to the catalogue ``sink``.
 
+    ``run`` walks the run's entries in their one fixed order and submits them, a batch of
+    files of one directory at a time, to up to UNLINK_WORKERS forked worker processes
+    (ops/sys/workers.py says why not threads), one batch per worker: an unlink mostly waits
+    for the disk to discard its blocks (ext4 mounted with ``discard``), and several in
+    flight finish sooner than one after another (``rm``'s way). ``collect`` takes the
+    answers back strictly in submission order, so the journal and the catalogue read
+    exactly as a sequential pass would. A crash can leave files unlinked ahead of their
+    journal lines (at most the batches in flight, up to UNLINK_WORKERS x UNLINK_BATCH
+    files): the rerun finds them gone, logs them so and catalogues them, which the batched
+    journal already handles. A worker writes its batch's log lines when the batch is done,
+    so a crash usually cuts those off. After an error the batches already in workers are
+    finished, nothing new is started.
+    """
+
+    def __init__(self, ctx: StepContext, workers, journal, sink, show, held: list[str], per_policy: dict):
+        self.ctx, self.workers, self.sink, self.show, self.held = ctx, workers, sink, show, held
+        self.per_policy = per_policy
+        self.file = journal
+        self.journal = HashingLineWriter(journal)
+        self.synced = self.journal.count
+        self.in_flight = deque()  # (policy, scanned, batch), oldest first, at most one per worker
+
+    def run(self, done_before: int, earlier) -> None:
         index, befores = 0, {}
-        for policy, scanned, pairs in _by_policy(ctx):
+        for policy, scanned, pairs in _by_policy(self.ctx):
             try:
                 beneath = Beneath(scanned["root"], (scanned["root_dev"], scanned["root_ino"]))
             except (RootChanged, OSError) as exc:
@@ -473,29 +432,69 @@ def _clean_pass(ctx: StepContext, per_policy: dict, journal_path, done_before: i
                 batch, batch_dir = [], None
                 for entry, record in pairs:
                     index += 1
-                    if index <= done_before:
+                    if index <= done_before:  # decided by an earlier attempt: catalogued, not looked at again
                         decided = next(earlier)
                         if decided["path"] != entry["path"]:
-                            raise Refused(f"run {ctx.run.id}: {JOURNAL} line {index} does not match the run's entries")
-                        line = _catalogue_line(ctx, policy, scanned, entry, record, decided, held)
-                        if line:
-                            yield line
+                            raise Refused(f"run {self.ctx.run.id}: {JOURNAL} line {index} does not match the entries")
+                        self._catalogue(policy, scanned, entry, record, decided)
                         continue
                     if record["status"] == "archived":
                         dirs.touch(entry["path"])  # before any unlink in its directory is under way
                     directory = entry["path"].rpartition("/")[0]
                     if batch and (directory != batch_dir or len(batch) >= UNLINK_BATCH):
-                        yield from send(policy, scanned, batch)
+                        self.submit(policy, scanned, batch)
                         batch = []
                     batch_dir = directory
                     batch.append((entry, record))
                 if batch:
-                    yield from send(policy, scanned, batch)
-                while in_flight:
-                    yield from settle()
-                per_policy[policy]["dirs_removed"] += dirs.prune(scanned, ctx.log, policy)
-        jf.flush()
-        os.fsync(jf.fileno())
+                    self.submit(policy, scanned, batch)
+                while self.in_flight:
+                    self.collect()
+                self.per_policy[policy]["dirs_removed"] += dirs.prune(scanned, self.ctx.log, policy)
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def submit(self, policy: str, scanned: dict, batch: list) -> None:
+        """Hand ``batch`` to a worker, first taking back the oldest answer if all are busy."""
+        if len(self.in_flight) == self.workers.count:
+            self.collect()
+        root_id = (scanned["root_dev"], scanned["root_ino"])
+        items = [_task_item(entry, record) for entry, record in batch]
+        self.workers.submit((policy, scanned["root"], root_id, items))
+        self.in_flight.append((policy, scanned, batch))
+
+    def collect(self) -> None:
+        """The oldest batch's answers: counted, journaled, and each deletion catalogued."""
+        policy, scanned, batch = self.in_flight.popleft()
+        try:
+            results = self.workers.result()
+        except WorkerError as exc:
+            raise StepFailed(f"policy {policy}: {exc}") from None
+        counts = self.per_policy[policy]
+        for (entry, record), (outcome, reason) in zip(batch, results, strict=True):
+            crashpoints.reach("clean.before_journal")
+            counts[outcome] += 1
+            if outcome == "deleted":
+                counts["deleted_bytes"] += entry["size"]
+            elif reason.startswith("changed since backup"):
+                counts["kept_changed"] += 1
+            elif reason.startswith(UNLINK_FAILED):
+                counts["undeletable"] += 1
+            decided = {"policy": policy, "path": entry["path"], "outcome": outcome, "reason": reason}
+            decided["at"] = utc_seconds() + "Z"
+            self.journal.write(decided)
+            crashpoints.reach("clean.after_unlink")
+            self._catalogue(policy, scanned, entry, record, decided)
+        self.show(policy, counts)
+        self.file.flush()
+        if self.journal.count - self.synced >= JOURNAL_SYNC_EVERY:
+            os.fsync(self.file.fileno())
+            self.synced = self.journal.count
+
+    def _catalogue(self, policy: str, scanned: dict, entry: dict, record: dict, decided: dict) -> None:
+        line = _catalogue_line(self.ctx, policy, scanned, entry, record, decided, self.held)
+        if line:
+            self.sink.add(line)
 
 
 CLEAN = Step("clean", clean_work)
