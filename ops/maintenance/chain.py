@@ -1,7 +1,6 @@
 """The four steps by name, which run each acts on, and the chain that runs them in order."""
 
 import contextlib
-import json
 import os
 
 from ops.config import Config, load_config
@@ -20,7 +19,6 @@ from ops.state.lock import LOCK_FD_ENV, hold_lock, record_run
 from ops.state.manifest import STEPS, Run, list_runs, new_run_id
 from ops.state.summary import summarize
 from ops.sys import child
-from ops.sys.paths import read_plain_file
 
 DECLARED = {step.name: step for step in (SCAN, BACKUP, VERIFY, CLEAN)}
 assert tuple(DECLARED) == STEPS  # the order the manifests chain in
@@ -31,7 +29,7 @@ def _scanned_here(run: Run, config: Config, newest: bool) -> dict | None:
     finished (or whose manifest cannot be read) is nobody's yet: it counts as this
     config's only when it is the newest run of all, so a crashed scan is taken up again
     and a damaged manifest is met by the step, which refuses and says why."""
-    scanned = run.scanned()
+    scanned = run.peek("scan")
     if scanned is None:
         return {} if newest else None
     identity = scanned.get("identity")
@@ -101,7 +99,7 @@ def run_to_continue(config: Config, new_run: bool = False) -> tuple[str, Run | N
 def _copies(run: Run) -> float:
     """How many destinations hold the run (unknown until backup succeeded: not a reason to give up)."""
     try:
-        return len(json.loads(read_plain_file(run.ok_path("backup")))["destinations"])
+        return len(run.peek("backup")["destinations"])
     except (OSError, ValueError, KeyError, TypeError):
         return float("inf")  # not written yet, or damaged: resume, so the step refuses and says so
 

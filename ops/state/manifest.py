@@ -150,11 +150,12 @@ class Run:
         nothing of the run is then read or written through it."""
         return next((d for d in (self.dir.parent, self.dir) if os.path.islink(d)), None)
 
-    def scanned(self) -> dict | None:
-        """The scan manifest as written, unchecked, or None when absent or unreadable: for
-        choosing which run to continue. The step that then runs checks the whole chain."""
+    def peek(self, step: str) -> dict | None:
+        """``step``'s success manifest as written, unchecked, or None when absent or
+        unreadable: for choosing (which run to continue, whether the clock went back). A
+        step that then acts checks the whole chain (``require``)."""
         try:
-            with open_plain_file(self.ok_path("scan")) as f:
+            with open_plain_file(self.ok_path(step)) as f:
                 doc = json.loads(f.read())
         except (OSError, ValueError):
             return None

@@ -73,18 +73,22 @@ def _marker_above(beneath: Beneath, directory: str, known: dict[str, str | None]
     """The ``.ops-keep`` in ``directory`` or above it (up to the root), or None. Scan
     marked the files beneath one; this catches a marker an operator put down since, so
     "protection beats every other rule" holds up to the unlink. ``known`` caches answers
-    per directory for the worker's life (one lstat per directory level)."""
-    if directory in known:
-        return known[directory]
-    parent = directory.rpartition("/")[0] if directory else None
-    found = _marker_above(beneath, parent, known) if parent is not None else None
-    if found is None:
-        marker = f"{directory}/{MARKER}" if directory else MARKER
-        try:
-            found = marker if stat.S_ISREG(beneath.lstat(marker).st_mode) else None
-        except OSError:
-            found = None
-    known[directory] = found
+    per directory for the worker's life (one lstat per directory level). Iterative: a
+    tree may be thousands of directories deep."""
+    unknown = []
+    d: str | None = directory
+    while d is not None and d not in known:
+        unknown.append(d)
+        d = d.rpartition("/")[0] if d else None
+    found = known[d] if d is not None else None
+    for d in reversed(unknown):  # from the top down: a marker above decides for all beneath
+        if found is None:
+            marker = f"{d}/{MARKER}" if d else MARKER
+            try:
+                found = marker if stat.S_ISREG(beneath.lstat(marker).st_mode) else None
+            except OSError:
+                found = None
+        known[d] = found
     return found
 
 

@@ -1,6 +1,5 @@
 """scan: find the files whose retention expired and record them (the run's entry files)."""
 
-import json
 import time
 from collections import Counter
 
@@ -21,7 +20,6 @@ from ops.state import restored as restored_files
 from ops.state.manifest import Run, entries_name, list_runs
 from ops.sys.atomic import atomic_file
 from ops.sys.jsonl import HashingLineWriter
-from ops.sys.paths import read_plain_file
 
 
 def clock_behind(state_dir, now_ns: int, this_run: str | None = None) -> str | None:
@@ -34,7 +32,7 @@ def clock_behind(state_dir, now_ns: int, this_run: str | None = None) -> str | N
         if run_id == this_run:
             continue
         try:
-            last = json.loads(read_plain_file(Run(state_dir, run_id).ok_path("scan")))["now_ns"]
+            last = Run(state_dir, run_id).peek("scan")["now_ns"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if now_ns < last - FUTURE_TOLERANCE_NS:

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from ops.maintenance.cleanup.step import UNLINK_BATCH
+from ops.maintenance.cleanup.step import UNLINK_BATCH, _marker_above
 from ops.state.manifest import JOURNAL
 
 from ._support import RUN_B, chain_to, check_refusals_then_idempotence, decisions, log_records, run_ok, tree
@@ -326,3 +326,29 @@ def test_an_ops_keep_put_down_after_scan_protects_the_files_beneath_it_at_clean(
     assert sorted(sandbox.snapshot()) == ["logs/sub/.ops-keep", "logs/sub/deeper/d.log", "logs/sub/s.log"]
     kept = {r["path"]: r["reason"] for r in log_records(sandbox) if r.get("event") == "kept"}
     assert kept == {p: "protected by sub/.ops-keep (put there since scan)" for p in ("sub/s.log", "sub/deeper/d.log")}
+
+
+class _MarkerAt:
+    """Stands in for ops.sys.paths.Beneath in the one call the .ops-keep look makes (lstat):
+    a tree where only ``marker`` exists. Deeper than a real test tree can cheaply be."""
+
+    def __init__(self, marker: str | None):
+        self.marker = marker
+        self.looked: list[str] = []
+
+    def lstat(self, relpath: str):
+        self.looked.append(relpath)
+        if relpath != self.marker:
+            raise FileNotFoundError(relpath)
+        return os.stat(__file__)  # any regular file's stat
+
+
+def test_the_ops_keep_look_up_a_tree_deeper_than_the_recursion_limit_is_a_loop():
+    deep = "/".join(["d"] * 5000)
+    assert _marker_above(_MarkerAt(None), deep, {}) is None
+    marker = "/".join(["d"] * 10) + "/.ops-keep"
+    known: dict = {}
+    beneath = _MarkerAt(marker)
+    assert _marker_above(beneath, deep, known) == marker
+    looked = len(beneath.looked)
+    assert _marker_above(beneath, deep + "/e", known) == marker and len(beneath.looked) == looked  # cached
