@@ -62,7 +62,7 @@ class Reader:
     def _variant(self, variants: Variants, value, key: str) -> Table:
         every = {f.key for t in variants.tables.values() for f in t.fields}
         tag = self.mapping(value, key, every, {variants.tag})[variants.tag]
-        if tag not in variants.tables:
+        if not isinstance(tag, str) or tag not in variants.tables:  # a list or mapping is no tag (nor hashable)
             raise self.fail(
                 f"{key}.{variants.tag}",
                 f"unknown {variants.what} {variants.tag} {tag!r} (supported: {', '.join(variants.tables)})",
