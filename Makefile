@@ -43,7 +43,7 @@ $(STAMP): requirements.txt requirements-test.txt
 
 .PHONY: help ## list the targets
 help:
-	@awk 'match($$0, /^\.PHONY: [a-z-]+ ## /) { printf "  make %-12s %s\n", $$2, substr($$0, RLENGTH + 1) }' $(MAKEFILE_LIST)
+	@awk 'match($$0, /^\.PHONY: [a-z-]+ ## /) { printf "  make %-16s %s\n", $$2, substr($$0, RLENGTH + 1) }' $(MAKEFILE_LIST)
 
 .PHONY: venv ## create .venv from the pinned requirements (every target does this first)
 venv: $(STAMP)
@@ -97,6 +97,10 @@ bench: $(STAMP)
 .PHONY: chaos ## fault campaign on the real scripts in throw-away sandboxes (CHAOS_SEED=, CHAOS_TRIALS=20)
 chaos: $(STAMP)
 	$(PY) scripts/chaos.py $(call opt,--seed,CHAOS_SEED) $(call opt,--trials,CHAOS_TRIALS)
+
+.PHONY: config-reference ## regenerate docs/config-reference.md and docs/retention.schema.json from the config's field table
+config-reference: $(STAMP)
+	$(PY) scripts/config_reference.py
 
 .PHONY: lint ## ruff: the style gate (lint rules and formatting, pyproject.toml)
 lint: $(STAMP)

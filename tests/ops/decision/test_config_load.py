@@ -219,6 +219,8 @@ ERRORS = [
     ("destinations_not_a_list", _set(("backup", "destinations"), {"name": "local"}), "backup.destinations"),
     ("destination_type_s3_with_a_path", _set((*DEST0, "type"), "s3"), "backup.destinations[0].path"),
     ("destination_type_ftp", _set((*DEST0, "type"), "ftp"), "backup.destinations[0].type"),
+    ("destination_type_a_list", _set((*DEST0, "type"), ["local"]), "backup.destinations[0].type"),
+    ("destination_type_a_mapping", _set((*DEST0, "type"), {"s3": 1}), "backup.destinations[0].type"),
     ("destination_without_path", _del((*DEST0, "path")), "backup.destinations[0].path"),
     ("destination_bad_name", _set((*DEST0, "name"), "Local"), "backup.destinations[0].name"),
     (
