@@ -110,6 +110,19 @@ class Bucket:
         return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
 
 
+def aws_env(tmp_path: Path) -> dict:
+    """What the scripts get of AWS: the test's credentials, and nothing from this host's own
+    AWS set-up (config, credentials files, instance metadata)."""
+    return {
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
 def use_s3(
     sandbox, bucket: Bucket, quorum: int = 2, endpoint: str | None = None, extra: list | None = None, **offsite
 ) -> None:
@@ -161,15 +174,6 @@ def bucket(moto, tmp_path):
     """A fresh bucket on the (running) server, and the environment the scripts get."""
     if not moto.running():
         moto.start()  # an earlier test stopped it and failed before bringing it back
-    aws_env = {
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-        "AWS_DEFAULT_REGION": REGION,
-        # nothing from this host's own AWS set-up may leak in
-        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-    b = Bucket(moto, f"qts-{uuid.uuid4().hex[:16]}", aws_env)
+    b = Bucket(moto, f"qts-{uuid.uuid4().hex[:16]}", aws_env(tmp_path))
     b.create()
     return b

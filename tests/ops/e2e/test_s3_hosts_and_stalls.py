@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import SCRIPTS, Sandbox
 from e2e_support import log_events
-from s3_support import ACCESS_KEY, PREFIX, REGION, SECRET_KEY, manifest, small_files
+from s3_support import PREFIX, REGION, aws_env, manifest, small_files
 
 from ops.destinations.base import DestinationError
 from ops.destinations.s3 import S3Destination
@@ -32,17 +32,6 @@ FAST = {"connect_timeout": 1, "read_timeout": 1, "deadline": 3}
 
 # The shared moto server and bucket fixtures live in s3_support.
 pytest_plugins = ["s3_support"]
-
-
-def aws_env(tmp_path: Path) -> dict:
-    return {
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
 
 
 class Silent:
