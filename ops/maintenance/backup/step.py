@@ -5,7 +5,6 @@ matches the scan is not archived; one that changes while being read is archived 
 marked "changed" so clean keeps it. The run appears on a destination only whole.
 """
 
-import itertools
 import os
 import socket
 import time
@@ -17,13 +16,15 @@ from ops.config import NAME_RE
 from ops.destinations import DestinationError, open_destination
 from ops.destinations.hosts import known_runs, other_hosts
 from ops.errors import Refused, StepFailed
+from ops.maintenance.backup.fanout import Fanout
+from ops.maintenance.backup.member import archive_one
 from ops.maintenance.step import Step, StepContext
 from ops.state.manifest import open_sealed, records_name, seal_document
 from ops.sys import crashpoints
 from ops.sys.atomic import atomic_file, atomic_write
 from ops.sys.hashio import HashingWriter, sha256_bytes
 from ops.sys.jsonl import HashingLineWriter, dumps_document, iter_lines
-from ops.sys.paths import Beneath, RootChanged, describe_oserror, entry_key, read_plain_file, stat_key
+from ops.sys.paths import Beneath, RootChanged, read_plain_file
 
 PENDING = "backup.pending.json"
 # What MANIFEST.json tells a restore that has no local state.
@@ -38,121 +39,6 @@ RESTORE_KEYS = (
     "members",
     "member_bytes",
 )
-
-
-class Fanout:
-    """One stream of bytes to the same file on every live destination.
-
-    A destination that fails (disk full, endpoint down) is dropped and its staging thrown
-    away; the others go on. Only when none is left does the step fail.
-    """
-
-    def __init__(self, ctx: StepContext, stagings: dict, failed: dict[str, str]):
-        self.ctx = ctx
-        self.stagings = stagings  # name -> Staging, live ones only
-        self.failed = failed
-
-    def drop(self, name: str, exc: BaseException) -> None:
-        staging = self.stagings.pop(name, None)
-        if staging is None:
-            return
-        self.failed[name] = f"{type(exc).__name__}: {exc}"
-        try:
-            self.ctx.log.event(
-                "destination_failed", f"{name}: {exc}; continuing without it", level="error", destination=name
-            )
-            self.ctx.ui.warn(f"destination {name} failed: {exc}")
-        finally:
-            staging.abort()  # no longer among the stagings the step aborts on its way out
-        if not self.stagings:
-            raise StepFailed("every destination failed: " + "; ".join(f"{n}: {e}" for n, e in self.failed.items()))
-
-    def each(self, action) -> None:
-        """Run ``action(name, staging)`` on every live destination, dropping those that fail."""
-        for name, staging in list(self.stagings.items()):
-            try:
-                action(name, staging)
-            except (OSError, DestinationError) as exc:
-                self.drop(name, exc)
-
-    def create(self, filename: str) -> "FanoutFile":
-        files = {}
-        self.each(lambda name, staging: files.__setitem__(name, staging.create(filename)))
-        return FanoutFile(self, files)
-
-
-class FanoutFile:
-    def __init__(self, fanout: Fanout, files: dict):
-        self.fanout = fanout
-        self.files = files
-
-    def write(self, data) -> int:
-        for name, f in list(self.files.items()):
-            if name not in self.fanout.stagings:
-                del self.files[name]
-                continue
-            try:
-                f.write(data)
-            except (OSError, DestinationError) as exc:
-                del self.files[name]
-                self.fanout.drop(name, exc)
-        return len(data)
-
-    def flush(self) -> None:
-        pass  # each destination makes its files durable when the run is published
-
-
-def _read_chunks(fd: int, size: int):
-    left = size
-    while left > 0:
-        data = os.read(fd, min(CHUNK, left))
-        if not data:
-            return
-        left -= len(data)
-        yield data
-
-
-def _contents(fd: int, size: int):
-    """The file's content as chunks of at most CHUNK bytes, ending early if it shrank.
-    A small file is one read and no generator: per-call overhead is what small files cost."""
-    if size <= CHUNK:
-        data = os.read(fd, size)
-        if len(data) == size or not data:
-            return (data,) if data else ()
-        return itertools.chain((data,), _read_chunks(fd, size - len(data)))
-    return _read_chunks(fd, size)
-
-
-def _archive_one(beneath: Beneath, writer: ArchiveWriter, entry: dict, raw_path: bytes) -> dict:
-    path = entry["path"]
-    try:
-        fd, st = beneath.open_regular(path)
-    except OSError as exc:
-        return {"path": path, "status": "skipped", "reason": describe_oserror(exc)}
-    try:
-        if stat_key(st) != entry_key(entry):
-            return {"path": path, "status": "skipped", "reason": "changed since scan"}
-        sha, got = writer.add(
-            raw_path,
-            st.st_size,
-            st.st_mtime_ns // 1_000_000_000,
-            st.st_mode & 0o7777,
-            st.st_uid,
-            st.st_gid,
-            _contents(fd, st.st_size),
-        )
-        after = os.fstat(fd)
-    finally:
-        os.close(fd)
-    if got != st.st_size or stat_key(after) != stat_key(st):
-        return {
-            "path": path,
-            "status": "changed",
-            "sha256": sha,
-            "size": st.st_size,
-            "reason": "changed while being archived; kept, the copy may be torn",
-        }
-    return {"path": path, "status": "archived", "sha256": sha, "size": st.st_size}
 
 
 def _write_policy(ctx: StepContext, name: str, scanned: dict, fanout: Fanout, compression: str) -> tuple[dict, str]:
@@ -176,7 +62,7 @@ def _write_policy(ctx: StepContext, name: str, scanned: dict, fanout: Fanout, co
         records = HashingLineWriter(rf)
         for entry in iter_lines(ctx.run.path(scanned["entries"])):
             raw_path = os.fsencode(entry["path"])
-            record = _archive_one(beneath, writer, entry, raw_path)
+            record = archive_one(beneath, writer, entry, raw_path)
             records.write(record)
             counts[record["status"]] += 1
             if record["status"] == "skipped":

@@ -11,85 +11,28 @@ ever deleted twice and none is deleted unverified.
 
 import itertools
 import os
-import stat
-import time
 from collections import Counter, deque
 
-from ops.destinations import DestinationError, open_destination
-from ops.errors import ConfigError, Refused, StepFailed
+from ops.errors import Refused, StepFailed
 from ops.logs.steplog import utc_seconds
-from ops.maintenance.backup.verify import Mismatch, check_run_files
+from ops.maintenance.cleanup.journal import JOURNAL_SYNC_EVERY, resume_point
+from ops.maintenance.cleanup.prune import DirTracker
+from ops.maintenance.cleanup.quorum import check_quorum, copies_held
+from ops.maintenance.cleanup.unlink import Unlinker
 from ops.maintenance.retention.deletable import UNLINK_FAILED
-from ops.maintenance.retention.policy import MARKER
 from ops.maintenance.step import Step, StepContext
 from ops.state import catalogue
 from ops.state.manifest import JOURNAL, paired, sha256_file
 from ops.sys import crashpoints
 from ops.sys.jsonl import HashingLineWriter, decode_line, iter_lines
-from ops.sys.paths import Beneath, RootChanged, describe_oserror, entry_key, open_plain_file, stat_key
+from ops.sys.paths import Beneath, RootChanged, entry_key, open_plain_file
 from ops.sys.workers import ForkedWorkers, WorkerError
 
-JOURNAL_SYNC_EVERY = 512  # lines; written out after every batch, fsynced after this many
 # Unlinks in flight: one batch per worker process. On 200,000 small files on this 2-core
 # ext4 host clean took 26 s with 16 workers, 29 s with 8, 44 s with 4 threads; a worker
 # costs about 3.4 MiB of memory of its own (PSS) and 2 ms to fork.
 UNLINK_WORKERS = 16
 UNLINK_BATCH = 256  # files of one directory handed to a worker at once
-_FIELDS = ("device", "inode", "size", "mtime", "ctime")
-
-
-def _changed_fields(st: os.stat_result, key: tuple) -> str:
-    return ", ".join(f for f, a, b in zip(_FIELDS, stat_key(st), key, strict=True) if a != b)
-
-
-def _decide_and_act(beneath: Beneath, path: str, key: tuple) -> tuple[str, str]:
-    """('deleted' | 'kept' | 'gone', reason) for one verified file, unlinking it if it is
-    still the file with ``key`` (see ``entry_key``).
-
-    Runs in the unlink workers: it touches nothing but the file system, through a walk
-    from the root that it owns.
-    """
-    try:
-        with beneath.fresh_parent(path) as (dir_fd, name):  # the unlink below uses the directory checked here
-            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-            if not stat.S_ISREG(st.st_mode):
-                return "kept", "no longer a regular file (a symlink or other file took its place)"
-            if stat_key(st) != key:
-                return "kept", f"changed since backup ({_changed_fields(st, key)})"
-            try:
-                os.unlink(name, dir_fd=dir_fd)
-            except FileNotFoundError:
-                return "gone", "already gone"
-            except OSError as exc:
-                return "kept", f"unlink failed: {describe_oserror(exc)}"
-    except FileNotFoundError:
-        return "gone", "already gone (deleted before, or by someone else)"
-    except OSError as exc:
-        return "kept", describe_oserror(exc)
-    return "deleted", "verified copy exists; unchanged since backup"
-
-
-def _marker_above(beneath: Beneath, directory: str, known: dict[str, str | None]) -> str | None:
-    """The ``.ops-keep`` in ``directory`` or above it (up to the root), or None. Scan
-    marked the files beneath one; this catches a marker an operator put down since, so
-    "protection beats every other rule" holds up to the unlink. ``known`` caches answers
-    per directory for the worker's life (one lstat per directory level). Iterative: a
-    tree may be thousands of directories deep."""
-    unknown = []
-    d: str | None = directory
-    while d is not None and d not in known:
-        unknown.append(d)
-        d = d.rpartition("/")[0] if d else None
-    found = known[d] if d is not None else None
-    for d in reversed(unknown):  # from the top down: a marker above decides for all beneath
-        if found is None:
-            marker = f"{d}/{MARKER}" if d else MARKER
-            try:
-                found = marker if stat.S_ISREG(beneath.lstat(marker).st_mode) else None
-            except OSError:
-                found = None
-        known[d] = found
-    return found
 
 
 def _task_item(entry: dict, record: dict) -> tuple[str, tuple | None, str | None]:
@@ -98,153 +41,6 @@ def _task_item(entry: dict, record: dict) -> tuple[str, tuple | None, str | None
     if record["status"] != "archived":
         return entry["path"], None, f"not verified in an archive: {record.get('reason', record['status'])}"
     return entry["path"], entry_key(entry), None
-
-
-def _resume_point(path) -> int:
-    """Complete journal lines from an earlier attempt; a torn last line is cut off."""
-    try:
-        with open_plain_file(path, writable=True) as f:
-            data_end = good = count = 0
-            for line in f:
-                data_end += len(line)
-                if line.endswith(b"\n"):
-                    good, count = data_end, count + 1
-            f.truncate(good)
-            return count
-    except FileNotFoundError:
-        return 0
-
-
-class _DirTracker:
-    """Directories that held deleted files, with their mtime before this clean touched them.
-
-    ``before`` is shared by the policies of one root, so a directory emptied by two of them
-    keeps the mtime from before the first one's unlinks, and the last one prunes it.
-    """
-
-    def __init__(self, beneath: Beneath, before: dict[str, int]):
-        self.beneath = beneath
-        self.before = before
-
-    def touch(self, path: str) -> None:
-        parent = path.rpartition("/")[0]
-        while parent and parent not in self.before:
-            try:
-                self.before[parent] = self.beneath.lstat(parent).st_mtime_ns
-            except OSError:
-                self.before[parent] = time.time_ns()  # unknown: treat as fresh, never pruned
-            parent = parent.rpartition("/")[0]
-
-    def prune(self, scanned: dict, log, policy: str) -> int:
-        """Remove the directories this clean emptied, if the policy asked for it
-        (``prune_empty_dirs``): never its root, never another policy's root, never one the
-        core touched within the policy's horizon (``prune_after_ns``: a directory the core
-        writes into must still be there for its next write)."""
-        if not scanned.get("prune_empty_dirs"):  # absent in a run scanned before the key: off, as the default
-            return 0
-        removed = 0
-        cutoff = time.time_ns() - scanned["prune_after_ns"]
-        roots = set(scanned.get("nested_roots", ()))
-        for d in sorted(self.before, key=lambda p: p.count("/"), reverse=True):
-            if self.before[d] > cutoff or d in roots:
-                continue
-            try:
-                with self.beneath.fresh_parent(d) as (dir_fd, name):
-                    os.rmdir(name, dir_fd=dir_fd)
-            except OSError:
-                continue  # not empty, or not ours to judge: leave it
-            removed += 1
-            log.event("dir_removed", f"{d}: empty directory removed (prune_empty_dirs)", policy=policy, path=d)
-        return removed
-
-
-def _check_quorum(ctx: StepContext) -> None:
-    backup, verify = ctx.chain["backup"], ctx.chain["verify"]
-    need = ctx.config.require_verified_copies
-    verified = verify["verified"]
-    if not backup["policies"] or len(verified) >= need:
-        return
-    why = dict(backup.get("failed_destinations", {}))
-    why.update({n: r.get("error", "?") for n, r in verify["destinations"].items() if not r.get("verified")})
-    missing = [
-        f"{d.name} ({why.get(d.name, 'does not hold this run')})"
-        for d in ctx.config.destinations
-        if d.name not in verified
-    ]
-    # A step that failed (exit 1), not a refusal (2): the chain is intact, the copies are too few.
-    raise StepFailed(
-        f"run {ctx.run.id}: {len(verified)} verified copies ({', '.join(verified) or 'none'}), "
-        f"{need} required; nothing was deleted. Missing: {'; '.join(missing)}",
-        hint="fix the missing destinations; the next `make maintenance` starts a new run that retries them",
-    )
-
-
-def _why_not_held(ctx: StepContext, name: str) -> str | None:
-    """Why destination ``name`` no longer holds the run that verify checked there, or None.
-    A destination that cannot be asked right now (unreachable, no credentials) counts as
-    not holding it: clean deletes on copies it has just seen, never on an old answer."""
-    backup = ctx.chain["backup"]
-    try:
-        dest = open_destination(ctx.config.destination(name))
-    except ConfigError as exc:
-        return f"{name}: no longer configured: {exc.message}"
-    try:
-        check_run_files(dest, ctx.run.id, backup)
-        for info in backup["policies"].values():
-            # A run backed up before sums_bytes was recorded: its .sha256 file only has to be there.
-            for file, wrote in ((info["archive"], info["archive_bytes"]), (info["sums"], info.get("sums_bytes"))):
-                size = dest.size(ctx.run.id, file)
-                if wrote is not None and size != wrote:
-                    return f"{dest.describe()}: {file} is {size} bytes, backup wrote {wrote}"
-    except Mismatch as exc:
-        return f"{dest.describe()}: {exc}"
-    except DestinationError as exc:
-        return str(exc)  # it names the destination itself
-    except (OSError, ValueError) as exc:  # unreadable, or a client that cannot be built (bad endpoint)
-        return f"{dest.describe()}: {exc}"
-    return None
-
-
-def _copies_held(ctx: StepContext, done_before: int) -> tuple[list[str], dict[str, str]]:
-    """(the verified destinations that still hold the run, why each other one does not);
-    StepFailed if fewer than the quorum still hold it.
-
-    clean may run long after verify (by hand, or resumed the next night): a copy
-    unmounted, wiped or pruned since then must not count. This is a look, not a re-read:
-    the run's MANIFEST.json and SHA256SUMS by their SHA-256, each archive and ``.sha256``
-    file by its size; verify's check of every byte stands for the rest.
-    """
-    verified = ctx.chain["verify"]["verified"]
-    if not ctx.chain["backup"]["policies"]:
-        return verified, {}
-    held, lost = [], {}
-    for name in verified:
-        why = _why_not_held(ctx, name)
-        if why is None:
-            held.append(name)
-        else:
-            lost[name] = why
-            ctx.log.event("copy_missing", why, level="error", destination=name)
-    need = ctx.config.require_verified_copies
-    if len(held) >= need:
-        return held, lost
-    if done_before:
-        outcome = (
-            f"nothing more was deleted; the {done_before} decisions of an earlier attempt "
-            f"({JOURNAL}) stand and are catalogued once clean finishes"
-        )
-        hint = f"bring the destination back (mounted, reachable) and rerun `make clean RUN={ctx.run.id}`"
-    else:
-        outcome = "nothing was deleted"
-        hint = (
-            f"bring the destination back (mounted, reachable) and rerun `make clean RUN={ctx.run.id}`; "
-            "if the copy is gone for good, start a new run: scripts/maintenance.py --new-run"
-        )
-    raise StepFailed(
-        f"run {ctx.run.id}: {len(held)} of {len(verified)} verified copies still in place, "
-        f"{need} required; {outcome}. Not in place: {'; '.join(lost.values())}",
-        hint=hint,
-    )
 
 
 def _by_policy(ctx: StepContext):
@@ -326,11 +122,11 @@ def catalogue_left(config, run, log, ui) -> int:
 
 
 def clean_work(ctx: StepContext):
-    _check_quorum(ctx)
+    check_quorum(ctx)
     per_policy: dict[str, Counter] = {p: Counter() for p in ctx.chain["backup"]["policies"]}
     journal_path = ctx.run.path(JOURNAL)
-    done_before = _resume_point(journal_path)
-    held, lost = _copies_held(ctx, done_before)
+    done_before = resume_point(journal_path)
+    held, lost = copies_held(ctx, done_before)
     if done_before:
         ctx.log.event("resume", f"resuming after {done_before} decisions already journaled")
     # The decisions of an earlier attempt are read back from its journal, in entry order.
@@ -342,7 +138,7 @@ def clean_work(ctx: StepContext):
     with (
         catalogue.RunBlock(ctx.config.state_dir, ctx.run.id) as sink,
         os.fdopen(journal_fd, "ab") as journal,
-        ForkedWorkers(max(1, min(UNLINK_WORKERS, archived)), _Unlinker(ctx.log)) as workers,
+        ForkedWorkers(max(1, min(UNLINK_WORKERS, archived)), Unlinker(ctx.log)) as workers,
         ctx.ui.live_counts(f"clean {ctx.run.id}", ["deleted", "kept", "gone", "deleted_bytes"]) as show,
     ):
         CleanPass(ctx, workers, journal, sink, show, held, per_policy).run(done_before, earlier)
@@ -360,42 +156,6 @@ def clean_work(ctx: StepContext):
         },
     )
     return body, {JOURNAL: sha256_file(journal_path)}
-
-
-class _Unlinker:
-    """What an unlink worker runs on one batch (files of one directory): each one decided
-    and, if still the file that was backed up, unlinked; its log lines written when the
-    batch is done. Runs in the forked workers; keeps per worker the roots it has opened
-    and the ``.ops-keep`` answers per directory."""
-
-    def __init__(self, log):
-        self.log = log
-        self.opened: dict[str, Beneath] = {}
-        self.markers: dict[str, dict[str, str | None]] = {}
-
-    def __call__(self, task) -> list[tuple[str, str]]:
-        policy, root, root_id, items = task
-        beneath = self.opened.get(root)
-        if beneath is None:
-            beneath = self.opened[root] = Beneath(root, root_id)
-        results, lines = [], []
-        for path, key, unverified in items:
-            outcome, reason = self._decide(beneath, root, path, key, unverified)
-            level = "info" if outcome != "kept" else "warning"
-            lines.append(
-                self.log.line(outcome, f"{path}: {reason}", policy=policy, path=path, reason=reason, level=level)
-            )
-            results.append((outcome, reason))
-        self.log.write(b"".join(lines))
-        return results
-
-    def _decide(self, beneath: Beneath, root: str, path: str, key, unverified) -> tuple[str, str]:
-        if unverified:
-            return "kept", unverified
-        marker = _marker_above(beneath, path.rpartition("/")[0], self.markers.setdefault(root, {}))
-        if marker:
-            return "kept", f"protected by {marker} (put there since scan)"
-        return _decide_and_act(beneath, path, key)
 
 
 class CleanPass:
@@ -432,7 +192,7 @@ class CleanPass:
             except (RootChanged, OSError) as exc:
                 raise StepFailed(f"policy {policy}: cannot open root {scanned['root']}: {exc}") from None
             with beneath:
-                dirs = _DirTracker(beneath, befores.setdefault(scanned["root"], {}))
+                dirs = DirTracker(beneath, befores.setdefault(scanned["root"], {}))
                 batch, batch_dir = [], None
                 for entry, record in pairs:
                     index += 1

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from ops.archive import tarformat
 from ops.archive.checksums import parse_lines, sum_line
 from ops.archive.codec import CHUNK
-from ops.maintenance.backup.step import _contents, _read_chunks
+from ops.maintenance.backup.member import _contents, _read_chunks
 from ops.sys.hashio import HashingWriter
 from ops.sys.jsonl import decode_line, dumps
 from ops.sys.paths import unsafe_reason

@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from ops.maintenance.cleanup.step import UNLINK_BATCH, _marker_above
+from ops.maintenance.cleanup.step import UNLINK_BATCH
+from ops.maintenance.cleanup.unlink import marker_above
 from ops.state.manifest import JOURNAL
 
 from ._support import RUN_B, chain_to, check_refusals_then_idempotence, decisions, log_records, run_ok, tree
@@ -345,10 +346,10 @@ class _MarkerAt:
 
 def test_the_ops_keep_look_up_a_tree_deeper_than_the_recursion_limit_is_a_loop():
     deep = "/".join(["d"] * 5000)
-    assert _marker_above(_MarkerAt(None), deep, {}) is None
+    assert marker_above(_MarkerAt(None), deep, {}) is None
     marker = "/".join(["d"] * 10) + "/.ops-keep"
     known: dict = {}
     beneath = _MarkerAt(marker)
-    assert _marker_above(beneath, deep, known) == marker
+    assert marker_above(beneath, deep, known) == marker
     looked = len(beneath.looked)
-    assert _marker_above(beneath, deep + "/e", known) == marker and len(beneath.looked) == looked  # cached
+    assert marker_above(beneath, deep + "/e", known) == marker and len(beneath.looked) == looked  # cached
