@@ -10,8 +10,9 @@ import zstandard
 
 from ops.archive import tarformat
 from ops.archive.tarformat import BLOCK, TarFormatError
-from ops.archive.unpacker import CHUNK, DECODE_ERRORS, Unpacker
+from ops.archive.unpacker import DECODE_ERRORS, start_unpacker
 from ops.sys.hashio import HashingReader, HashingWriter
+from ops.sys.sizes import CHUNK, MiB
 
 EXTENSIONS = {"zstd": ".tar.zst", "gzip": ".tar.gz", "none": ".tar"}
 ZSTD_LEVEL = 3
@@ -22,7 +23,7 @@ ZSTD_THREADS = -1
 # so smaller jobs and overlaps for the workers. Measured on the 666 MB tar stream of
 # 200,000 small files: 3.6-3.9 CPU s instead of 4.7-5.4, and 1% smaller output (what
 # repeats in a tar stream of logs repeats within a file or its near neighbours).
-_ZSTD_PARAMS = zstandard.ZstdCompressionParameters.from_level(ZSTD_LEVEL, source_size=1 << 20, threads=ZSTD_THREADS)
+_ZSTD_PARAMS = zstandard.ZstdCompressionParameters.from_level(ZSTD_LEVEL, source_size=MiB, threads=ZSTD_THREADS)
 GZIP_LEVEL = 6
 _MAX_LONGNAME = 1 << 16
 
@@ -38,7 +39,12 @@ class ArchiveWriter:
     """
 
     def __init__(self, raw: BinaryIO, compression: str):
-        self._sink = HashingWriter(raw, background=True)
+        # Gathered here, once, where the stream is made (ops/sys/gather.py): the blocks then
+        # pass whole, uncopied, through the hashing thread's hand-over and every
+        # destination's own, instead of each of them joining the compressor's 128 KiB
+        # pieces (or a tar stream's per-member writes) again. 1 GiB through a staging file:
+        # half the main thread's time at 128 KiB pieces, a third at 600 bytes.
+        self._sink = HashingWriter(raw, background=True, gather=CHUNK)
         if compression == "zstd":
             self._out = zstandard.ZstdCompressor(compression_params=_ZSTD_PARAMS).stream_writer(
                 self._sink, closefd=False
@@ -117,7 +123,7 @@ class ArchiveReader:
         else:
             # The helper is forked before the feeding thread exists; that thread hashes the
             # raw bytes itself (hashlib releases the GIL on 1 MiB reads).
-            self._unpacker = self._in = Unpacker(compression)
+            self._unpacker = self._in = start_unpacker(compression)
             try:
                 self._src = HashingReader(raw)
                 self._unpacker.feed(self._src)

@@ -7,18 +7,17 @@ here that mostly waits in the destination's read and in the pipe write, both out
 GIL; plain bytes come back through another pipe. On 200,000 small files this took the
 1.4 s of decompression off verify's main thread.
 
-The helper:
+The helper (``start_unpacker``, through ops/sys/child.py's ``spawn_helper``):
 
 - holds nothing but its three pipe ends (every other descriptor is closed in it: no lock,
   no socket of an S3 destination, no pipe of another helper);
-- touches no Python-level lock, stdio included: it is forked while other threads (a
-  progress display) may hold theirs, and leaves through ``os._exit``;
+- touches no Python-level lock, stdio included (a bare child): it is forked while other
+  threads (a progress display) may hold theirs, and leaves through ``os._exit``;
 - keeps SIGINT blocked and dies with its parent (PR_SET_PDEATHSIG): the reader decides
   what an interrupt means, and stops it in ``close``.
 """
 
 import fcntl
-import gc
 import gzip
 import os
 import signal
@@ -27,9 +26,9 @@ import zlib
 
 import zstandard
 
-from ops.sys.workers import die_with
-
-CHUNK = 1 << 20  # the read size of every archive stream, here and in ops/archive/codec.py
+from ops.sys import child
+from ops.sys.gather import write_all
+from ops.sys.sizes import CHUNK
 
 
 class CorruptStream(Exception):
@@ -43,7 +42,7 @@ class HelperDied(Exception):
 # What the reader reports as "archive stream is corrupt: <message>": the decompressor's
 # refusal, and, as for an uncompressed archive, an error reading the stream.
 DECODE_ERRORS = (CorruptStream, zstandard.ZstdError, OSError, EOFError, zlib.error)
-_PIPE_SIZE = 1 << 20  # fewer, larger pipe reads; the kernel may refuse it (then 64 KiB stays)
+_PIPE_SIZE = CHUNK  # a chunk per pipe read, not 16 of 64 KiB; the kernel may refuse it (then 64 KiB stays)
 _ERROR_LIMIT = 4096
 
 
@@ -54,60 +53,26 @@ _DECOMPRESSORS = {
 }
 
 
-def _write_all(fd: int, data) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 class Unpacker:
     """``read(n)`` gives the decompressed stream of ``src``, decompressed in a helper process.
 
-    Create it before starting threads of one's own (its fork copies only the calling
-    thread); ``feed(src)`` then starts the thread that reads ``src``. ``read`` returns b""
-    at the end of the stream, or raises what went wrong on either side: the feeding
-    thread's own exception (a destination that failed), else the helper's refusal of the
-    stream (CorruptStream) or its death (HelperDied). ``close`` stops everything; call it
-    in every case.
+    Made by ``start_unpacker``; ``feed(src)`` then starts the thread that reads ``src``.
+    ``read`` returns b"" at the end of the stream, or raises what went wrong on either
+    side: the feeding thread's own exception (a destination that failed), else the
+    helper's refusal of the stream (CorruptStream) or its death (HelperDied). ``close``
+    stops everything; call it in every case.
     """
 
-    def __init__(self, compression: str):
-        if compression not in _DECOMPRESSORS:  # before anything is forked
-            raise ValueError(f"no decompressor for {compression!r}")
-        raw_r, self._raw_w = os.pipe()
-        self._out_r, out_w = os.pipe()
-        self._err_r, err_w = os.pipe()
-        for fd in (raw_r, out_w):
-            try:
-                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-            except OSError:
-                pass
-        parent = os.getpid()
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            pid = os.fork()
-            if pid == 0:  # the helper: never returns from here
-                code = 1
-                try:
-                    gc.disable()  # no finalizer of the parent's objects runs here
-                    _keep_only((raw_r, out_w, err_w))
-                    die_with(parent)
-                    code = _decompress(compression, raw_r, out_w, err_w)
-                finally:
-                    os._exit(code)
-        except OSError:
-            for fd in (raw_r, out_w, err_w, self._raw_w, self._out_r, self._err_r):
-                os.close(fd)
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            raise
-        for fd in (raw_r, out_w, err_w):
-            os.close(fd)
+    def __init__(self, pid: int, raw_w: int, out_r: int, err_r: int):
+        """The helper ``pid`` and this side's pipe ends: raw bytes in, plain bytes and the
+        helper's error out, as ``start_unpacker`` made them."""
         self._pid = pid
+        self._raw_w = raw_w
+        self._out_r = out_r
+        self._err_r = err_r
         self._status: int | None = None
         self._feeder: threading.Thread | None = None
         self._fed_error: BaseException | None = None
-        # Only now may an interrupt land: the helper is recorded, so close() will stop it.
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def feed(self, src) -> None:
         self._feeder = threading.Thread(target=self._feed, args=(src,), name="archive-feeder", daemon=True)
@@ -117,7 +82,7 @@ class Unpacker:
         try:
             while data := src.read(CHUNK):
                 try:
-                    _write_all(self._raw_w, data)
+                    write_all(self._write_raw, data)
                 except BrokenPipeError:
                     return  # the helper stopped first: it, or close(), says why
         except BaseException as exc:  # handed to the reading thread, which raises it
@@ -125,6 +90,9 @@ class Unpacker:
         finally:
             os.close(self._raw_w)
             self._raw_w = -1
+
+    def _write_raw(self, data) -> int:
+        return os.write(self._raw_w, data)
 
     def read(self, n: int) -> bytes:
         data = os.read(self._out_r, n)
@@ -171,6 +139,46 @@ class Unpacker:
         self._out_r = -1
 
 
+def start_unpacker(compression: str) -> Unpacker:
+    """An Unpacker of a ``compression`` stream: its helper forked, wired to it by three pipes.
+
+    Call it before starting threads of one's own (its fork copies only the calling thread).
+    """
+    if compression not in _DECOMPRESSORS:  # before anything is forked
+        raise ValueError(f"no decompressor for {compression!r}")
+    raw_r, raw_w = os.pipe()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    for fd in (raw_r, out_w):
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+        except OSError:
+            pass
+
+    def helper() -> int:
+        _keep_only((raw_r, out_w, err_w))
+        return _decompress(compression, raw_r, out_w, err_w)
+
+    unpacker = None
+    try:
+        with child.sigint_blocked() as mask:
+            try:
+                pid = child.spawn_helper(helper, mask, bare=True)
+            finally:
+                for fd in (raw_r, out_w, err_w):  # the helper's ends
+                    os.close(fd)
+            # Recorded before an interrupt may land, so close() will stop the helper.
+            unpacker = Unpacker(pid, raw_w, out_r, err_r)
+    except BaseException:
+        if unpacker is not None:
+            unpacker.close()  # an interrupt delivered as the block ended
+        else:
+            for fd in (raw_w, out_r, err_r):
+                os.close(fd)
+        raise
+    return unpacker
+
+
 def _keep_only(keep: tuple[int, ...]) -> None:
     """Close every descriptor above stderr but ``keep``."""
     low = 3
@@ -187,7 +195,7 @@ def _decompress(compression: str, raw_r: int, out_w: int, err_w: int) -> int:
         with os.fdopen(raw_r, "rb", buffering=CHUNK) as src:
             stream = _DECOMPRESSORS[compression](src)
             while block := stream.read(CHUNK):
-                _write_all(out_w, block)
+                write_all(lambda view: os.write(out_w, view), block)
         return 0
     except BrokenPipeError:
         return 1  # the reader closed its end: it stopped reading, and needs no reason

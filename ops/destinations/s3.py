@@ -21,8 +21,10 @@ from typing import BinaryIO
 
 from ops.destinations.base import Destination, DestinationError, Staging
 from ops.state.manifest import RUN_ID_RE
+from ops.sys.gather import Gatherer
+from ops.sys.sizes import CHUNK, MiB
 
-PART_SIZE = 16 << 20  # S3's minimum part is 5 MiB; 16 MiB x 10,000 parts = 160 GiB per object
+PART_SIZE = 16 * MiB  # S3's minimum part is 5 MiB; 16 MiB x 10,000 parts = 160 GiB per object
 ATTEMPTS = 5
 BACKOFF_S = 0.25
 BACKOFF_CAP_S = 4.0
@@ -230,16 +232,21 @@ class S3Destination(Destination):
 
     def open_read(self, run_id: str, name: str) -> BinaryIO:
         body = self._on_file("get_object", run_id, name)["Body"]
-        return io.BufferedReader(_Body(body, f"{self.describe()}: reading {run_id}/{name}"), 1 << 20)
+        return io.BufferedReader(_Body(body, f"{self.describe()}: reading {run_id}/{name}"), CHUNK)
 
 
 class _Upload:
-    """A write-only file streamed to one object in parts; nothing is visible until ``finish``."""
+    """A write-only file streamed to one object in parts; nothing is visible until ``finish``.
+
+    Writes are gathered into parts of exactly PART_SIZE bytes (ops/sys/gather.py), each
+    sent as it fills; a part that fails is kept as the upload's error, raised by every
+    later write and by ``finish``: an object with a part missing is never completed.
+    """
 
     def __init__(self, dest: S3Destination, key: str):
         self.dest = dest
         self.key = key
-        self.buf = bytearray()
+        self._gather = Gatherer(self._send_part, PART_SIZE, exact=True)
         self.parts: list[dict] = []
         self.upload_id: str | None = None
 
@@ -247,11 +254,7 @@ class _Upload:
         return {"StorageClass": self.dest.storage_class} if self.dest.storage_class else {}
 
     def write(self, data) -> int:
-        self.buf += data
-        while len(self.buf) >= PART_SIZE:
-            self._send_part(bytes(self.buf[:PART_SIZE]))
-            del self.buf[:PART_SIZE]
-        return len(data)
+        return self._gather.write(data)
 
     def flush(self) -> None:
         pass  # parts go up when full; the rest at finish()
@@ -277,20 +280,24 @@ class _Upload:
     def finish(self, only_if_new: bool = False) -> None:
         d = self.dest
         cond = {"IfNoneMatch": "*"} if only_if_new else {}
-        if self.upload_id is None:
-            d.call(
-                "put_object",
-                Bucket=d.bucket,
-                Key=self.key,
-                Body=bytes(self.buf),
-                ChecksumAlgorithm="SHA256",
-                **cond,
-                **self._extra(),
-            )
+        self._gather.raise_kept()
+        if self.upload_id is None:  # less than a part: one request, no multipart upload
+            body = self._gather.take()
+            try:
+                d.call(
+                    "put_object",
+                    Bucket=d.bucket,
+                    Key=self.key,
+                    Body=body,
+                    ChecksumAlgorithm="SHA256",
+                    **cond,
+                    **self._extra(),
+                )
+            except BaseException as exc:
+                self._gather.fail(exc)  # its bytes are taken: a second finish must not put an empty object
+                raise
             return
-        if self.buf:
-            self._send_part(bytes(self.buf))
-            self.buf.clear()
+        self._gather.flush()
         parts = [{k: v for k, v in p.items() if v is not None} for p in self.parts]
         d.call(
             "complete_multipart_upload",

@@ -21,13 +21,14 @@ from ops.errors import Refused, UsageError, refusal_of
 from ops.sys.atomic import atomic_write, ensure_private_dir
 from ops.sys.jsonl import decode_line, dumps_document, iter_lines
 from ops.sys.paths import NotPlainFile, check_manifest_path, open_plain_file, unsafe_reason
+from ops.sys.sizes import CHUNK, MiB
 from ops.sys.workers import ForkedWorkers, WorkerError
 
 STEPS = ("scan", "backup", "verify", "clean")
 SCHEMA = 1
 RUN_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{4}$")
 # Entry files this large together (about 7,000 lines) are checked in forked processes.
-_SIDE_BY_SIDE_BYTES = 1 << 20
+_SIDE_BY_SIDE_BYTES = MiB
 
 
 # The files of a run besides its manifests, named here once.
@@ -87,7 +88,7 @@ def list_runs(state_dir: Path) -> list[str]:
 def sha256_file(path: Path) -> str:
     sha = hashlib.sha256()
     with open_plain_file(path) as f:
-        while chunk := f.read(1 << 20):
+        while chunk := f.read(CHUNK):
             sha.update(chunk)
     return sha.hexdigest()
 

@@ -12,6 +12,7 @@ import stat
 from pathlib import Path
 
 from ops.errors import StepFailed
+from ops.sys.sizes import CHUNK
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
@@ -74,7 +75,7 @@ def atomic_file(path: Path, mode: int = PRIVATE_FILE):
     tmp = path.with_name(temp_name(path.name))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
-        with os.fdopen(fd, "wb", buffering=1 << 20) as f:
+        with os.fdopen(fd, "wb", buffering=CHUNK) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

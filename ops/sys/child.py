@@ -1,13 +1,19 @@
-"""A function run in a forked child process and waited for as a subprocess would be.
+"""Functions run in forked child processes: the one place this toolkit forks.
 
-maintenance runs each step this way: a real process (its own pid and exit status;
-SIGKILL kills it alone) that skips starting an interpreter and importing the toolkit
-again, about 0.2 s a step on this kind of host. The child leaves only through os._exit,
-never back into its caller's code, whose handlers (the failure hook, the log lines, the
-summary) would then run a second time.
+maintenance runs each step this way (``run``): a real process (its own pid and exit
+status; SIGKILL kills it alone) that skips starting an interpreter and importing the
+toolkit again, about 0.2 s a step on this kind of host. A child leaves only through
+os._exit, never back into its caller's code, whose handlers (the failure hook, the log
+lines, the summary) would then run a second time.
+
+Helpers (``spawn_helper``: clean's workers in ops/sys/workers.py, the decompressing
+process of ops/archive/unpacker.py) are children that serve the process that forked
+them: they keep SIGINT blocked, do not hold its lock (``parent_only``) and die with it.
 """
 
 import contextlib
+import ctypes
+import gc
 import os
 import signal
 import sys
@@ -22,6 +28,10 @@ from ops.errors import FAILED
 INTERRUPT_GRACE = 5.0
 _SIGINT = {signal.SIGINT}
 _parent_only: list[int] = []  # descriptors a forked helper closes first (parent_only)
+_PR_SET_PDEATHSIG = 1
+# Looked up once, here: a helper forked while another thread is loading a library must not
+# need the dynamic loader's lock, which that thread may have held at the fork.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
 def _flush_std() -> None:
@@ -52,31 +62,78 @@ def close_parent_only() -> None:
     _parent_only.clear()
 
 
-def spawn(main: Callable[[], int], mask: set) -> int:
+@contextlib.contextmanager
+def sigint_blocked():
+    """SIGINT held off inside; yields the signal mask as it was, for ``spawn``. Fork and
+    record the child inside, so that an interrupt can never land in between: it is
+    delivered as the block ends, once whoever handles it knows the child."""
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
+    try:
+        yield mask
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def spawn(main: Callable[[], int], mask: set, bare: bool = False) -> int:
     """Fork a child that runs ``main()`` and exits with its code, never returning into its
     caller's code (a child that raises exits 1 with a traceback); the child's pid.
 
-    The caller blocks SIGINT around this call and passes the mask to restore: the child
-    restores it just before ``main``, the caller when it is ready for an interrupt.
+    The caller blocks SIGINT around this call (``sigint_blocked``) and passes the mask to
+    restore: the child restores it just before ``main``, the caller when it is ready for
+    an interrupt.
+
+    ``bare``: for a child forked while other threads run, which may hold any Python-level
+    lock at the fork (stdio's among them) that no thread of the child will ever release.
+    Such a child touches none: stdio is not flushed on either side, a child that raises
+    exits 1 without a traceback, and the collector is off in it, so that no finalizer of
+    the parent's objects (a file's flush, say) runs there.
     """
-    _flush_std()
+    if not bare:
+        _flush_std()
     pid = os.fork()
     if pid == 0:
         code = FAILED
         try:
+            if bare:
+                gc.disable()
             try:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 code = main()
             except KeyboardInterrupt:
                 pass  # before main took charge of interrupts (it reports its own)
             except BaseException:
-                traceback.print_exc()
+                if not bare:
+                    traceback.print_exc()
             finally:
-                signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
-                _flush_std()
+                if not bare:
+                    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
+                    _flush_std()
         finally:
             os._exit(code)
     return pid
+
+
+def spawn_helper(work: Callable[[], int], mask: set, bare: bool = False) -> int:
+    """``spawn`` a helper of this process, which runs ``work()``: it keeps SIGINT blocked
+    (its parent decides what an interrupt means, and stops it), closes the descriptors held
+    by ``parent_only`` first, and is SIGKILLed when its parent ends, however that ends.
+    Call it inside ``sigint_blocked`` as ``spawn``, with that mask."""
+    parent = os.getpid()
+
+    def main() -> int:
+        close_parent_only()
+        die_with(parent)
+        return work()
+
+    return spawn(main, mask | _SIGINT, bare)
+
+
+def die_with(parent: int) -> None:
+    """In a forked helper: SIGKILL this process when ``parent`` ends, however it ends."""
+    if _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # it ended before the request took effect
+        os._exit(1)
 
 
 def run(main: Callable[[], int]) -> int:

@@ -3,11 +3,12 @@
 import hashlib
 from typing import BinaryIO
 
+from ops.sys.gather import Gatherer
 from ops.sys.handover import Handover
 
 
 class BackgroundSha256:
-    """SHA-256 computed in a second thread, fed in 1 MiB blocks.
+    """SHA-256 computed in a second thread, fed in blocks of at least CHUNK bytes.
 
     An archive is hashed twice on its way (each member's content, and the archive bytes
     for SHA256SUMS). hashlib releases the GIL on large buffers, so on two cores the second
@@ -33,48 +34,40 @@ class BackgroundSha256:
 class HashingWriter:
     """Hashes what it writes to ``raw``.
 
-    With ``gather``, short writes are held and passed on (and hashed) together once they
-    reach ``gather`` bytes: each write has a fixed cost, so many short lines go out as one
-    write. flush() passes on the rest; the digest is refused while anything is held, so no
-    caller can take the digest of a file that still lacks its tail. ``size`` counts the
-    bytes passed on.
+    With ``gather``, short writes are gathered (ops/sys/gather.py) and passed on (and
+    hashed) together once they reach ``gather`` bytes: each write has a fixed cost, so
+    many short lines go out as one write. flush() passes on the rest; the digest is
+    refused while anything is held, so no caller can take the digest of a file that still
+    lacks its tail. ``size`` counts the bytes passed on.
     """
 
     def __init__(self, raw, background: bool = False, gather: int = 0):
         self.raw = raw
         self.sha = BackgroundSha256() if background else hashlib.sha256()
         self.size = 0
-        self._gather = gather
-        self._held: list[bytes] = []
-        self._held_size = 0
+        self._gather = Gatherer(self._pass_on, gather) if gather else None
 
     def write(self, data) -> int:
-        if self._gather:
-            self._held.append(bytes(data))
-            self._held_size += len(data)
-            if self._held_size >= self._gather:
-                self._pass_on()
-            return len(data)
-        self.sha.update(data)
+        if self._gather is not None:
+            return self._gather.write(data)
+        self.sha.update(data)  # inline, not through _pass_on: a call per write counts on small files
         self.raw.write(data)
         self.size += len(data)
         return len(data)
 
-    def _pass_on(self) -> None:
-        data = b"".join(self._held)
-        self._held, self._held_size = [], 0
+    def _pass_on(self, data: bytes) -> None:
         self.sha.update(data)
         self.raw.write(data)
         self.size += len(data)
 
     def flush(self) -> None:
-        if self._held:
-            self._pass_on()
+        if self._gather is not None:
+            self._gather.flush()
         self.raw.flush()
 
     @property
     def sha256(self) -> str:
-        if self._held_size:
+        if self._gather is not None and self._gather.held:
             raise RuntimeError("HashingWriter still holds unwritten bytes: flush() first")
         return self.sha.hexdigest()
 

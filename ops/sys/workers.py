@@ -8,7 +8,8 @@ processes, the time of the bare unlinks). A worker is a fork of its step, so it 
 step's state (config, log) and runs the step's own code; only tasks and answers cross the
 pipes. A worker:
 
-- dies with its step (PR_SET_PDEATHSIG): nothing goes on deleting once the step is gone;
+- is a helper (ops/sys/child.py, ``spawn_helper``), so it dies with its step
+  (PR_SET_PDEATHSIG): nothing goes on deleting once the step is gone;
 - does not hold the step's lock, so the lock is free the moment the step dies; a worker
   that is inside an unlink just then dies as the call returns;
 - takes a task only when the step sends it one, and after ``close`` none: the batch under
@@ -16,7 +17,6 @@ pipes. A worker:
 - keeps SIGINT blocked: the step decides what an interrupt means, and closes its workers.
 """
 
-import ctypes
 import os
 import pickle
 import signal
@@ -25,11 +25,6 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 from ops.sys import child
-
-_PR_SET_PDEATHSIG = 1
-# Looked up once, here: a helper forked while another thread is loading a library must not
-# need the dynamic loader's lock, which that thread may have held at the fork.
-_prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
 class WorkerError(Exception):
@@ -57,7 +52,6 @@ class ForkedWorkers:
     def _start(self) -> None:
         tasks_r, tasks_w = os.pipe()
         answers_r, answers_w = os.pipe()
-        parent = os.getpid()
 
         def worker() -> int:
             os.close(tasks_w)
@@ -65,24 +59,20 @@ class ForkedWorkers:
             for _, tasks, answers in self._workers:  # the step's ends to the earlier workers
                 tasks.close()
                 answers.close()
-            child.close_parent_only()
-            die_with(parent)
             return _serve(Connection(tasks_r, writable=False), Connection(answers_w, readable=False), self._work)
 
-        # SIGINT blocked across the fork, and in the worker for good: a Ctrl-C cannot cut in
-        # before the worker is recorded (and so closed and reaped), nor stop a worker.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            pid = child.spawn(worker, mask | {signal.SIGINT})
-        except OSError:
-            for fd in (tasks_r, tasks_w, answers_r, answers_w):
-                os.close(fd)
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            raise
-        os.close(tasks_r)
-        os.close(answers_w)
-        self._workers.append((pid, Connection(tasks_w, readable=False), Connection(answers_r, writable=False)))
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        # SIGINT blocked across the fork (and in the worker for good): a Ctrl-C cannot cut in
+        # before the worker is recorded, and so closed and reaped.
+        with child.sigint_blocked() as mask:
+            try:
+                pid = child.spawn_helper(worker, mask)
+            except OSError:
+                for fd in (tasks_r, tasks_w, answers_r, answers_w):
+                    os.close(fd)
+                raise
+            os.close(tasks_r)
+            os.close(answers_w)
+            self._workers.append((pid, Connection(tasks_w, readable=False), Connection(answers_r, writable=False)))
 
     @property
     def count(self) -> int:
@@ -141,14 +131,6 @@ class ForkedWorkers:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def die_with(parent: int) -> None:
-    """In a forked helper: SIGKILL this process when ``parent`` ends, however it ends."""
-    if _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != parent:  # it ended before the request took effect
-        os._exit(1)
 
 
 def _serve(tasks: Connection, answers: Connection, work: Callable[[object], object]) -> int:

@@ -5,8 +5,8 @@ import itertools
 import os
 
 from ops.archive import ArchiveWriter
-from ops.archive.codec import CHUNK
 from ops.sys.paths import Beneath, describe_oserror, entry_key, stat_key
+from ops.sys.sizes import CHUNK
 
 
 def _read_chunks(fd: int, size: int):

@@ -11,7 +11,6 @@ import time
 
 from ops.archive import EXTENSIONS, ArchiveWriter
 from ops.archive.checksums import sum_line
-from ops.archive.codec import CHUNK
 from ops.config import NAME_RE
 from ops.destinations import DestinationError, open_destination
 from ops.destinations.hosts import known_runs, other_hosts
@@ -25,6 +24,7 @@ from ops.sys.atomic import atomic_file, atomic_write
 from ops.sys.hashio import HashingWriter, sha256_bytes
 from ops.sys.jsonl import HashingLineWriter, dumps_document, iter_lines
 from ops.sys.paths import Beneath, RootChanged, read_plain_file
+from ops.sys.sizes import CHUNK
 
 PENDING = "backup.pending.json"
 # What MANIFEST.json tells a restore that has no local state.

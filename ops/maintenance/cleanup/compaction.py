@@ -19,6 +19,7 @@ from ops.logs.steplog import StepLog
 from ops.state.manifest import Run, list_runs
 from ops.sys.atomic import atomic_file, ensure_private_dir
 from ops.sys.paths import NotPlainFile, open_plain_file
+from ops.sys.sizes import CHUNK
 
 DIR = "compacted"
 
@@ -72,7 +73,7 @@ def _compact(config: Config, log: StepLog, now: float) -> int:
                         0o600,
                         st.st_uid,
                         st.st_gid,
-                        iter(lambda src=src: src.read(1 << 20), b""),
+                        iter(lambda src=src: src.read(CHUNK), b""),
                     )
             writer.close()
         shutil.rmtree(run.dir)

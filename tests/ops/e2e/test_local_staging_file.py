@@ -6,8 +6,8 @@ a write's error happens after write() returned, so the file keeps what it saw an
 next write or flush raises it.
 
 An fdatasync that fails with EIO cannot be produced for real here (it needs a failing
-block device), so that one call is replaced; the disk-full case is a real tmpfs, and
-everything else is a real file on disk."""
+block device), so that one call is replaced, as is the file's write for short writes;
+the disk-full case is a real tmpfs, and everything else is a real file on disk."""
 
 import errno
 import io
@@ -101,14 +101,53 @@ class _FirstWriteHeld(io.RawIOBase):
         super().close()
 
 
+class _ShortWrites(io.RawIOBase):
+    """The real file, taking at most ``most`` bytes a write, as the kernel may."""
+
+    def __init__(self, raw: io.FileIO, most: int):
+        self.raw, self.most, self.calls = raw, most, 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self.calls += 1
+        return self.raw.write(memoryview(b)[: self.most])
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+def test_short_writes_are_finished_every_byte_in_order(tmp_path, monkeypatch):
+    opened = []
+
+    def short_file(self, fd: int) -> _ShortWrites:
+        opened.append(_ShortWrites(io.FileIO(fd, "wb"), 4000))
+        return opened[-1]
+
+    monkeypatch.setattr(local.LocalStaging, "_open", short_file)
+    staging = _staging(tmp_path, monkeypatch, every=1 << 20, gather=10_000)
+    f = staging.create("a.tar")
+    chunks = [os.urandom(n) for n in (1, 9999, 3, 25_000, 4000, 4001, 7)]
+    for chunk in chunks:
+        f.write(chunk)
+    staging.publish()
+    assert (tmp_path / "backups" / "20261126T000000Z-abcd" / "a.tar").read_bytes() == b"".join(chunks)
+    assert opened[0].calls > len(chunks), "no write was short: the test proved nothing"
+
+
 def test_a_full_disk_is_raised_by_a_later_write_or_the_flush_never_blocks_and_publishes_nothing(tmp_path, monkeypatch):
     mnt = tmp_path / "small"
     mnt.mkdir()
     release = threading.Event()
     monkeypatch.setattr(
         local.LocalStaging,
-        "_buffered",
-        lambda self, fd: io.BufferedWriter(_FirstWriteHeld(io.FileIO(fd, "wb"), release), 1 << 20),
+        "_open",
+        lambda self, fd: _FirstWriteHeld(io.FileIO(fd, "wb"), release),
     )
     with tmpfs(mnt, "256k"):
         staging = _staging(mnt, monkeypatch, every=64 << 20)

@@ -220,3 +220,32 @@ def test_the_helper_dies_with_the_process_that_forked_it_even_when_its_pipes_sta
         step.wait()
         if sibling is not None and alive(sibling):
             os.kill(sibling, 9)
+
+
+def test_the_helper_is_forked_and_works_while_another_thread_holds_the_stdio_locks():
+    """A progress display may be inside a write to the terminal (its stream's lock held)
+    when the helper is forked: neither side may touch stdio then. Were either to flush it,
+    the parent would wait for that write, and the child for a lock no thread of its own
+    will ever release. The writer here blocks on a pipe nobody reads."""
+    script = textwrap.dedent(f"""
+        import io, os, sys, threading, time
+        sys.path.insert(0, {str(REPO)!r})
+        from ops.archive import ArchiveReader, ArchiveWriter
+        out = io.BytesIO()
+        writer = ArchiveWriter(out, "zstd")
+        writer.add(b"a.log", 6000, 1_700_000_000, 0o600, 0, 0, [b"alpha\\n" * 1000])
+        writer.close()
+        real = os.dup(1)
+        r, w = os.pipe()  # never read: a write of more than it holds blocks, its lock held
+        sys.stdout = sys.stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(w, "wb"), 4096))
+        threading.Thread(target=lambda: sys.stdout.buffer.write(b"x" * (1 << 20)), daemon=True).start()
+        time.sleep(0.3)
+        with ArchiveReader(io.BytesIO(out.getvalue()), "zstd") as reader:
+            names = [m.name for m in reader.members()]
+            reader.finish()
+        os.write(real, repr(names).encode())
+        os._exit(0)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"[b'a.log']"

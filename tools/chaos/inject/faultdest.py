@@ -18,7 +18,7 @@ Spec: ``<fault>;dest=<name>[;n=<int>][;after=<bytes>][;chunk=<bytes>][;match=<su
                once ``after`` bytes of it were read
   fsync-eio    the n-th os.fsync made while publishing (file or directory) fails with EIO
   short-write  every write reaching the file descriptor is cut to ``chunk`` bytes (the
-               kernel may do so: a short write), the buffered file above must finish it
+               kernel may do so: a short write), the staging file above must finish it
   write-eio    short writes as above, then EIO once ``after`` bytes reached the file
 """
 
@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ops.destinations import local
 from ops.destinations.local import LocalDestination, LocalStaging
+from ops.sys.sizes import CHUNK
 
 ENV = "QTS_CHAOS_FAULT"
 MECHANISM = "LocalDestination/LocalStaging subclass (tools/chaos/inject/faultdest.py)"
@@ -105,14 +106,14 @@ class FaultyLocalStaging(LocalStaging):
         super().__init__(final, staging)
         self.fault = fault
 
-    def _buffered(self, fd: int):
+    def _open(self, fd: int):
         # Beneath the real staging file (and its early writeback): only the descriptor's
         # writes are short or fail.
-        f = super()._buffered(fd)
+        f = super()._open(fd)
         if self.fault["kind"] not in ("short-write", "write-eio"):
             return f
         fail_after = self.fault["after"] if self.fault["kind"] == "write-eio" else None
-        return io.BufferedWriter(_FaultyRawWriter(f.detach(), self.fault["chunk"], fail_after), 1 << 20)
+        return _FaultyRawWriter(f, self.fault["chunk"], fail_after)
 
     def publish(self) -> None:
         if self.fault["kind"] != "fsync-eio":
@@ -146,7 +147,7 @@ class FaultyLocalDestination(LocalDestination):
         f = super().open_read(run_id, name)
         if self.fault["kind"] != "read-eio" or not name.endswith(self.fault["match"]):
             return f
-        return io.BufferedReader(_FaultyRawReader(f.detach(), self.fault["after"]), 1 << 20)
+        return io.BufferedReader(_FaultyRawReader(f.detach(), self.fault["after"]), CHUNK)
 
 
 def install(spec: str | None = None) -> dict | None:
