@@ -19,6 +19,7 @@ from ops.maintenance.backup.fanout import Fanout
 from ops.maintenance.backup.member import archive_one
 from ops.maintenance.step import Step, StepContext
 from ops.state.manifest import open_sealed, records_name, seal_document
+from ops.state.records import ScannedPolicy, scanned_policies
 from ops.sys import crashpoints
 from ops.sys.atomic import atomic_file, atomic_write
 from ops.sys.hashio import HashingWriter, sha256_bytes
@@ -41,7 +42,9 @@ RESTORE_KEYS = (
 )
 
 
-def _write_policy(ctx: StepContext, name: str, scanned: dict, fanout: Fanout, compression: str) -> tuple[dict, str]:
+def _write_policy(
+    ctx: StepContext, name: str, scanned: ScannedPolicy, fanout: Fanout, compression: str
+) -> tuple[dict, str]:
     archive = name + EXTENSIONS[compression]
     sums_name = f"{name}.sha256"
     writer = ArchiveWriter(fanout.create(archive), compression)
@@ -51,16 +54,16 @@ def _write_policy(ctx: StepContext, name: str, scanned: dict, fanout: Fanout, co
     counts = {"archived": 0, "changed": 0, "skipped": 0}
     archived_bytes = 0
     try:
-        beneath = Beneath(scanned["root"], (scanned["root_dev"], scanned["root_ino"]))
+        beneath = Beneath(scanned.root, scanned.root_id)
     except (RootChanged, OSError) as exc:
-        raise StepFailed(f"policy {name}: cannot open root {scanned['root']}: {exc}") from None
+        raise StepFailed(f"policy {name}: cannot open root {scanned.root}: {exc}") from None
     with (
         beneath,
         atomic_file(ctx.run.path(records_name(name))) as rf,
-        ctx.ui.progress(f"backup {name}", scanned["expired_bytes"]) as advance,
+        ctx.ui.progress(f"backup {name}", scanned.expired_bytes) as advance,
     ):
         records = HashingLineWriter(rf)
-        for entry in iter_lines(ctx.run.path(scanned["entries"])):
+        for entry in iter_lines(ctx.run.path(scanned.entries)):
             raw_path = os.fsencode(entry["path"])
             record = archive_one(beneath, writer, entry, raw_path)
             records.write(record)
@@ -90,7 +93,7 @@ def _write_policy(ctx: StepContext, name: str, scanned: dict, fanout: Fanout, co
         archive_sha, archive_bytes = writer.close()
         sums.flush()
     info = {
-        "root": scanned["root"],
+        "root": scanned.root,
         "compression": compression,
         "archive": archive,
         "archive_sha256": archive_sha,
@@ -228,7 +231,7 @@ def backup_work(ctx: StepContext):
 def _backup(ctx: StepContext):
     run_id = ctx.run.id
     compression = ctx.config.compression
-    scanned = {n: p for n, p in ctx.chain["scan"]["policies"].items() if p["expired"] > 0}
+    scanned = {n: p for n, p in scanned_policies(ctx.chain["scan"]).items() if p.expired > 0}
     for name in scanned:
         if not NAME_RE.match(name):
             raise Refused(f"run {run_id}: scan.ok.json names a policy {name!r} that is not a valid name")

@@ -14,6 +14,7 @@ from ops.destinations import Destination, DestinationError, open_destination
 from ops.errors import ConfigError, StepFailed
 from ops.maintenance.step import Step, StepContext
 from ops.state.manifest import paired
+from ops.state.records import ScannedPolicy
 from ops.sys.hashio import HashingReader, sha256_bytes
 
 
@@ -21,16 +22,16 @@ class Mismatch(Exception):
     pass
 
 
-def _archived_records(ctx: StepContext, policy: str, scanned: dict):
+def _archived_records(ctx: StepContext, policy: str, scanned: ScannedPolicy):
     """Backup's records that have a member, checked one-to-one against scan's entries."""
-    for _entry, record in paired(ctx.run, policy, scanned["entries"]):
+    for _entry, record in paired(ctx.run, policy, scanned.entries):
         if record["status"] != "skipped":
             yield record
 
 
 def _verify_policy(ctx: StepContext, dest: Destination, policy: str, info: dict, advance) -> None:
     compression = info.get("compression", ctx.chain["backup"]["compression"])
-    scanned = ctx.chain["scan"]["policies"][policy]
+    scanned = ScannedPolicy.of(policy, ctx.chain["scan"]["policies"][policy])
     with (
         dest.open_read(ctx.run.id, info["archive"]) as raw,
         ArchiveReader(raw, compression) as reader,

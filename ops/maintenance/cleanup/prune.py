@@ -3,6 +3,7 @@
 import os
 import time
 
+from ops.state.records import ScannedPolicy
 from ops.sys.paths import Beneath
 
 
@@ -26,16 +27,16 @@ class DirTracker:
                 self.before[parent] = time.time_ns()  # unknown: treat as fresh, never pruned
             parent = parent.rpartition("/")[0]
 
-    def prune(self, scanned: dict, log, policy: str) -> int:
+    def prune(self, scanned: ScannedPolicy, log, policy: str) -> int:
         """Remove the directories this clean emptied, if the policy asked for it
         (``prune_empty_dirs``): never its root, never another policy's root, never one the
         core touched within the policy's horizon (``prune_after_ns``: a directory the core
         writes into must still be there for its next write)."""
-        if not scanned.get("prune_empty_dirs"):  # absent in a run scanned before the key: off, as the default
+        if not scanned.prune_empty_dirs:
             return 0
         removed = 0
-        cutoff = time.time_ns() - scanned["prune_after_ns"]
-        roots = set(scanned.get("nested_roots", ()))
+        cutoff = time.time_ns() - scanned.prune_after_ns
+        roots = set(scanned.nested_roots)
         for d in sorted(self.before, key=lambda p: p.count("/"), reverse=True):
             if self.before[d] > cutoff or d in roots:
                 continue

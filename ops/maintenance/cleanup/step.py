@@ -23,6 +23,7 @@ from ops.maintenance.retention.deletable import UNLINK_FAILED
 from ops.maintenance.step import Step, StepContext
 from ops.state import catalogue
 from ops.state.manifest import JOURNAL, paired, sha256_file
+from ops.state.records import ScannedPolicy, scanned_policies
 from ops.sys import crashpoints
 from ops.sys.jsonl import HashingLineWriter, decode_line, iter_lines
 from ops.sys.paths import Beneath, RootChanged, entry_key, open_plain_file
@@ -45,14 +46,13 @@ def _task_item(entry: dict, record: dict) -> tuple[str, tuple | None, str | None
 
 def _by_policy(ctx: StepContext):
     """(policy, scanned, pairs) per policy, pairs being its (entry, record) in the one fixed order."""
-    scan = ctx.chain["scan"]
+    scanned = scanned_policies(ctx.chain["scan"])
     for policy in ctx.chain["backup"]["policies"]:
-        scanned = scan["policies"][policy]
-        yield policy, scanned, paired(ctx.run, policy, scanned["entries"])
+        yield policy, scanned[policy], paired(ctx.run, policy, scanned[policy].entries)
 
 
 def _catalogue_line(
-    ctx: StepContext, policy: str, scanned: dict, entry: dict, record: dict, decided: dict, held: list[str]
+    ctx: StepContext, policy: str, scanned: ScannedPolicy, entry: dict, record: dict, decided: dict, held: list[str]
 ):
     """What the catalogue keeps of a deletion, or None for a file that stays.
 
@@ -63,7 +63,7 @@ def _catalogue_line(
     if decided["outcome"] not in ("deleted", "gone") or record["status"] != "archived":
         return None
     return {
-        "path": os.path.join(scanned["root"], entry["path"]),
+        "path": os.path.join(scanned.root, entry["path"]),
         "policy": policy,
         "rel": entry["path"],
         "run": ctx.run.id,
@@ -105,7 +105,7 @@ def catalogue_left(config, run, log, ui) -> int:
                 if done is not None and done.get("path") != entry["path"]:
                     raise Refused(f"run {run.id}: {JOURNAL} does not match the run's entries at {entry['path']!r}")
                 if done is None:
-                    if record["status"] != "archived" or os.path.lexists(os.path.join(scanned["root"], entry["path"])):
+                    if record["status"] != "archived" or os.path.lexists(os.path.join(scanned.root, entry["path"])):
                         continue
                     done = {"outcome": "gone", "at": None}
                 line = _catalogue_line(ctx, policy, scanned, entry, record, done, held)
@@ -188,11 +188,11 @@ class CleanPass:
         index, befores = 0, {}
         for policy, scanned, pairs in _by_policy(self.ctx):
             try:
-                beneath = Beneath(scanned["root"], (scanned["root_dev"], scanned["root_ino"]))
+                beneath = Beneath(scanned.root, scanned.root_id)
             except (RootChanged, OSError) as exc:
-                raise StepFailed(f"policy {policy}: cannot open root {scanned['root']}: {exc}") from None
+                raise StepFailed(f"policy {policy}: cannot open root {scanned.root}: {exc}") from None
             with beneath:
-                dirs = DirTracker(beneath, befores.setdefault(scanned["root"], {}))
+                dirs = DirTracker(beneath, befores.setdefault(scanned.root, {}))
                 batch, batch_dir = [], None
                 for entry, record in pairs:
                     index += 1
@@ -218,13 +218,12 @@ class CleanPass:
         self.file.flush()
         os.fsync(self.file.fileno())
 
-    def submit(self, policy: str, scanned: dict, batch: list) -> None:
+    def submit(self, policy: str, scanned: ScannedPolicy, batch: list) -> None:
         """Hand ``batch`` to a worker, first taking back the oldest answer if all are busy."""
         if len(self.in_flight) == self.workers.count:
             self.collect()
-        root_id = (scanned["root_dev"], scanned["root_ino"])
         items = [_task_item(entry, record) for entry, record in batch]
-        self.workers.submit((policy, scanned["root"], root_id, items))
+        self.workers.submit((policy, scanned.root, scanned.root_id, items))
         self.in_flight.append((policy, scanned, batch))
 
     def collect(self) -> None:
@@ -255,7 +254,7 @@ class CleanPass:
             os.fsync(self.file.fileno())
             self.synced = self.journal.count
 
-    def _catalogue(self, policy: str, scanned: dict, entry: dict, record: dict, decided: dict) -> None:
+    def _catalogue(self, policy: str, scanned: ScannedPolicy, entry: dict, record: dict, decided: dict) -> None:
         line = _catalogue_line(self.ctx, policy, scanned, entry, record, decided, self.held)
         if line:
             self.sink.add(line)
