@@ -20,7 +20,7 @@ from pathlib import Path
 from ops.errors import Refused, UsageError, refusal_of
 from ops.sys.atomic import atomic_write, ensure_private_dir
 from ops.sys.jsonl import decode_line, dumps_document, iter_lines
-from ops.sys.paths import NotPlainFile, check_manifest_path, open_plain_file, unsafe_reason
+from ops.sys.paths import NotPlainFile, check_manifest_path, open_plain_file, read_plain_file, unsafe_reason
 from ops.sys.sizes import CHUNK, MiB
 from ops.sys.workers import ForkedWorkers, WorkerError
 
@@ -93,15 +93,18 @@ def sha256_file(path: Path) -> str:
     return sha.hexdigest()
 
 
+def _not_ours(what: str) -> Refused:
+    why = "is not a regular file (a symlink, FIFO, device or directory), so not one this toolkit wrote"
+    return Refused(f"{what} {why}")
+
+
 def _open_state(path: Path, what: str):
     """A manifest or entry file opened for reading (``open_plain_file``), or Refused if it is
     not a regular file; FileNotFoundError is the caller's to word."""
     try:
         return open_plain_file(path)
     except NotPlainFile:
-        raise Refused(
-            f"{what} is not a regular file (a symlink, FIFO, device or directory), so not one this toolkit wrote"
-        ) from None
+        raise _not_ours(what) from None
 
 
 def _seal(body: dict) -> str:
@@ -151,16 +154,31 @@ class Run:
         nothing of the run is then read or written through it."""
         return next((d for d in (self.dir.parent, self.dir) if os.path.islink(d)), None)
 
+    def sealed(self, step: str, where: str | None = None) -> dict:
+        """``step``'s success manifest with its seal checked (Refused if it does not match;
+        ``where`` names it in the message): the one reader of a manifest's bytes. The file
+        system's answer (FileNotFoundError, NotPlainFile, ...) is the caller's to word."""
+        path = self.ok_path(step)
+        with open_plain_file(path) as f:
+            data = f.read()
+        return open_sealed(data, where or path.name)
+
     def peek(self, step: str) -> dict | None:
-        """``step``'s success manifest as written, unchecked, or None when absent or
-        unreadable: for choosing (which run to continue, whether the clock went back). A
-        step that then acts checks the whole chain (``require``)."""
+        """``step``'s success manifest if it is there and intact by its seal, else None: for
+        choosing (which run to continue, whether the clock went back). A step that then
+        acts checks the whole chain (``require``)."""
         try:
-            with open_plain_file(self.ok_path(step)) as f:
-                doc = json.loads(f.read())
-        except (OSError, ValueError):
+            return self.sealed(step)
+        except (OSError, Refused):
             return None
-        return doc if isinstance(doc, dict) else None
+
+    def failure(self, step: str) -> dict:
+        """What ``<step>.failed.json`` says (error, exit_code), or {} when it cannot be read."""
+        try:
+            doc = json.loads(read_plain_file(self.failed_path(step)))
+        except (OSError, ValueError):
+            return {}
+        return doc if isinstance(doc, dict) else {}
 
     def create(self) -> None:
         ensure_private_dir(self.dir.parent.parent)
@@ -208,14 +226,14 @@ class Run:
         path = self.ok_path(step)
         where = f"run {self.id}: {path.name}"
         try:
-            with _open_state(path, where) as f:
-                data = f.read()
+            doc = self.sealed(step, where)
         except FileNotFoundError:
             raise Refused(
                 f"run {self.id}: {path.name} is missing",
                 hint=f"run the {step} step first: make {step} RUN={self.id}",
             ) from None
-        doc = open_sealed(data, where)
+        except NotPlainFile:
+            raise _not_ours(where) from None
         if doc.get("schema") != SCHEMA or doc.get("step") != step or doc.get("run_id") != self.id:
             raise Refused(
                 f"{where} belongs to step {doc.get('step')!r} of run {doc.get('run_id')!r}; it was swapped in"

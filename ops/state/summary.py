@@ -1,19 +1,17 @@
 """One run's state as its manifests tell it: each step's state and counts, and the run's
 summary. One reader for status, the chain's summary line and whoever else asks."""
 
-import json
-
 from ops.config import Config
 from ops.errors import Refused
-from ops.state.manifest import STEPS, Run, open_sealed
-from ops.sys.paths import NotPlainFile, read_plain_file
+from ops.state.manifest import STEPS, Run
+from ops.sys.paths import NotPlainFile
 
 
 def step_state(run: Run, step: str) -> dict:
     ok, failed = run.ok_path(step), run.failed_path(step)
     if ok.exists():
         try:
-            doc = open_sealed(read_plain_file(ok), ok.name)
+            doc = run.sealed(step)
         except Refused as exc:
             return {"state": "damaged", "error": exc.message}
         except NotPlainFile as exc:
@@ -22,10 +20,7 @@ def step_state(run: Run, step: str) -> dict:
             return {"state": "damaged", "error": f"{ok.name}: {exc.strerror}"}
         return {"state": "ok", "finished_at": doc.get("finished_at"), **_counts(step, doc)}
     if failed.exists():
-        try:
-            doc = json.loads(read_plain_file(failed))
-        except (ValueError, OSError):
-            doc = {}
+        doc = run.failure(step)
         return {"state": "failed", "error": doc.get("error", "?"), "exit_code": doc.get("exit_code")}
     return {"state": "not run"}
 
