@@ -40,3 +40,41 @@ class ScannedPolicy:
 def scanned_policies(scan: dict) -> dict[str, ScannedPolicy]:
     """Every policy of a scan manifest, by name, in its order."""
     return {name: ScannedPolicy.of(name, doc) for name, doc in scan["policies"].items()}
+
+
+@dataclass(frozen=True)
+class ArchivedPolicy:
+    """One policy as backup recorded it (``backup.ok.json`` "policies"): its archive and
+    checksum file on every destination, their SHA-256s and sizes as written."""
+
+    name: str
+    compression: str
+    archive: str
+    archive_sha256: str
+    archive_bytes: int
+    sums: str
+    sums_sha256: str
+    sums_bytes: int | None  # None in a run backed up before it was recorded: the file only has to be there
+    member_bytes: int
+
+    @classmethod
+    def of(cls, name: str, doc: dict, compression: str) -> "ArchivedPolicy":
+        """``compression``: the run's, for a record from before each policy carried its own."""
+        return cls(
+            name=name,
+            compression=doc.get("compression", compression),
+            archive=doc["archive"],
+            archive_sha256=doc["archive_sha256"],
+            archive_bytes=doc["archive_bytes"],
+            sums=doc["sums"],
+            sums_sha256=doc["sums_sha256"],
+            sums_bytes=doc.get("sums_bytes"),
+            member_bytes=doc["member_bytes"],
+        )
+
+
+def archived_policies(backup: dict) -> dict[str, ArchivedPolicy]:
+    """Every policy of a backup manifest, by name, in its order."""
+    return {
+        name: ArchivedPolicy.of(name, doc, backup.get("compression", "")) for name, doc in backup["policies"].items()
+    }

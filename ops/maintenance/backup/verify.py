@@ -14,7 +14,7 @@ from ops.destinations import Destination, DestinationError, open_destination
 from ops.errors import ConfigError, StepFailed
 from ops.maintenance.step import Step, StepContext
 from ops.state.manifest import paired
-from ops.state.records import ScannedPolicy
+from ops.state.records import ArchivedPolicy, ScannedPolicy, archived_policies
 from ops.sys.hashio import HashingReader, sha256_bytes
 
 
@@ -29,13 +29,13 @@ def _archived_records(ctx: StepContext, policy: str, scanned: ScannedPolicy):
             yield record
 
 
-def _verify_policy(ctx: StepContext, dest: Destination, policy: str, info: dict, advance) -> None:
-    compression = info.get("compression", ctx.chain["backup"]["compression"])
+def _verify_policy(ctx: StepContext, dest: Destination, policy: str, info: ArchivedPolicy, advance) -> None:
+    compression = info.compression
     scanned = ScannedPolicy.of(policy, ctx.chain["scan"]["policies"][policy])
     with (
-        dest.open_read(ctx.run.id, info["archive"]) as raw,
+        dest.open_read(ctx.run.id, info.archive) as raw,
         ArchiveReader(raw, compression) as reader,
-        dest.open_read(ctx.run.id, info["sums"]) as sums_raw,
+        dest.open_read(ctx.run.id, info.sums) as sums_raw,
     ):
         sums_file = HashingReader(sums_raw)
         members = reader.members()
@@ -44,28 +44,28 @@ def _verify_policy(ctx: StepContext, dest: Destination, policy: str, info: dict,
             name = os.fsencode(record["path"])
             member = next(members, None)
             if member is None:
-                raise Mismatch(f"{info['archive']}: member {record['path']!r} is missing")
+                raise Mismatch(f"{info.archive}: member {record['path']!r} is missing")
             if not member.is_regular or member.name != name or member.size != record["size"]:
                 raise Mismatch(
-                    f"{info['archive']}: expected {record['path']!r} ({record['size']} bytes), "
+                    f"{info.archive}: expected {record['path']!r} ({record['size']} bytes), "
                     f"found {member.name!r} ({member.size} bytes, type {member.typeflag!r})"
                 )
             for chunk in reader.chunks(member):
                 advance(len(chunk))
             if member.sha256 != record["sha256"]:
-                raise Mismatch(f"{info['archive']}: {record['path']!r} does not match the SHA-256 of the original")
+                raise Mismatch(f"{info.archive}: {record['path']!r} does not match the SHA-256 of the original")
             if next(sums, None) != (record["sha256"], name):
-                raise Mismatch(f"{info['sums']}: line for {record['path']!r} is missing or differs")
+                raise Mismatch(f"{info.sums}: line for {record['path']!r} is missing or differs")
         extra = next(members, None)
         if extra is not None:
-            raise Mismatch(f"{info['archive']}: unexpected extra member {extra.name!r}")
+            raise Mismatch(f"{info.archive}: unexpected extra member {extra.name!r}")
         if next(sums, None) is not None:
-            raise Mismatch(f"{info['sums']}: unexpected extra line")
+            raise Mismatch(f"{info.sums}: unexpected extra line")
         archive_sha, _ = reader.finish()
-        if archive_sha != info["archive_sha256"]:
-            raise Mismatch(f"{info['archive']}: archive bytes differ from what backup wrote")
-        if sums_file.sha256 != info["sums_sha256"]:
-            raise Mismatch(f"{info['sums']}: differs from what backup wrote")
+        if archive_sha != info.archive_sha256:
+            raise Mismatch(f"{info.archive}: archive bytes differ from what backup wrote")
+        if sums_file.sha256 != info.sums_sha256:
+            raise Mismatch(f"{info.sums}: differs from what backup wrote")
 
 
 def check_run_files(dest: Destination, run_id: str, backup: dict) -> None:
@@ -79,7 +79,7 @@ def check_run_files(dest: Destination, run_id: str, backup: dict) -> None:
 def _verify_destination(ctx: StepContext, dest: Destination, advance) -> None:
     backup = ctx.chain["backup"]
     check_run_files(dest, ctx.run.id, backup)
-    for policy, info in backup["policies"].items():
+    for policy, info in archived_policies(backup).items():
         _verify_policy(ctx, dest, policy, info, advance)
 
 

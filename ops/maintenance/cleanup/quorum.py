@@ -5,6 +5,7 @@ from ops.errors import ConfigError, StepFailed
 from ops.maintenance.backup.verify import Mismatch, check_run_files
 from ops.maintenance.step import StepContext
 from ops.state.manifest import JOURNAL
+from ops.state.records import archived_policies
 
 
 def check_quorum(ctx: StepContext) -> None:
@@ -39,9 +40,9 @@ def _why_not_held(ctx: StepContext, name: str) -> str | None:
         return f"{name}: no longer configured: {exc.message}"
     try:
         check_run_files(dest, ctx.run.id, backup)
-        for info in backup["policies"].values():
+        for info in archived_policies(backup).values():
             # A run backed up before sums_bytes was recorded: its .sha256 file only has to be there.
-            for file, wrote in ((info["archive"], info["archive_bytes"]), (info["sums"], info.get("sums_bytes"))):
+            for file, wrote in ((info.archive, info.archive_bytes), (info.sums, info.sums_bytes)):
                 size = dest.size(ctx.run.id, file)
                 if wrote is not None and size != wrote:
                     return f"{dest.describe()}: {file} is {size} bytes, backup wrote {wrote}"
