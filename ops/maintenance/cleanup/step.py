@@ -94,11 +94,13 @@ def catalogue_left(config, run, log, ui) -> int:
         return 0
     ctx = StepContext(config, run, log, ui, chain)
     held = chain["verify"]["verified"]
-    with open_plain_file(journal_path) as f:
-        decided = [decode_line(line) for line in f if line.endswith(b"\n")]  # a torn last line: not decided
+
+    def journaled():
+        with open_plain_file(journal_path) as f:  # streamed: a journal has a line per file of the run
+            yield from (decode_line(line) for line in f if line.endswith(b"\n"))  # a torn last line: not decided
 
     def lines():
-        earlier = iter(decided)
+        earlier = journaled()
         for policy, scanned, pairs in _by_policy(ctx):
             for entry, record in pairs:
                 done = next(earlier, None)
@@ -114,7 +116,7 @@ def catalogue_left(config, run, log, ui) -> int:
 
     try:
         count = catalogue.write_run(config.state_dir, run.id, lines())
-    except (Refused, OSError) as exc:  # said, and the new run goes on: this look must not stop maintenance
+    except (Refused, OSError, ValueError) as exc:  # said, and the new run goes on: it must not stop maintenance
         log.event("catalogue_left_failed", f"run {run.id}: {getattr(exc, 'message', exc)}", level="error")
         return 0
     log.event("catalogued_left", f"run {run.id}: {count} deletions of its unfinished clean catalogued", run_left=run.id)
