@@ -2,7 +2,7 @@
 """Pack the run's expired files into one archive per policy on every destination,
 hashing each file on the way, and publish the run on each destination whole."""
 
-import _bootstrap  # noqa: F401 - puts the repository root on sys.path, before ops is imported
+import _bootstrap  # puts the repository root on sys.path, before ops is imported
 
 from ops import cli
 from ops.maintenance.chain import step_main

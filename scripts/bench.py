@@ -4,7 +4,7 @@ disk; it lives in tools/bench/, and --help says what it runs and where the resul
 
 import sys
 
-import _bootstrap  # noqa: F401 - puts the repository root on sys.path, before ops is imported
+import _bootstrap  # puts the repository root on sys.path, before ops is imported
 
 from tools.bench.cli import main
 

@@ -4,7 +4,7 @@
 
 import sys
 
-import _bootstrap  # noqa: F401 - puts the repository root on sys.path, before ops is imported
+import _bootstrap  # puts the repository root on sys.path, before ops is imported
 
 from tools.chaos.cli import main
 

@@ -2,7 +2,7 @@
 """Delete the run's files that verify confirmed and that are provably unchanged since
 backup; keep (and log why) every other one."""
 
-import _bootstrap  # noqa: F401 - puts the repository root on sys.path, before ops is imported
+import _bootstrap  # puts the repository root on sys.path, before ops is imported
 
 from ops import cli
 from ops.maintenance.chain import step_main

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import _bootstrap  # noqa: F401 - puts the repository root on sys.path, before ops is imported
+import _bootstrap  # puts the repository root on sys.path, before ops is imported
 
 from ops.demo import demo
 

@@ -3,7 +3,7 @@
 archive, SHA-256 and deletion time, from the catalogue. FILE is a path or a glob (its *
 spans directories). Exits 1 when nothing matches. --json prints one object per line."""
 
-import _bootstrap  # noqa: F401 - puts the repository root on sys.path, before ops is imported
+import _bootstrap  # puts the repository root on sys.path, before ops is imported
 
 from ops import cli
 from ops.restore.find import find

@@ -2,7 +2,7 @@
 """Run scan, backup, verify and clean in order on one run, under one lock; stop at the
 first failure and exit with its code. An unfinished newest run is resumed, not repeated."""
 
-import _bootstrap  # noqa: F401 - puts the repository root on sys.path, before ops is imported
+import _bootstrap  # puts the repository root on sys.path, before ops is imported
 
 from ops import cli
 from ops.maintenance.chain import maintenance

@@ -2,7 +2,7 @@
 """Show what the next run would back up and delete, and why, per policy and rule, with
 the space it would free. Writes nothing but log lines. --json prints every decision."""
 
-import _bootstrap  # noqa: F401 - puts the repository root on sys.path, before ops is imported
+import _bootstrap  # puts the repository root on sys.path, before ops is imported
 
 from ops import cli
 from ops.maintenance.retention.plan import plan

@@ -8,7 +8,7 @@ catalogue, else the run's MANIFEST.json); without --dest, each destination holdi
 is tried in turn. A run of another host (or of another policy root) goes into this host's
 roots only with --from-other-host; under --to it always may."""
 
-import _bootstrap  # noqa: F401 - puts the repository root on sys.path, before ops is imported
+import _bootstrap  # puts the repository root on sys.path, before ops is imported
 
 from ops import cli
 from ops.errors import UsageError

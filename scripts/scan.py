@@ -2,7 +2,7 @@
 """Find the files whose retention expired under each policy and record them as a new run
 (or as run --run ID). Nothing is deleted or archived by this step."""
 
-import _bootstrap  # noqa: F401 - puts the repository root on sys.path, before ops is imported
+import _bootstrap  # puts the repository root on sys.path, before ops is imported
 
 from ops import cli
 from ops.maintenance.chain import step_main

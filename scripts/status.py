@@ -2,7 +2,7 @@
 """Show recent runs and each step's state (with counts), the lock holder, destinations,
 and any problem with what to do about it. --json for machines. Changes nothing."""
 
-import _bootstrap  # noqa: F401 - puts the repository root on sys.path, before ops is imported
+import _bootstrap  # puts the repository root on sys.path, before ops is imported
 
 from ops import cli
 from ops.reports.status import runs_on, status

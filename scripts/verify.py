@@ -2,7 +2,7 @@
 """Re-read every archive of the run from every destination and check each member's
 SHA-256 against the original's, and every checksum file to the byte."""
 
-import _bootstrap  # noqa: F401 - puts the repository root on sys.path, before ops is imported
+import _bootstrap  # puts the repository root on sys.path, before ops is imported
 
 from ops import cli
 from ops.maintenance.chain import step_main

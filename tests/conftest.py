@@ -2,9 +2,8 @@
 
 import pytest
 
-# The Sandbox lives in tools/sandbox.py, where the fault campaign uses it too; tests import
-# these names from conftest.
-from tools.sandbox import DAY, REPO, SCRIPTS, Sandbox  # noqa: F401
+# The Sandbox lives in tools/sandbox.py, where the fault campaign uses it too.
+from tools.sandbox import Sandbox
 
 # Helper modules that hold fixtures and asserts: rewritten like test modules.
 pytest.register_assert_rewrite("s3_support")

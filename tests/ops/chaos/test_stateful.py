@@ -16,7 +16,6 @@ import random
 from pathlib import Path
 
 import hypothesis.strategies as st
-from conftest import Sandbox
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
@@ -25,6 +24,7 @@ from tools.chaos.dataset import Dataset
 from tools.chaos.outcome import Outcome
 from tools.chaos.runner import fork_run
 from tools.chaos.trials.corruption import corrupt, dest_files
+from tools.sandbox import Sandbox
 
 SCALE = int(os.environ.get("CHAOS") or 0)
 SETTINGS = settings(

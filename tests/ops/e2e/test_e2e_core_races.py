@@ -6,7 +6,9 @@ import os
 import shutil
 
 import pytest
-from e2e_support import assert_nothing_lost, events_for, tar_members
+from e2e_support import assert_nothing_lost, events_for
+
+from tools.sandbox import tar_members
 
 
 def _steps(sandbox, *steps: str) -> None:

@@ -7,17 +7,9 @@ import signal
 import time
 
 import pytest
-from e2e_support import (
-    add_policy,
-    assert_nothing_lost,
-    deleted_counts,
-    group_pids,
-    lock_is_free,
-    log_events,
-    popen,
-    published_runs,
-    tar_members,
-)
+from e2e_support import assert_nothing_lost, deleted_counts
+
+from tools.sandbox import add_policy, group_pids, lock_is_free, log_events, popen, published_runs, tar_members
 
 # (crash point, the step that dies there): that step's success manifest must be missing
 # after the crash, proof that the process really died at the point.

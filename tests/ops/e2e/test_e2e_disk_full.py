@@ -5,7 +5,9 @@ import json
 import os
 
 import pytest
-from e2e_support import assert_nothing_lost, lock_is_free, published_runs, remount, tmpfs
+from e2e_support import assert_nothing_lost, remount, tmpfs
+
+from tools.sandbox import lock_is_free, published_runs
 
 
 @pytest.fixture

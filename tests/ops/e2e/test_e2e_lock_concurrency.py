@@ -5,14 +5,9 @@ import json
 import threading
 import time
 
-from e2e_support import (
-    assert_nothing_lost,
-    kill_chain,
-    lock_is_free,
-    log_events,
-    popen,
-    published_runs,
-)
+from e2e_support import assert_nothing_lost
+
+from tools.sandbox import kill_chain, lock_is_free, log_events, popen, published_runs
 
 # Enough files that the winning chain holds the lock well past the start of every rival
 # (a second or two of work, against well under a second for a rival to start and give up).

@@ -7,9 +7,10 @@ import socket
 import stat
 from pathlib import Path
 
-from e2e_support import events_for, log_events, tar_members
+from e2e_support import events_for
 
 from ops.sys.paths import open_plain_file
+from tools.sandbox import log_events, tar_members
 
 
 def test_fifo_and_socket_matching_include_are_skipped_logged_and_left_alone(sandbox, monkeypatch):

@@ -3,7 +3,9 @@ header holds, and one inode under two names."""
 
 import os
 
-from e2e_support import assert_nothing_lost, events_for, extract, published_runs, tar_members
+from e2e_support import assert_nothing_lost, events_for, extract
+
+from tools.sandbox import published_runs, tar_members
 
 DEPTH = 300
 LONG_NAME = ("ticks-" + "x" * 190 + ".log").encode()

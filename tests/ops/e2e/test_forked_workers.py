@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_support import alive, wait_for, write_pid
+from e2e_support import wait_for, write_pid
 
 from ops.state.lock import hold_lock, lock_path
 from ops.sys.workers import ForkedWorkers, WorkerError
+from tools.sandbox import alive
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -13,9 +13,10 @@ import time
 from datetime import datetime, timedelta
 
 import pytest
-from e2e_support import assert_nothing_lost, published_runs, tar_members, tmpfs
+from e2e_support import assert_nothing_lost, tmpfs
 
 from ops.state.manifest import seal_document
+from tools.sandbox import published_runs, tar_members
 
 UTC = {"TZ": "UTC"}
 DAY_NS = 86400 * 10**9

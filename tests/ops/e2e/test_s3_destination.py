@@ -16,7 +16,6 @@ import threading
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
-from e2e_support import log_events
 from s3_support import (
     ACCESS_KEY,
     PREFIX,
@@ -30,6 +29,7 @@ from s3_support import (
 from ops.destinations import s3 as s3mod
 from ops.destinations.base import DestinationError
 from ops.destinations.s3 import ATTEMPTS, BACKOFF_S, PART_SIZE, S3Destination
+from tools.sandbox import log_events
 
 # The shared moto server and bucket fixtures live in s3_support.
 pytest_plugins = ["s3_support"]

@@ -21,12 +21,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SCRIPTS, Sandbox
-from e2e_support import log_events
 from s3_support import PREFIX, REGION, aws_env, manifest, small_files
 
 from ops.destinations.base import DestinationError
 from ops.destinations.s3 import S3Destination
+from tools.sandbox import SCRIPTS, Sandbox, log_events
 
 FAST = {"connect_timeout": 1, "read_timeout": 1, "deadline": 3}
 

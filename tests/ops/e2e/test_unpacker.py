@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_support import alive, children_of, wait_for
+from e2e_support import wait_for
 
 from ops.archive import ArchiveError, ArchiveReader, ArchiveWriter
 from ops.archive.unpacker import HelperDied
 from ops.destinations import DestinationError
+from tools.sandbox import alive, children_of
 
 REPO = Path(__file__).resolve().parents[3]
 FILES = {b"a.log": b"alpha\n" * 1000, b"sub/b.csv": os.urandom(3 << 20), b"empty": b""}

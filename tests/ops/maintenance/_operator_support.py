@@ -10,12 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import REPO
 from prometheus_client.parser import text_string_to_metric_families
 
 from ops.config import load_config
 from ops.logs.steplog import StepLog
 from ops.maintenance.cleanup.compaction import compact_finished_runs
+from tools.sandbox import REPO
 
 METRICS_FILE = "var/metrics/qts.prom"  # relative to the sandbox's config, like every other path
 

@@ -13,7 +13,7 @@ import sys
 import termios
 import time
 
-from conftest import SCRIPTS
+from tools.sandbox import SCRIPTS
 
 from ._support import run_ok
 

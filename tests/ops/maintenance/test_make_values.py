@@ -6,7 +6,8 @@ import os
 
 import pytest
 import yaml
-from conftest import Sandbox
+
+from tools.sandbox import Sandbox
 
 from ._operator_support import aged, make
 from ._support import run_ok

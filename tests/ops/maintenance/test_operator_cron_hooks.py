@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Sandbox
+
+from tools.sandbox import Sandbox
 
 from ._operator_support import REPO, aged, corrupt, cron_env, maintenance_script, make
 from ._support import log_records, run_ok

@@ -15,7 +15,8 @@ import subprocess
 import time
 
 import pytest
-from conftest import Sandbox
+
+from tools.sandbox import Sandbox
 
 from ._operator_support import aged, compact_years_later, make
 from ._support import archive_members, extract, files_of, run_ok

@@ -13,7 +13,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import Sandbox
+
+from tools.sandbox import Sandbox
 
 from ._operator_support import REPO, aged, cron_env, maintenance_script, read_metrics, sample
 from ._support import log_records, run_ok

@@ -12,10 +12,10 @@ import stat
 import time
 
 import pytest
-from conftest import Sandbox
 from prometheus_client.parser import text_string_to_metric_families
 
 from ops.state.manifest import STEPS
+from tools.sandbox import Sandbox
 
 from ._operator_support import METRICS_FILE, add_dumps_policy, aged, corrupt, holding_lock, read_metrics, sample
 from ._support import run_ok

@@ -11,7 +11,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import SCRIPTS
+
+from tools.sandbox import SCRIPTS
 
 from ._support import path_tree
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from conftest import Sandbox
+
+from tools.sandbox import Sandbox
 
 from ._support import path_tree
 

@@ -16,7 +16,7 @@ import stat
 import time
 from pathlib import Path
 
-from conftest import Sandbox
+from tools.sandbox import Sandbox
 
 from ._operator_support import aged, corrupt, make
 from ._support import change_one_byte, log_records, run_ok

@@ -11,7 +11,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import SCRIPTS, Sandbox
+
+from tools.sandbox import SCRIPTS, Sandbox
 
 from ._operator_support import METRICS_FILE, aged, read_metrics, sample
 from ._support import archive_members
