@@ -24,7 +24,7 @@ DECLARED = {step.name: step for step in (SCAN, BACKUP, VERIFY, CLEAN)}
 assert tuple(DECLARED) == STEPS  # the order the manifests chain in
 
 
-def _scanned_here(run: Run, config: Config, newest: bool) -> dict | None:
+def _scanned_here(run: Run, config_file: str, newest: bool) -> dict | None:
     """The run's scan manifest if this config file scanned it. A run whose scan has not
     finished (or whose manifest cannot be read) is nobody's yet: it counts as this
     config's only when it is the newest run of all, so a crashed scan is taken up again
@@ -33,7 +33,7 @@ def _scanned_here(run: Run, config: Config, newest: bool) -> dict | None:
     if scanned is None:
         return {} if newest else None
     identity = scanned.get("identity")
-    return scanned if isinstance(identity, dict) and identity.get("config") == config.identity()["config"] else None
+    return scanned if isinstance(identity, dict) and identity.get("config") == config_file else None
 
 
 def _newest_of(config: Config) -> tuple[Run, dict] | None:
@@ -43,9 +43,10 @@ def _newest_of(config: Config) -> tuple[Run, dict] | None:
     on its own runs only (one lock still serialises them).
     """
     runs = list_runs(config.state_dir)
+    config_file = config.identity()["config"]  # as scan records it
     for i, run_id in enumerate(reversed(runs)):
         run = Run(config.state_dir, run_id)
-        scanned = _scanned_here(run, config, newest=i == 0)
+        scanned = _scanned_here(run, config_file, newest=i == 0)
         if scanned is not None:
             return run, scanned
     return None

@@ -68,24 +68,14 @@ def _write_policy(
             record = archive_one(beneath, writer, entry, raw_path)
             records.write(record)
             counts[record["status"]] += 1
-            if record["status"] == "skipped":
+            if record["status"] != "archived":  # skipped: not in the archive; changed: in it, not to be deleted
+                event = "not_archived" if record["status"] == "skipped" else "changed"
+                why = record["reason"]
                 ctx.log.event(
-                    "not_archived",
-                    f"{record['path']}: {record['reason']}",
-                    level="warning",
-                    policy=name,
-                    path=record["path"],
-                    reason=record["reason"],
+                    event, f"{record['path']}: {why}", level="warning", policy=name, path=record["path"], reason=why
                 )
-                continue
-            if record["status"] == "changed":
-                ctx.log.event(
-                    "changed",
-                    f"{record['path']}: {record['reason']}",
-                    level="warning",
-                    policy=name,
-                    path=record["path"],
-                )
+                if record["status"] == "skipped":
+                    continue
             sums.write(sum_line(record["sha256"], raw_path))
             archived_bytes += record["size"]
             advance(record["size"])

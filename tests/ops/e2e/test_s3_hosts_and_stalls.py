@@ -53,7 +53,11 @@ class Silent:
                 continue
             except OSError:
                 return
-            self.held.append(conn)  # read nothing, write nothing
+            self.held.append(conn)
+            self._accepted(conn)
+
+    def _accepted(self, conn: socket.socket) -> None:
+        """Read nothing, write nothing."""
 
     def close(self) -> None:
         self.done.set()
@@ -74,22 +78,14 @@ class GoesSilent(Silent):
     def stall(self) -> None:
         self.stalled.set()
 
-    def _accept(self) -> None:
-        while not self.done.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.held.append(conn)
-            if self.stalled.is_set():
-                continue
-            conn.settimeout(None)
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            self.held.append(upstream)
-            for src, dst in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+    def _accepted(self, conn: socket.socket) -> None:
+        if self.stalled.is_set():
+            return
+        conn.settimeout(None)
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        self.held.append(upstream)
+        for src, dst in ((conn, upstream), (upstream, conn)):
+            threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
     @staticmethod
     def _pump(src: socket.socket, dst: socket.socket) -> None:
