@@ -18,6 +18,7 @@ POLICY ?=
 TO ?=
 DEST ?=
 FILE ?=
+PACE ?=
 CHAOS_SEED ?=
 CHAOS_TRIALS ?= 20
 # What an operator passes (make find FILE=..., CONFIG=...) reaches the scripts through the
@@ -25,7 +26,7 @@ CHAOS_TRIALS ?= 20
 # as QTS_OPS_<name>, taken with $(value) so make expands nothing in it ($HOME stays $HOME),
 # and a recipe names it only as "$$QTS_OPS_<name>", which bash substitutes as one argument
 # and never reads as code. Quotes, newlines, backticks and spaces arrive byte for byte.
-USER_VARS := CONFIG RUN POLICY TO DEST FILE CHAOS_SEED CHAOS_TRIALS
+USER_VARS := CONFIG RUN POLICY TO DEST FILE PACE CHAOS_SEED CHAOS_TRIALS
 $(foreach v,$(USER_VARS),$(eval export QTS_OPS_$(v) := $$(value $(v))))
 # make would also export a variable set on its command line under its own name, expanding
 # it first (running any $(...) in it): these are passed as QTS_OPS_<name> only.
@@ -50,7 +51,7 @@ venv: $(STAMP)
 
 .PHONY: maintenance ## scan, backup, verify, clean on one run; stop at the first failure
 maintenance: $(STAMP)
-	$(PY) scripts/maintenance.py $(call opt,--config,CONFIG)
+	$(PY) scripts/maintenance.py $(call opt,--config,CONFIG) $(call opt,--pace,PACE)
 
 .PHONY: scan ## start a run: record the files whose retention expired (RUN= to name it)
 scan: $(STAMP)
@@ -58,15 +59,15 @@ scan: $(STAMP)
 
 .PHONY: backup ## archive the newest run (or RUN=) to every destination
 backup: $(STAMP)
-	$(PY) scripts/backup.py $(call opt,--config,CONFIG) $(call opt,--run,RUN)
+	$(PY) scripts/backup.py $(call opt,--config,CONFIG) $(call opt,--run,RUN) $(call opt,--pace,PACE)
 
 .PHONY: verify ## re-read the newest run's (or RUN=) archives and check every member
 verify: $(STAMP)
-	$(PY) scripts/verify.py $(call opt,--config,CONFIG) $(call opt,--run,RUN)
+	$(PY) scripts/verify.py $(call opt,--config,CONFIG) $(call opt,--run,RUN) $(call opt,--pace,PACE)
 
 .PHONY: clean ## delete the newest run's (or RUN=) verified, unchanged files
 clean: $(STAMP)
-	$(PY) scripts/clean.py $(call opt,--config,CONFIG) $(call opt,--run,RUN)
+	$(PY) scripts/clean.py $(call opt,--config,CONFIG) $(call opt,--run,RUN) $(call opt,--pace,PACE)
 
 .PHONY: plan ## show what the next run would back up and delete, and why; changes nothing
 plan: $(STAMP)
@@ -79,7 +80,7 @@ status: $(STAMP)
 .PHONY: restore ## restore RUN= [POLICY=] or FILE=<original path>, [TO=dir] [DEST=name]; never overwrites
 restore: $(STAMP)
 	$(PY) scripts/restore.py $(call opt,--config,CONFIG) $(call opt,--file,FILE) $(call opt,--run,RUN) \
-	    $(call opt,--policy,POLICY) $(call opt,--to,TO) $(call opt,--dest,DEST) \
+	    $(call opt,--policy,POLICY) $(call opt,--to,TO) $(call opt,--dest,DEST) $(call opt,--pace,PACE) \
 	    $(if $(filter 1,$(value FROM_OTHER_HOST)),--from-other-host)
 
 .PHONY: find ## FILE=<path or glob>: where the copies of deleted files live

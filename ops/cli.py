@@ -19,6 +19,7 @@ from ops.console import Console
 from ops.errors import EXIT_STATUS_HELP, UsageError
 from ops.logs.guard import Guard
 from ops.state.manifest import check_run_id
+from ops.sys.pace import PACE, PACES
 from ops.sys.priority import lower_priority
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,7 +31,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}", hint=f"see {self.prog} --help")
 
 
-def parser(name: str, description: str, run: bool = True) -> argparse.ArgumentParser:
+def parser(name: str, description: str, run: bool = True, pace: bool = False) -> argparse.ArgumentParser:
     p = _Parser(
         prog=f"scripts/{name}.py",
         description=description,
@@ -43,6 +44,14 @@ def parser(name: str, description: str, run: bool = True) -> argparse.ArgumentPa
     )
     if run:
         p.add_argument("--run", metavar="ID", type=_run_id, help="run id (default: the newest run)")
+    if pace:
+        p.add_argument(
+            "--pace",
+            choices=PACES,
+            default=None,
+            help="gentle: leave the disk's latency to the trading core; full: as fast as the disk allows "
+            "(default: the config's pace, gentle unless set)",
+        )
     p.add_argument("-v", "--verbose", action="store_true", help="print a summary even when not on a terminal")
     return p
 
@@ -79,8 +88,9 @@ def main(
     def body() -> int:
         args = p.parse_args(argv)
         guard.ui = Console(verbose=args.verbose)
-        lower_priority()
         guard.config = load_config(args.config)
+        PACE.set(getattr(args, "pace", None) or guard.config.pace)  # inherited by the chain's steps
+        lower_priority(PACE.gentle)
         return action(args, guard.config, guard.ui)
 
     return guard.run(body)

@@ -8,7 +8,7 @@ from ops import cli
 from ops.maintenance.chain import maintenance
 
 if __name__ == "__main__":
-    p = cli.parser("maintenance", __doc__, run=False)
+    p = cli.parser("maintenance", __doc__, run=False, pace=True)
     p.add_argument(
         "--new-run",
         action="store_true",

@@ -15,7 +15,7 @@ from ops.errors import UsageError
 from ops.restore.restore import restore, restore_file
 
 if __name__ == "__main__":
-    p = cli.parser("restore", __doc__)
+    p = cli.parser("restore", __doc__, pace=True)
     p.add_argument("--policy", metavar="NAME", help="restore only this policy's archive")
     p.add_argument("--to", metavar="DIR", help="restore under DIR/<policy>/ instead of the policy root")
     p.add_argument(

@@ -32,6 +32,8 @@ from ops.config.values import (
     parse_duration,
     parse_size,
 )
+from ops.sys.pace import DEFAULT as DEFAULT_PACE
+from ops.sys.pace import PACES
 
 COMPRESSIONS = ("zstd", "gzip", "none")
 REQUIRED = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
@@ -418,6 +420,15 @@ TOP = Table(
         Field("version", VERSION, REQUIRED, "the schema version of this file", attr=None),
         Field("state_dir", PATH, "var/state", "run manifests and the lock", digest=False),
         Field("log_dir", PATH, "var/log", "every log line of every step, ops-YYYY-MM.log", digest=False),
+        Field(
+            "pace",
+            choice(*PACES),
+            DEFAULT_PACE,
+            "how hard the steps may use the disk: gentle leaves the trading core its latency "
+            "(small paced flushes and unlink batches, rests while the disk is busy); full is the "
+            "fastest, for a window when nothing trades",
+            digest=False,
+        ),
         Field("backup", mapping(BACKUP), {}, "the backup settings; see backup below"),
         Field("policies", many("policies", "policy", POLICY), [], "the retention policies; see below", nullable=True),
         Field(

@@ -13,6 +13,7 @@ from ops.sys import crashpoints
 from ops.sys.atomic import PRIVATE_DIR, PRIVATE_FILE, ensure_private_dir, fsync_dir, fsync_dir_fd
 from ops.sys.gather import write_all
 from ops.sys.handover import Handover
+from ops.sys.pace import PACE, WRITE_STEP
 from ops.sys.paths import NotPlainFile, open_dir_nofollow, open_plain_file
 from ops.sys.sizes import CHUNK, MiB
 
@@ -26,8 +27,10 @@ class _StagingFile:
     writes into blocks of at least GATHER bytes, so the file beneath is a raw one, with no
     buffer of its own that would only copy each block once more. Every FLUSH_EVERY bytes a
     further thread fdatasyncs what was written so far, so the disk works while the
-    archive is still being made; publish's fsync then has little left to wait for.
-    Neither changes durability: publish still flushes and fsyncs every file. An error
+    archive is still being made; publish's fsync then has little left to wait for. At
+    the gentle pace (ops/sys/pace.py) the writer thread instead flushes every WRITE_STEP
+    bytes itself and waits for them, then rests, so the dirty data stays small and the
+    disk is never taken in a burst. Neither changes durability: publish still flushes and fsyncs every file. An error
     either thread saw (a write's ENOSPC, or an fdatasync's EIO, which the kernel reports
     only once per open file) is kept and raised by the next write or flush, so publish
     can never miss it.
@@ -40,6 +43,7 @@ class _StagingFile:
     def __init__(self, f: BinaryIO):
         self._f = f  # raw: a write may be short, and is then finished here
         self._since = 0
+        self._written = self._flushed = 0  # gentle: bytes written, and flushed so far
         self._syncing: threading.Thread | None = None
         self._feed = Handover(self._write_block, name="staging-write", depth=self.QUEUE, block=self.GATHER)
 
@@ -49,6 +53,12 @@ class _StagingFile:
     def _write_block(self, data: bytes) -> None:
         """On the handover's thread, one block at a time."""
         write_all(self._f.write, data)
+        self._written += len(data)
+        if PACE.gentle:
+            if self._written - self._flushed >= WRITE_STEP:
+                PACE.flush_range(self._f.fileno(), self._flushed, self._written - self._flushed)
+                self._flushed = self._written
+            return
         self._since += len(data)
         if self._since >= self.FLUSH_EVERY and (self._syncing is None or not self._syncing.is_alive()):
             self._since = 0

@@ -124,6 +124,7 @@ def _count(config: Config, data: dict, step: str, code: int, seconds: float, bod
     if code == OK:
         s["last_success"] = now
         s["duration"] = seconds
+        s["throttled"] = body.get("throttled_s", 0)
         for policy in increments:
             data.setdefault("policy_success", {}).setdefault(step, {})[policy] = now
     elif code in (FAILED, REFUSED):
@@ -180,6 +181,12 @@ def render(config: Config, data: dict) -> str:
         "gauge",
         "Wall time of the step's last success.",
         [({"step": k}, v["duration"]) for k, v in sorted(steps.items()) if "duration" in v],
+    )
+    family(
+        "step_throttled_seconds",
+        "gauge",
+        "Seconds the step's last success rested to leave the disk to the trading core (pace gentle).",
+        [({"step": k}, v["throttled"]) for k, v in sorted(steps.items()) if "throttled" in v],
     )
     family(
         "step_runs_total",

@@ -20,6 +20,7 @@ from ops.logs.steplog import StepLog
 from ops.state.lock import hold_lock
 from ops.state.manifest import Run
 from ops.sys import crashpoints
+from ops.sys.pace import PACE
 from ops.sys.workers import ForkedWorkers, WorkerError
 
 
@@ -150,7 +151,8 @@ def _locked(spec: Step, config: Config, run: Run, log: StepLog, ui: Console) -> 
                 hint=f"finish it with the config that scanned it, or start a new run: "
                 f"scripts/maintenance.py --config {config.path} --new-run",
             )
-    log.event("start", f"{step} of run {run.id}")
+    log.event("start", f"{step} of run {run.id}", pace=PACE.name)
+    rested_before = PACE.throttled_s
     with _entry_files_checked(run, ctx.chain, alongside) as intact:
         try:
             body, files = spec.work(ctx)
@@ -170,6 +172,8 @@ def _locked(spec: Step, config: Config, run: Run, log: StepLog, ui: Console) -> 
             run.write_failed(step, f"{type(exc).__name__}: {exc}", FAILED)
             raise StepFailed(f"{step} failed: {type(exc).__name__}: {exc}") from exc
         intact()
+    # What being gentle cost the step: status and the metrics report it per step.
+    body = {**body, "pace": PACE.name, "throttled_s": round(PACE.throttled_s - rested_before, 3)}
     crashpoints.reach(f"{step}.before_manifest")
     run.write_ok(step, body, files)
     log.event("done", f"{step} of run {run.id} succeeded", **ctx.summary)

@@ -158,8 +158,11 @@ def _cell(st: dict) -> str:
     if st["state"] != "ok":
         return st["state"]
     if "verified" in st:
-        return "ok " + ",".join(st["verified"]) if st["verified"] else "ok (nothing)"
-    return f"ok {st.get('files', 0)} files"
+        text = "ok " + ",".join(st["verified"]) if st["verified"] else "ok (nothing)"
+    else:
+        text = f"ok {st.get('files', 0)} files"
+    rested = st.get("throttled_s") or 0
+    return text + (f", rested {rested:.2f} s" if rested > 0 else "")
 
 
 def runs_on(config: Config, name: str) -> int:

@@ -18,7 +18,8 @@ def step_state(run: Run, step: str) -> dict:
             return {"state": "damaged", "error": f"{ok.name} {exc.strerror}"}
         except OSError as exc:
             return {"state": "damaged", "error": f"{ok.name}: {exc.strerror}"}
-        return {"state": "ok", "finished_at": doc.get("finished_at"), **_counts(step, doc)}
+        paced = {"pace": doc.get("pace"), "throttled_s": doc.get("throttled_s", 0)}
+        return {"state": "ok", "finished_at": doc.get("finished_at"), **paced, **_counts(step, doc)}
     if failed.exists():
         doc = run.failure(step)
         return {"state": "failed", "error": doc.get("error", "?"), "exit_code": doc.get("exit_code")}

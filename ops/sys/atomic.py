@@ -12,6 +12,7 @@ import stat
 from pathlib import Path
 
 from ops.errors import StepFailed
+from ops.sys.pace import PacedWriter
 from ops.sys.sizes import CHUNK
 
 PRIVATE_FILE = 0o600
@@ -76,7 +77,7 @@ def atomic_file(path: Path, mode: int = PRIVATE_FILE):
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         with os.fdopen(fd, "wb", buffering=CHUNK) as f:
-            yield f
+            yield PacedWriter(f)
             f.flush()
             os.fsync(f.fileno())
         if mode != PRIVATE_FILE:

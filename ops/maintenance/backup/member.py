@@ -5,6 +5,7 @@ import itertools
 import os
 
 from ops.archive import ArchiveWriter
+from ops.sys.pace import PACE
 from ops.sys.paths import Beneath, describe_oserror, entry_key, stat_key
 from ops.sys.sizes import CHUNK
 
@@ -49,6 +50,7 @@ def archive_one(beneath: Beneath, writer: ArchiveWriter, entry: dict, raw_path: 
             _contents(fd, st.st_size),
         )
         after = os.fstat(fd)
+        PACE.done_with(fd)  # read once, to be deleted: its pages are better left to the core
     finally:
         os.close(fd)
     if got != st.st_size or stat_key(after) != stat_key(st):

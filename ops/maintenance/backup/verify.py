@@ -16,6 +16,7 @@ from ops.maintenance.step import Step, StepContext
 from ops.state.manifest import paired
 from ops.state.records import ArchivedPolicy, ScannedPolicy, archived_policies
 from ops.sys.hashio import HashingReader, sha256_bytes
+from ops.sys.pace import PACE
 
 
 class Mismatch(Exception):
@@ -66,6 +67,7 @@ def _verify_policy(ctx: StepContext, dest: Destination, policy: str, info: Archi
             raise Mismatch(f"{info.archive}: archive bytes differ from what backup wrote")
         if sums_file.sha256 != info.sums_sha256:
             raise Mismatch(f"{info.sums}: differs from what backup wrote")
+        PACE.done_with(raw)  # read once more only by a restore, if ever
 
 
 def check_run_files(dest: Destination, run_id: str, backup: dict) -> None:

@@ -24,16 +24,27 @@ from ops.maintenance.step import Step, StepContext
 from ops.state import catalogue
 from ops.state.manifest import JOURNAL, paired, sha256_file
 from ops.state.records import ScannedPolicy, scanned_policies
-from ops.sys import crashpoints
+from ops.sys import crashpoints, pace
 from ops.sys.jsonl import HashingLineWriter, decode_line, iter_lines
+from ops.sys.pace import PACE
 from ops.sys.paths import Beneath, RootChanged, entry_key, open_plain_file
 from ops.sys.workers import ForkedWorkers, WorkerError
 
 # Unlinks in flight: one batch per worker process. On 200,000 small files on this 2-core
 # ext4 host clean took 26 s with 16 workers, 29 s with 8, 44 s with 4 threads; a worker
 # costs about 3.4 MiB of memory of its own (PSS) and 2 ms to fork.
+# At the gentle pace (ops/sys/pace.py) one worker unlinks small batches, each committed
+# on its own and followed by a rest: the core's fdatasync never waits behind thousands.
 UNLINK_WORKERS = 16
 UNLINK_BATCH = 256  # files of one directory handed to a worker at once
+
+
+def unlink_workers() -> int:
+    return pace.UNLINK_WORKERS if PACE.gentle else UNLINK_WORKERS
+
+
+def unlink_batch() -> int:
+    return pace.UNLINK_BATCH if PACE.gentle else UNLINK_BATCH
 
 
 def _task_item(entry: dict, record: dict) -> tuple[str, tuple | None, str | None]:
@@ -140,7 +151,7 @@ def clean_work(ctx: StepContext):
     with (
         catalogue.RunBlock(ctx.config.state_dir, ctx.run.id) as sink,
         os.fdopen(journal_fd, "ab") as journal,
-        ForkedWorkers(max(1, min(UNLINK_WORKERS, archived)), Unlinker(ctx.log)) as workers,
+        ForkedWorkers(max(1, min(unlink_workers(), archived)), Unlinker(ctx.log)) as workers,
         ctx.ui.live_counts(f"clean {ctx.run.id}", ["deleted", "kept", "gone", "deleted_bytes"]) as show,
     ):
         CleanPass(ctx, workers, journal, sink, show, held, per_policy).run(done_before, earlier)
@@ -195,7 +206,7 @@ class CleanPass:
                 raise StepFailed(f"policy {policy}: cannot open root {scanned.root}: {exc}") from None
             with beneath:
                 dirs = DirTracker(beneath, befores.setdefault(scanned.root, {}))
-                batch, batch_dir = [], None
+                batch, batch_dir, batch_size = [], None, unlink_batch()
                 for entry, record in pairs:
                     index += 1
                     if index <= done_before:  # decided by an earlier attempt: catalogued, not looked at again
@@ -207,7 +218,7 @@ class CleanPass:
                     if record["status"] == "archived":
                         dirs.touch(entry["path"])  # before any unlink in its directory is under way
                     directory = entry["path"].rpartition("/")[0]
-                    if batch and (directory != batch_dir or len(batch) >= UNLINK_BATCH):
+                    if batch and (directory != batch_dir or len(batch) >= batch_size):
                         self.submit(policy, scanned, batch)
                         batch = []
                     batch_dir = directory
@@ -232,9 +243,10 @@ class CleanPass:
         """The oldest batch's answers: counted, journaled, and each deletion catalogued."""
         policy, scanned, batch = self.in_flight.popleft()
         try:
-            results = self.workers.result()
+            results, rested = self.workers.result()
         except WorkerError as exc:
             raise StepFailed(f"policy {policy}: {exc}") from None
+        PACE.add_throttled(rested)
         counts = self.per_policy[policy]
         for (entry, record), (outcome, reason) in zip(batch, results, strict=True):
             crashpoints.reach("clean.before_journal")

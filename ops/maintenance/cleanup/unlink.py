@@ -5,6 +5,7 @@ import os
 import stat
 
 from ops.maintenance.retention.policy import MARKER
+from ops.sys.pace import PACE
 from ops.sys.paths import Beneath, describe_oserror, stat_key
 
 _FIELDS = ("device", "inode", "size", "mtime", "ctime")
@@ -75,7 +76,8 @@ class Unlinker:
         self.opened: dict[str, Beneath] = {}
         self.markers: dict[str, dict[str, str | None]] = {}
 
-    def __call__(self, task) -> list[tuple[str, str]]:
+    def __call__(self, task) -> tuple[list[tuple[str, str]], float]:
+        """The batch's (outcome, reason) per file, and the seconds rested after it (gentle)."""
         policy, root, root_id, items = task
         beneath = self.opened.get(root)
         if beneath is None:
@@ -89,7 +91,18 @@ class Unlinker:
             )
             results.append((outcome, reason))
         self.log.write(b"".join(lines))
-        return results
+        return results, self._settle(beneath, items[-1][0]) if PACE.gentle else 0.0
+
+    def _settle(self, beneath: Beneath, path: str) -> float:
+        """Gentle: the batch's unlinks committed on their own (its directory fsynced, a
+        small journal commit), then a rest in proportion; the seconds rested."""
+        before = PACE.throttled_s
+        try:
+            with beneath.fresh_parent(path) as (dir_fd, _):
+                PACE.commit(dir_fd)
+        except OSError:
+            pass  # the directory went (pruned, renamed): nothing of this batch is left to commit there
+        return PACE.throttled_s - before
 
     def _decide(self, beneath: Beneath, root: str, path: str, key, unverified) -> tuple[str, str]:
         if unverified:

@@ -1,14 +1,16 @@
 """The local destination's staging file is written by a thread of its own, which also
-starts writeback early (a further thread fdatasyncs every FLUSH_EVERY bytes). Neither may
+starts writeback early (at the full pace a further thread fdatasyncs every FLUSH_EVERY
+bytes; at the gentle pace the writer flushes every WRITE_STEP bytes itself). Neither may
 hide an I/O error from publish, lose or reorder a byte, or keep a byte a caller lent and
 then changed: the kernel reports a writeback error to one fsync per open file only, and
 a write's error happens after write() returned, so the file keeps what it saw and the
 next write or flush raises it.
 
-An fdatasync that fails with EIO cannot be produced for real here (it needs a failing
-block device), so that one call is replaced, as is the file's write for short writes;
+An fdatasync or sync_file_range that fails with EIO cannot be produced for real here (it
+needs a failing block device), so that one call is replaced, as is the file's write for short writes;
 the disk-full case is a real tmpfs, and everything else is a real file on disk."""
 
+import ctypes
 import errno
 import io
 import os
@@ -20,9 +22,12 @@ from e2e_support import tmpfs
 
 from ops.destinations import local
 from ops.destinations.local import LocalDestination
+from ops.sys import pace
+from ops.sys.pace import PACE
 
 
-def _staging(tmp_path, monkeypatch, every: int, gather: int | None = None):
+def _staging(tmp_path, monkeypatch, every: int, gather: int | None = None, pace: str = "full"):
+    monkeypatch.setattr(PACE, "gentle", pace == "gentle")
     monkeypatch.setattr(local._StagingFile, "FLUSH_EVERY", every)
     if gather is not None:
         monkeypatch.setattr(local._StagingFile, "GATHER", gather)
@@ -53,9 +58,33 @@ def test_an_early_writeback_error_fails_the_publish_and_publishes_nothing(tmp_pa
     assert not (tmp_path / "backups" / "20261126T000000Z-abcd").exists()
 
 
-def test_early_writeback_keeps_every_byte_in_order(tmp_path, monkeypatch):
+def test_a_paced_flush_error_fails_the_publish_and_publishes_nothing(tmp_path, monkeypatch):
+    staging = _staging(tmp_path, monkeypatch, every=1 << 30, pace="gentle")
+    failed = []
+
+    def eio(fd, offset, length, flags):
+        failed.append((offset, length))
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+    monkeypatch.setattr(pace, "_sync_file_range", eio)
+    f = staging.create("logs.tar.zst")
+    f.write(b"x" * max(local._StagingFile.GATHER, pace.WRITE_STEP))  # a whole step: flushed, and the flush fails
+    f._feed.drain()
+    assert failed == [(0, max(local._StagingFile.GATHER, pace.WRITE_STEP))]
+    with pytest.raises(OSError) as raised:
+        staging.publish()
+    assert raised.value.errno == errno.EIO
+    staging.abort()
+    assert not (tmp_path / "backups" / "20261126T000000Z-abcd").exists()
+
+
+@pytest.mark.parametrize("pace_name", ["full", "gentle"])
+def test_early_writeback_keeps_every_byte_in_order(tmp_path, monkeypatch, pace_name):
     # Writes gathered, handed over whole, and both mixed (a long write while short ones are held).
-    staging = _staging(tmp_path, monkeypatch, every=1000, gather=1024)
+    monkeypatch.setattr(pace, "WRITE_STEP", 1000)
+    monkeypatch.setattr(local, "WRITE_STEP", 1000)
+    staging = _staging(tmp_path, monkeypatch, every=1000, gather=1024, pace=pace_name)
     f = staging.create("a.tar")
     chunks = [os.urandom(n) for n in (10, 999, 1, 4096, 3, 2000, 0, 77, 5000, 1024, 1, 1023, 3000)]
     for chunk in chunks:

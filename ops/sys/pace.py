@@ -1,0 +1,153 @@
+"""How hard a step may use the disk: ``gentle`` (the default) or ``full``. One per process.
+
+What a trading core feels of maintenance is not CPU or I/O priority (mq-deadline and
+``none`` ignore I/O classes) but volume: dirty pages flushed by the kernel in bursts of
+hundreds of MiB, large fsyncs, and thousands of unlinks landing in the one ext4 journal
+commit that the core's own fdatasync must wait for. ``gentle`` takes each of these in
+small steps, waits for every step, and rests after it:
+
+- writes: a file being written is flushed every WRITE_STEP bytes (sync_file_range: write
+  the range and wait), so a step never holds more than that of dirty data and never
+  leaves a burst of writeback to the kernel;
+- metadata: unlinks go in small batches, each batch's directory fsynced (a journal
+  commit of their own, a small one) before the next batch starts;
+- after each flush or commit, which took L seconds, the step rests L x REST_FACTOR. The
+  rest is the governor: when the disk is busy (the core, or anyone else), L grows and so
+  does the rest, so the toolkit backs off in proportion to the latency it sees itself,
+  and never takes more than 1 / (1 + REST_FACTOR) of the disk's time;
+- pages: files the toolkit is done with (a source once archived, an archive once
+  verified) are dropped from the page cache, so they do not push out the core's pages.
+  An archive just written is kept until verify has read it: it is hashed from memory.
+
+``full`` does none of this: the fastest run, for a window when nothing trades.
+Neither changes what is checked or made durable: publish still fsyncs every file.
+``throttled_s`` counts the rests: what being gentle cost the step in time (status and
+the metrics report it per step). Measurements: docs/performance.md.
+"""
+
+import ctypes
+import os
+import threading
+import time
+
+PACES = ("gentle", "full")
+DEFAULT = "gentle"
+WRITE_STEP = 256 * 1024
+REST_FACTOR = 4.0
+MIN_REST = 0.0005  # a rest shorter than this is not taken: a sleep costs about as much
+UNLINK_WORKERS = 1  # one batch of unlinks at a time: each batch's commit is waited for
+UNLINK_BATCH = 32
+
+_SYNC_FILE_RANGE_WAIT_BEFORE, _SYNC_FILE_RANGE_WRITE, _SYNC_FILE_RANGE_WAIT_AFTER = 1, 2, 4
+_WRITE_AND_WAIT = _SYNC_FILE_RANGE_WAIT_BEFORE | _SYNC_FILE_RANGE_WRITE | _SYNC_FILE_RANGE_WAIT_AFTER
+
+
+def _libc_sync_file_range():
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None  # not Linux, or no symbol table: flush_range falls back to fdatasync
+    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_sync_file_range = _libc_sync_file_range()
+
+
+class Pace:
+    """The process's pace and what it has rested so far (thread-safe: a staging file's
+    writer thread rests on behalf of its step)."""
+
+    def __init__(self, name: str = DEFAULT):
+        self.set(name)
+        self._lock = threading.Lock()
+        self._throttled = 0.0
+
+    def set(self, name: str) -> None:
+        if name not in PACES:
+            raise ValueError(f"pace must be one of {', '.join(PACES)}, not {name!r}")
+        self.name = name
+        self.gentle = name == "gentle"
+
+    @property
+    def throttled_s(self) -> float:
+        return self._throttled
+
+    def add_throttled(self, seconds: float) -> None:
+        """Rests taken elsewhere on this step's behalf (its unlink workers)."""
+        with self._lock:
+            self._throttled += seconds
+
+    def rest_after(self, busy_s: float) -> float:
+        """Gentle: rest busy_s x REST_FACTOR after I/O that took busy_s; the seconds rested."""
+        if not self.gentle:
+            return 0.0
+        rest = busy_s * REST_FACTOR
+        if rest < MIN_REST:
+            return 0.0
+        time.sleep(rest)
+        self.add_throttled(rest)
+        return rest
+
+    def flush_range(self, fd: int, offset: int, length: int) -> None:
+        """Gentle: write ``length`` bytes at ``offset`` of ``fd`` to the disk now and wait
+        for them, then rest. Durability is not the point (no metadata, no cache flush):
+        the point is that the dirty data never builds up."""
+        if not self.gentle or length <= 0:
+            return
+        started = time.monotonic()
+        if _sync_file_range is None:
+            os.fdatasync(fd)
+        elif _sync_file_range(fd, offset, length, _WRITE_AND_WAIT) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        self.rest_after(time.monotonic() - started)
+
+    def commit(self, dir_fd: int) -> None:
+        """Gentle: fsync a directory just changed (unlinks in it), so its changes go in a
+        small journal commit of their own, waited for here; then rest."""
+        if not self.gentle:
+            return
+        started = time.monotonic()
+        try:
+            os.fsync(dir_fd)
+        except OSError:
+            return  # pacing only: a directory that cannot be fsynced is no error of the unlinks
+        self.rest_after(time.monotonic() - started)
+
+    def done_with(self, f) -> None:
+        """Gentle: the toolkit will not read this file (a descriptor, or a file object)
+        again; drop its pages from the page cache. A stream with no descriptor (an S3
+        object's body) has no pages here."""
+        if not self.gentle:
+            return
+        try:
+            os.posix_fadvise(f if isinstance(f, int) else f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        except (OSError, AttributeError, ValueError):
+            pass  # advice only: no descriptor, or a file system without it, keeps its pages
+
+
+PACE = Pace()
+
+
+class PacedWriter:
+    """A file written in order through its own buffer, flushed to the disk every
+    WRITE_STEP bytes at the gentle pace (the manifests and records of 200,000 files are
+    tens of MiB: written whole and fsynced at once, they would be one burst)."""
+
+    def __init__(self, f):
+        self._f = f
+        self._written = self._flushed = 0
+
+    def write(self, data) -> int:
+        n = self._f.write(data)
+        self._written += n
+        if PACE.gentle and self._written - self._flushed >= WRITE_STEP:
+            self._f.flush()
+            PACE.flush_range(self._f.fileno(), self._flushed, self._written - self._flushed)
+            self._flushed = self._written
+        return n
+
+    def __getattr__(self, name):  # flush, fileno, ...: the file's own
+        return getattr(self._f, name)
