@@ -55,7 +55,7 @@ maintenance: $(STAMP)
 
 .PHONY: scan ## start a run: record the files whose retention expired (RUN= to name it)
 scan: $(STAMP)
-	$(PY) scripts/scan.py $(call opt,--config,CONFIG) $(call opt,--run,RUN)
+	$(PY) scripts/scan.py $(call opt,--config,CONFIG) $(call opt,--run,RUN) $(call opt,--pace,PACE)
 
 .PHONY: backup ## archive the newest run (or RUN=) to every destination
 backup: $(STAMP)

@@ -63,6 +63,7 @@ class Pace:
         self.set(name)
         self._lock = threading.Lock()
         self._throttled = 0.0
+        self._owed = 0.0
 
     def set(self, name: str) -> None:
         if name not in PACES:
@@ -72,6 +73,8 @@ class Pace:
 
     @property
     def throttled_s(self) -> float:
+        """Seconds rested so far, summed over the threads that rested (a step writing to
+        two local destinations rests in both writer threads, side by side)."""
         return self._throttled
 
     def add_throttled(self, seconds: float) -> None:
@@ -80,12 +83,16 @@ class Pace:
             self._throttled += seconds
 
     def rest_after(self, busy_s: float) -> float:
-        """Gentle: rest busy_s x REST_FACTOR after I/O that took busy_s; the seconds rested."""
+        """Gentle: rest busy_s x REST_FACTOR after I/O that took busy_s; the seconds rested.
+        A rest too short to take (under MIN_REST) is owed and taken with the next ones, so
+        many quick flushes still leave the disk its share."""
         if not self.gentle:
             return 0.0
-        rest = busy_s * REST_FACTOR
-        if rest < MIN_REST:
-            return 0.0
+        with self._lock:
+            self._owed += busy_s * REST_FACTOR
+            if self._owed < MIN_REST:
+                return 0.0
+            rest, self._owed = self._owed, 0.0
         time.sleep(rest)
         self.add_throttled(rest)
         return rest
@@ -149,5 +156,10 @@ class PacedWriter:
             self._flushed = self._written
         return n
 
-    def __getattr__(self, name):  # flush, fileno, ...: the file's own
-        return getattr(self._f, name)
+    # Only what atomic_file's callers use: a write that went around write() (writelines,
+    # seek) would put the offsets flushed out of step with the file.
+    def flush(self) -> None:
+        self._f.flush()
+
+    def fileno(self) -> int:
+        return self._f.fileno()

@@ -3,6 +3,7 @@
 disk's floor, GNU tar), each timed on a fresh copy of the pristine data, and the SCALE
 points (scan and plan on many empty files); ``Trial``, one row's run."""
 
+import contextlib
 import json
 import os
 import secrets
@@ -30,9 +31,16 @@ ROOTS = {"LARGE": ("large",), "MANY": ("many",), "MIXED": ("large", "many")}
 # Incompressible data is stored uncompressed where the config allows it per policy (an
 # operator would); otherwise it goes through the one global codec, zstd.
 PER_POLICY = {"large": {"compression": "none"}}
-# Rows that leave the data as it was share one copy; the others delete it.
-KEEPING_ROWS = ("tar", "floor", "restic")
-DELETING_ROWS = ("maintenance", "maintenance-low", "steps", "shell")
+# Rows that leave the data as it was share one copy; the others delete it. "maintenance",
+# "maintenance-low" and "steps" run at pace full (the fastest run); "maintenance-gentle" at
+# the default pace gentle, with its priorities (SCHED_IDLE), as cron runs it.
+KEEPING_ROWS = ("idle", "tar", "floor", "restic")
+DELETING_ROWS = ("maintenance", "maintenance-gentle", "maintenance-low", "steps", "shell")
+# On MIXED the stand-in core (scripts/core_latency.py: 512-byte appends with fdatasync every
+# 5 ms, on the same disk) runs beside these rows; "idle" is the core alone, for IDLE_S.
+CORE_DATASET = "MIXED"
+CORE_ROWS = ("idle", "maintenance", "maintenance-gentle", "shell")
+IDLE_S = 10.0
 
 
 @dataclass
@@ -126,10 +134,11 @@ class Bench:
             env["QTS_OPS_PRIORITY"] = "normal"
         return env
 
-    def config(self, dataset: str, roots: dict[str, Path]) -> Path:
+    def config(self, dataset: str, roots: dict[str, Path], pace: str = "full") -> Path:
         """A retention.yaml (JSON is YAML) with one simple older_than policy per root."""
         doc = {
             "version": 1,
+            "pace": pace,
             "state_dir": str(self.var / "state"),
             "log_dir": str(self.var / "log"),
             "backup": {"compression": "zstd", "require_verified_copies": 1,
@@ -174,11 +183,11 @@ class Bench:
 
     # ------------------------------------------------------------------ rows
 
-    def row_maintenance(self, ds: str, rep: int, low: bool = False) -> list[Phase]:
-        cfg = self.config(ds, {n: self.data / n for n in ROOTS[ds]})
-        row = "maintenance-low" if low else "maintenance"
+    def row_maintenance(self, ds: str, rep: int, low: bool = False, pace: str = "full") -> list[Phase]:
+        cfg = self.config(ds, {n: self.data / n for n in ROOTS[ds]}, pace)
+        row = "maintenance-low" if low else "maintenance" if pace == "full" else f"maintenance-{pace}"
         p = timed("maintenance", [PY, SCRIPTS / "maintenance.py", "--config", cfg], self.log(ds, row, rep),
-                  env=self.env(low_priority=low))
+                  env=self.env(low_priority=low or pace == "gentle"))
         p.extra["work_s"] = step_work_times(self.var / "log", None)
         return [p]
 
@@ -235,6 +244,10 @@ class Bench:
             return [init, backup]
         return [init, backup, timed("check --read-data", [self.restic, "check", "-q", "--read-data"], log, env=env)]
 
+    def row_idle(self, ds: str, rep: int) -> list[Phase]:
+        """Nothing but the stand-in core, for its idle latency (not timed as work)."""
+        return [shell("core alone", f"sleep {IDLE_S}", self.log(ds, "idle", rep), self.data, counted=False)]
+
     def row_floor(self, ds: str, rep: int) -> list[Phase]:
         self.write_list(ROOTS[ds])
         log = self.log(ds, "floor", rep)
@@ -260,6 +273,10 @@ class Bench:
         keeping = [r for r in KEEPING_ROWS if r in self.rows and (r != "restic" or self.restic)]
         return keeping + deleting[k:] + deleting[:k]
 
+    def wanted(self, ds: str, row: str) -> bool:
+        """The idle row only where the core is measured; every other row everywhere."""
+        return row != "idle" or ds == CORE_DATASET
+
     def run_trial(self, ds: str, row: str, rep: int) -> Trial:
         roots = ROOTS[ds]
         self.fresh(roots)
@@ -267,12 +284,18 @@ class Bench:
         os.sync()  # the copy's and the last trial's writeback must not land in this trial's time
         load, busy, own, t0 = os.getloadavg(), cpu_busy_s(), own_cpu_s(), time.monotonic()
         fn = {"maintenance": lambda: self.row_maintenance(ds, rep),
+              "maintenance-gentle": lambda: self.row_maintenance(ds, rep, pace="gentle"),
+              "idle": lambda: self.row_idle(ds, rep),
               "maintenance-low": lambda: self.row_maintenance(ds, rep, low=True),
               "steps": lambda: self.row_steps(ds, rep), "shell": lambda: self.row_shell(ds, rep),
               "restic": lambda: self.row_restic(ds, rep), "floor": lambda: self.row_floor(ds, rep),
               "tar": lambda: self.row_tar(ds, rep)}[row]
-        phases = fn()
+        core = ds == CORE_DATASET and row in CORE_ROWS
+        with CoreStandIn(self.out / "core", self.log(ds, row, rep)) if core else contextlib.nullcontext() as stand_in:
+            phases = fn()
         trial = Trial(ds, row, rep, phases, load, noise(busy, own), time.monotonic() - t0)
+        if stand_in is not None:
+            trial.facts["core"] = stand_in.result
         if row in DELETING_ROWS:
             for name in roots:
                 self.intact[name] = False
@@ -281,7 +304,7 @@ class Bench:
         return trial
 
     def output_bytes(self, row: str) -> int | None:
-        if row in ("maintenance", "maintenance-low", "steps"):
+        if row in ("maintenance", "maintenance-gentle", "maintenance-low", "steps"):
             return tree_totals(self.var / "backups")[1]
         name = {"shell": "shell.tar.zst", "floor": "floor.bin", "tar": "plain.tar"}.get(row)
         if name:
@@ -294,14 +317,18 @@ class Bench:
     def run_dataset(self, ds: str) -> None:
         for rep in range(self.repeat):
             for row in self.rows_for(rep):
+                if not self.wanted(ds, row):
+                    continue
                 say(f"{ds} {row} ({rep + 1}/{self.repeat})")
                 t = self.run_trial(ds, row, rep)
                 self.trials.append(t)
                 status = "ok" if t.ok else "FAILED: " + ", ".join(f"{p.name} exit {p.exit_code}"
                                                                    for p in t.phases if not p.ok)
                 left = t.facts.get("left_files")
+                core = t.facts.get("core")
                 say(f"  {t.total_s:.2f} s, peak RSS {t.peak_rss_kib / 1024:.0f} MiB, {status}"
-                    + (f", {left} files left" if left else ""))
+                    + (f", {left} files left" if left else "")
+                    + (f"; core p99 {core['p99_ms']:.2f} ms, p99.9 {core['p999_ms']:.2f} ms" if core else ""))
         self.reset_outputs()
 
     def run_scale(self) -> None:
@@ -324,6 +351,35 @@ class Bench:
                     say(f"  {t.total_s:.2f} s, peak RSS {t.peak_rss_kib / 1024:.0f} MiB, "
                         f"{'ok' if t.ok else f'FAILED: exit {p.exit_code}'}")
         self.reset_outputs()
+
+
+class CoreStandIn:
+    """scripts/core_latency.py running beside a trial, on the same disk (under bench/work/),
+    from just before the row starts until just after it ends; ``result`` its figures."""
+
+    def __init__(self, where: Path, log: Path):
+        self.where, self.log = where, log
+        self.result: dict | None = None
+
+    def __enter__(self):
+        self.where.mkdir(parents=True, exist_ok=True)
+        self.figures = self.where / "core.json"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            # Not nice, no SCHED_IDLE: the stand-in is the core, at the core's priority.
+            self.proc = subprocess.Popen([PY, SCRIPTS / "core_latency.py", "--dir", self.where,
+                                          "--json", self.figures], stdout=log, stderr=log)
+        time.sleep(0.3)  # its first appends are made before the row starts
+        return self
+
+    def __exit__(self, *exc):
+        time.sleep(0.3)
+        self.proc.terminate()
+        self.proc.wait()
+        try:
+            self.result = json.loads(self.figures.read_text())
+        except (OSError, ValueError):
+            self.result = None
 
 
 def step_work_times(log_dir: Path, run_id: str | None) -> dict[str, float]:

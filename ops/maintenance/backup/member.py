@@ -50,10 +50,12 @@ def archive_one(beneath: Beneath, writer: ArchiveWriter, entry: dict, raw_path: 
             _contents(fd, st.st_size),
         )
         after = os.fstat(fd)
-        PACE.done_with(fd)  # read once, to be deleted: its pages are better left to the core
+        unchanged = got == st.st_size and stat_key(after) == stat_key(st)
+        if unchanged:  # read once, to be deleted: its pages are better left to the core
+            PACE.done_with(fd)  # (not a file still being written: dropping would start its writeback)
     finally:
         os.close(fd)
-    if got != st.st_size or stat_key(after) != stat_key(st):
+    if not unchanged:
         return {
             "path": path,
             "status": "changed",

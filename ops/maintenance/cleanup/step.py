@@ -145,16 +145,18 @@ def clean_work(ctx: StepContext):
     # The decisions of an earlier attempt are read back from its journal, in entry order.
     earlier = itertools.islice(iter_lines(journal_path), done_before) if done_before else iter(())
     archived = sum(p["archived"] for p in ctx.chain["backup"]["policies"].values())
+    worker_count = max(1, min(unlink_workers(), archived))
     journal_fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     # The workers are forked before anything else of the pass starts (a fork copies only
     # the calling thread, so no other may be half-way through anything at that moment).
     with (
         catalogue.RunBlock(ctx.config.state_dir, ctx.run.id) as sink,
         os.fdopen(journal_fd, "ab") as journal,
-        ForkedWorkers(max(1, min(unlink_workers(), archived)), Unlinker(ctx.log)) as workers,
+        ForkedWorkers(worker_count, Unlinker(ctx.log)) as workers,
         ctx.ui.live_counts(f"clean {ctx.run.id}", ["deleted", "kept", "gone", "deleted_bytes"]) as show,
     ):
-        CleanPass(ctx, workers, journal, sink, show, held, per_policy).run(done_before, earlier)
+        clean_pass = CleanPass(ctx, workers, journal, sink, show, held, per_policy)
+        clean_pass.run(done_before, earlier)
     catalogued = sink.count
     totals = sum(per_policy.values(), Counter())
     ctx.summary.update(deleted=totals["deleted"], kept=totals["kept"], gone=totals["gone"])
@@ -162,6 +164,8 @@ def clean_work(ctx: StepContext):
     body.update(
         resumed_after=done_before,
         catalogued=catalogued,
+        unlink_workers=worker_count,
+        unlink_batches=clean_pass.batches,
         copies_missing=lost,
         policies={
             p: {k: c[k] for k in ("deleted", "deleted_bytes", "kept", "kept_changed", "gone", "undeletable")}
@@ -196,6 +200,7 @@ class CleanPass:
         self.journal = HashingLineWriter(journal)
         self.synced = self.journal.count
         self.in_flight = deque()  # (policy, scanned, batch), oldest first, at most one per worker
+        self.batches = 0
 
     def run(self, done_before: int, earlier) -> None:
         index, befores = 0, {}
@@ -238,6 +243,7 @@ class CleanPass:
         items = [_task_item(entry, record) for entry, record in batch]
         self.workers.submit((policy, scanned.root, scanned.root_id, items))
         self.in_flight.append((policy, scanned, batch))
+        self.batches += 1
 
     def collect(self) -> None:
         """The oldest batch's answers: counted, journaled, and each deletion catalogued."""

@@ -19,9 +19,9 @@ import time
 
 import pytest
 
-from ops.maintenance.cleanup.step import UNLINK_BATCH, UNLINK_WORKERS, unlink_batch, unlink_workers
+from ops.maintenance.cleanup.step import UNLINK_WORKERS
 from ops.sys import pace, priority
-from ops.sys.pace import PACE, Pace
+from ops.sys.pace import Pace
 from ops.sys.sizes import CHUNK, MiB
 from tools.sandbox import SCRIPTS
 
@@ -119,13 +119,14 @@ def test_a_gentle_backup_never_holds_more_than_a_step_of_dirty_archive(sandbox, 
 def test_gentle_clean_commits_small_batches_and_reports_its_rests(sandbox):
     sandbox.config["metrics_file"] = "var/metrics/qts.prom"
     sandbox.write_config()
-    for i in range(pace.UNLINK_BATCH * 3):
+    files = pace.UNLINK_BATCH * 3  # one directory: at full pace, one batch for one of 16 workers
+    for i in range(files):
         sandbox.file(f"d/{i}.log", f"line {i}\n")
     r = sandbox.run("maintenance")
     assert r.returncode == 0, r.stderr
-    run = sandbox.run_dir()
-    clean = json.loads((run / "clean.ok.json").read_text())
-    assert clean["pace"] == "gentle" and clean["deleted"] == pace.UNLINK_BATCH * 3
+    clean = json.loads((sandbox.run_dir() / "clean.ok.json").read_text())
+    assert (clean["pace"], clean["deleted"]) == ("gentle", files)
+    assert (clean["unlink_workers"], clean["unlink_batches"]) == (pace.UNLINK_WORKERS, 3)
     assert clean["throttled_s"] > 0, "clean rested after none of its batches"
     metrics = (sandbox.base / "var/metrics/qts.prom").read_text()
     assert f'qts_ops_step_throttled_seconds{{step="clean"}} {clean["throttled_s"]}' in metrics
@@ -133,21 +134,16 @@ def test_gentle_clean_commits_small_batches_and_reports_its_rests(sandbox):
     assert "rested" in status.stdout, status.stdout
 
 
-def test_gentle_clean_unlinks_one_small_batch_at_a_time(monkeypatch):
-    monkeypatch.setattr(PACE, "gentle", True)
-    assert (unlink_workers(), unlink_batch()) == (1, pace.UNLINK_BATCH)
-    monkeypatch.setattr(PACE, "gentle", False)
-    assert (unlink_workers(), unlink_batch()) == (UNLINK_WORKERS, UNLINK_BATCH)
-
-
 def test_full_pace_does_not_rest(sandbox):
-    sandbox.file("a.log", "old\n")
+    for i in range(pace.UNLINK_BATCH * 3):
+        sandbox.file(f"d/{i}.log", f"line {i}\n")
     sandbox.config["pace"] = "full"
     sandbox.write_config()
     assert sandbox.run("maintenance").returncode == 0
-    for step in ("backup", "verify", "clean"):
+    for step in ("scan", "backup", "verify", "clean"):
         doc = json.loads((sandbox.run_dir() / f"{step}.ok.json").read_text())
         assert (doc["pace"], doc["throttled_s"]) == ("full", 0)
+    assert (doc["unlink_workers"], doc["unlink_batches"]) == (UNLINK_WORKERS, 1)
 
 
 def test_the_command_line_pace_wins_over_the_config_and_make_passes_it(sandbox):
@@ -198,16 +194,27 @@ def test_a_slow_flush_is_followed_by_a_longer_rest(tmp_path, monkeypatch):
         assert full.throttled_s == 0
 
 
+def test_rests_too_short_to_take_are_owed_not_forgotten():
+    gentle = Pace("gentle")
+    quick = pace.MIN_REST / pace.REST_FACTOR / 4  # a flush whose rest alone is a quarter of the shortest
+    taken = [gentle.rest_after(quick) for _ in range(8)]
+    assert taken.count(0.0) == 6 and sum(taken) == pytest.approx(8 * quick * pace.REST_FACTOR)
+    assert gentle.throttled_s == pytest.approx(sum(taken))
+
+
 def test_gentle_steps_yield_the_cpu_at_once(monkeypatch):
-    """SCHED_IDLE at the gentle pace, nice 10 at full: set in a forked child, which is what
-    a step is (the policy is inherited, and the test process keeps its own)."""
+    """SCHED_IDLE at the gentle pace; at full the test's own policy is kept, with nice 10.
+    Set in a forked child, which is what a step is (the test process keeps its own)."""
     monkeypatch.delenv("QTS_OPS_PRIORITY", raising=False)
-    for gentle, policy in ((True, os.SCHED_IDLE), (False, os.SCHED_OTHER)):
+    for gentle, policy in ((True, os.SCHED_IDLE), (False, os.sched_getscheduler(0))):
         pid = os.fork()
         if pid == 0:
+            ok = False
             try:
                 priority.lower_priority(gentle)
                 ok = os.sched_getscheduler(0) == policy and os.getpriority(os.PRIO_PROCESS, 0) >= priority.NICE
+            except BaseException:
+                pass
             finally:
                 os._exit(0 if ok else 1)
         assert os.waitpid(pid, 0)[1] == 0, f"gentle={gentle}: not {policy}"
