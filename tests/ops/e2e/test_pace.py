@@ -218,3 +218,16 @@ def test_gentle_steps_yield_the_cpu_at_once(monkeypatch):
             finally:
                 os._exit(0 if ok else 1)
         assert os.waitpid(pid, 0)[1] == 0, f"gentle={gentle}: not {policy}"
+
+
+def test_changing_the_pace_between_steps_continues_the_run(sandbox):
+    """The pace decides nothing about deletion: it is no part of a run's identity."""
+    sandbox.file("a.log", "old\n")
+    assert sandbox.run("scan").returncode == 0
+    run = sandbox.runs()[-1]
+    sandbox.config["pace"] = "full"
+    sandbox.write_config()
+    r = sandbox.run("maintenance")
+    assert r.returncode == 0, r.stderr
+    assert sandbox.runs() == [run] and not (sandbox.data / "logs/a.log").exists()
+    assert json.loads((sandbox.run_dir(run) / "clean.ok.json").read_text())["pace"] == "full"
