@@ -97,11 +97,23 @@ class Unlinker:
         """Gentle: the batch's unlinks committed on their own (its directory fsynced, a
         small journal commit), then a rest in proportion; the seconds rested."""
         before = PACE.throttled_s
+        directory = path.rpartition("/")[0]
         try:
             with beneath.fresh_parent(path) as (dir_fd, _):
                 PACE.commit(dir_fd)
-        except OSError:
+        except FileNotFoundError:
             pass  # the directory went (pruned, renamed): nothing of this batch is left to commit there
+        except OSError as exc:  # the unlinks are done and journaled as such; the disk's complaint is said
+            why = describe_oserror(exc)
+            self.log.write(
+                self.log.line(
+                    "commit_failed",
+                    f"{directory or '.'}: fsync after unlinks failed: {why}",
+                    path=directory,
+                    reason=why,
+                    level="warning",
+                )
+            )
         return PACE.throttled_s - before
 
     def _decide(self, beneath: Beneath, root: str, path: str, key, unverified) -> tuple[str, str]:

@@ -9,6 +9,7 @@ one that sleeps, since this machine's disk cannot be made slow on demand.
 """
 
 import ctypes
+import errno
 import glob
 import json
 import os
@@ -20,8 +21,10 @@ import time
 import pytest
 
 from ops.maintenance.cleanup.step import UNLINK_WORKERS
+from ops.maintenance.cleanup.unlink import Unlinker
 from ops.sys import pace, priority
-from ops.sys.pace import Pace
+from ops.sys.pace import PACE, Pace
+from ops.sys.paths import stat_key
 from ops.sys.sizes import CHUNK, MiB
 from tools.sandbox import SCRIPTS
 
@@ -231,3 +234,34 @@ def test_changing_the_pace_between_steps_continues_the_run(sandbox):
     assert r.returncode == 0, r.stderr
     assert sandbox.runs() == [run] and not (sandbox.data / "logs/a.log").exists()
     assert json.loads((sandbox.run_dir(run) / "clean.ok.json").read_text())["pace"] == "full"
+
+
+def test_a_failed_commit_after_a_batch_of_unlinks_is_said_in_the_log(tmp_path, monkeypatch):
+    """A directory fsync that fails with EIO cannot be produced for real here (it needs a
+    failing disk), so that one call is replaced; the files and their unlinks are real."""
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    items = []
+    for i in range(3):
+        f = root / "d" / f"{i}.log"
+        f.write_text("x")
+        items.append((f"d/{i}.log", stat_key(os.lstat(f)), None))
+    lines = []
+
+    class Log:
+        def line(self, event, msg="", level="info", **fields):
+            return (json.dumps({"event": event, "msg": msg, "level": level, **fields}) + "\n").encode()
+
+        def write(self, data):
+            lines.extend(json.loads(x) for x in data.decode().splitlines())
+
+    def eio(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(PACE, "gentle", True)
+    monkeypatch.setattr(pace.os, "fsync", eio)
+    st = os.stat(root)
+    results, rested = Unlinker(Log())(("logs", str(root), (st.st_dev, st.st_ino), items))
+    assert [r[0] for r in results] == ["deleted"] * 3 and rested == 0
+    failed = [x for x in lines if x["event"] == "commit_failed"]
+    assert len(failed) == 1 and failed[0]["level"] == "warning" and "Input/output error" in failed[0]["msg"]
