@@ -30,10 +30,10 @@ class _StagingFile:
     archive is still being made; publish's fsync then has little left to wait for. At
     the gentle pace (ops/sys/pace.py) the writer thread instead flushes every WRITE_STEP
     bytes itself and waits for them, then rests, so the dirty data stays small and the
-    disk is never taken in a burst. Neither changes durability: publish still flushes and fsyncs every file. An error
-    either thread saw (a write's ENOSPC, or an fdatasync's EIO, which the kernel reports
-    only once per open file) is kept and raised by the next write or flush, so publish
-    can never miss it.
+    disk is never taken in a burst. Neither changes durability: publish still flushes
+    and fsyncs every file. An error either thread saw (a write's ENOSPC, or an
+    fdatasync's EIO, which the kernel reports only once per open file) is kept and
+    raised by the next write or flush, so publish can never miss it.
     """
 
     FLUSH_EVERY = 64 * MiB
