@@ -13,7 +13,7 @@ from ops.sys import crashpoints
 from ops.sys.atomic import PRIVATE_DIR, PRIVATE_FILE, ensure_private_dir, fsync_dir, fsync_dir_fd
 from ops.sys.gather import write_all
 from ops.sys.handover import Handover
-from ops.sys.pace import PACE, WRITE_STEP
+from ops.sys.pace import PACE, Steps
 from ops.sys.paths import NotPlainFile, open_dir_nofollow, open_plain_file
 from ops.sys.sizes import CHUNK, MiB
 
@@ -43,7 +43,7 @@ class _StagingFile:
     def __init__(self, f: BinaryIO):
         self._f = f  # raw: a write may be short, and is then finished here
         self._since = 0
-        self._written = self._flushed = 0  # gentle: bytes written, and flushed so far
+        self._steps = Steps(f.fileno())  # gentle: flushed every WRITE_STEP bytes
         self._syncing: threading.Thread | None = None
         self._feed = Handover(self._write_block, name="staging-write", depth=self.QUEUE, block=self.GATHER)
 
@@ -53,11 +53,8 @@ class _StagingFile:
     def _write_block(self, data: bytes) -> None:
         """On the handover's thread, one block at a time."""
         write_all(self._f.write, data)
-        self._written += len(data)
+        self._steps.wrote(len(data))
         if PACE.gentle:
-            if self._written - self._flushed >= WRITE_STEP:
-                PACE.flush_range(self._f.fileno(), self._flushed, self._written - self._flushed)
-                self._flushed = self._written
             return
         self._since += len(data)
         if self._since >= self.FLUSH_EVERY and (self._syncing is None or not self._syncing.is_alive()):

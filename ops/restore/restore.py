@@ -44,7 +44,7 @@ from ops.sys import crashpoints
 from ops.sys.atomic import temp_name
 from ops.sys.hashio import HashingReader, sha256_bytes
 from ops.sys.jsonl import iter_lines
-from ops.sys.pace import PACE, WRITE_STEP
+from ops.sys.pace import Steps
 from ops.sys.paths import NOFOLLOW_DIR, open_dir_nofollow, unsafe_reason
 
 # Temporary files of a restore: ``.<name>.tmp-restore-<8 hex>`` beside the file they become.
@@ -233,11 +233,11 @@ def _write_all(fd: int, data, what: str) -> None:
             raise TargetError(f"writing {what}: {exc}") from None
 
 
-def _paced(fd: int, offset: int, length: int, what: str) -> None:
-    """Gentle (ops/sys/pace.py): a large file's last WRITE_STEP bytes go to the disk now,
-    then a rest. A small file is not paced beyond its own fsync, which is waited for."""
+def _paced(steps: Steps, n: int, what: str) -> None:
+    """Gentle (ops/sys/pace.py): a large file goes to the disk a WRITE_STEP at a time, each
+    followed by a rest. A small file is not paced beyond its own fsync, which is waited for."""
     try:
-        PACE.flush_range(fd, offset, length)
+        steps.wrote(n)
     except OSError as exc:
         raise TargetError(f"writing {what}: {exc}") from None
 
@@ -259,13 +259,10 @@ def _extract_member(
         except OSError as exc:
             raise TargetError(f"cannot write {what} at the restore target: {exc}") from None
         try:
-            written = flushed = 0
+            steps = Steps(out)
             for chunk in reader.chunks(member):  # the copy's errors stay the copy's: the next destination may do
                 _write_all(out, chunk, what)
-                written += len(chunk)
-                if written - flushed >= WRITE_STEP:
-                    _paced(out, flushed, written - flushed, what)
-                    flushed = written
+                _paced(steps, len(chunk), what)
                 crashpoints.reach("restore.after_chunk")
             if member.sha256 != expected_sha:
                 raise Untrusted(f"{what} does not match its SHA-256 in {source}")

@@ -26,6 +26,7 @@ the metrics report it per step). Measurements: docs/performance.md.
 """
 
 import ctypes
+import errno
 import os
 import threading
 import time
@@ -35,10 +36,11 @@ DEFAULT = "gentle"
 WRITE_STEP = 256 * 1024
 REST_FACTOR = 4.0
 MIN_REST = 0.0005  # a rest shorter than this is not taken: a sleep costs about as much
-UNLINK_WORKERS = 1  # one batch of unlinks at a time: each batch's commit is waited for
-UNLINK_BATCH = 32
 
 _SYNC_FILE_RANGE_WAIT_BEFORE, _SYNC_FILE_RANGE_WRITE, _SYNC_FILE_RANGE_WAIT_AFTER = 1, 2, 4
+# What a file system says when it has no sync_file_range of its own: pacing then falls back
+# to fdatasync, never fails the step.
+_NOT_SUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ESPIPE}
 _WRITE_AND_WAIT = _SYNC_FILE_RANGE_WAIT_BEFORE | _SYNC_FILE_RANGE_WRITE | _SYNC_FILE_RANGE_WAIT_AFTER
 
 
@@ -46,7 +48,7 @@ def _libc_sync_file_range():
     try:
         fn = ctypes.CDLL(None, use_errno=True).sync_file_range
     except (OSError, AttributeError):
-        return None  # not Linux, or no symbol table: flush_range falls back to fdatasync
+        return None  # not Linux, or no symbol table: flush_range uses fdatasync
     fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
     fn.restype = ctypes.c_int
     return fn
@@ -104,20 +106,11 @@ class Pace:
         if not self.gentle or length <= 0:
             return
         started = time.monotonic()
-        if _sync_file_range is None:
-            os.fdatasync(fd)
-        elif _sync_file_range(fd, offset, length, _WRITE_AND_WAIT) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
-        self.rest_after(time.monotonic() - started)
-
-    def commit(self, dir_fd: int) -> None:
-        """Gentle: fsync a directory just changed (unlinks in it), so its changes go in a
-        small journal commit of their own, waited for here; then rest."""
-        if not self.gentle:
-            return
-        started = time.monotonic()
-        os.fsync(dir_fd)  # an error is the caller's to say: the kernel reports it once only
+        if _sync_file_range is None or _sync_file_range(fd, offset, length, _WRITE_AND_WAIT) != 0:
+            err = ctypes.get_errno() if _sync_file_range is not None else errno.ENOSYS
+            if err not in _NOT_SUPPORTED:
+                raise OSError(err, os.strerror(err))  # EIO, ENOSPC: the file's own failure
+            os.fdatasync(fd)  # a file system without it (some FUSE ones): the same wait, coarser
         self.rest_after(time.monotonic() - started)
 
     def done_with(self, f) -> None:
@@ -135,6 +128,30 @@ class Pace:
 PACE = Pace()
 
 
+class Steps:
+    """What one file's writer has written and flushed: at the gentle pace, ``wrote(n)``
+    flushes (flush_range) once WRITE_STEP bytes are unflushed, so the file never holds
+    more dirty data than that. The one place this is counted, for every paced writer:
+    a staging archive, an atomic_file, a restored file."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.written = self.flushed = 0
+
+    def due(self, n: int) -> bool:
+        """Count ``n`` more bytes written; whether a flush is due (gentle only)."""
+        self.written += n
+        return PACE.gentle and self.written - self.flushed >= WRITE_STEP
+
+    def flush(self) -> None:
+        PACE.flush_range(self.fd, self.flushed, self.written - self.flushed)
+        self.flushed = self.written
+
+    def wrote(self, n: int) -> None:
+        if self.due(n):
+            self.flush()
+
+
 class PacedWriter:
     """A file written in order through its own buffer, flushed to the disk every
     WRITE_STEP bytes at the gentle pace (the manifests and records of 200,000 files are
@@ -142,15 +159,13 @@ class PacedWriter:
 
     def __init__(self, f):
         self._f = f
-        self._written = self._flushed = 0
+        self._steps = Steps(f.fileno())
 
     def write(self, data) -> int:
         n = self._f.write(data)
-        self._written += n
-        if PACE.gentle and self._written - self._flushed >= WRITE_STEP:
-            self._f.flush()
-            PACE.flush_range(self._f.fileno(), self._flushed, self._written - self._flushed)
-            self._flushed = self._written
+        if self._steps.due(n):
+            self._f.flush()  # the buffer's bytes into the file first, then to the disk
+            self._steps.flush()
         return n
 
     # Only what atomic_file's callers use: a write that went around write() (writelines,

@@ -24,7 +24,7 @@ from ops.maintenance.step import Step, StepContext
 from ops.state import catalogue
 from ops.state.manifest import JOURNAL, paired, sha256_file
 from ops.state.records import ScannedPolicy, scanned_policies
-from ops.sys import crashpoints, pace
+from ops.sys import crashpoints
 from ops.sys.jsonl import HashingLineWriter, decode_line, iter_lines
 from ops.sys.pace import PACE
 from ops.sys.paths import Beneath, RootChanged, entry_key, open_plain_file
@@ -37,14 +37,16 @@ from ops.sys.workers import ForkedWorkers, WorkerError
 # on its own and followed by a rest: the core's fdatasync never waits behind thousands.
 UNLINK_WORKERS = 16
 UNLINK_BATCH = 256  # files of one directory handed to a worker at once
+GENTLE_UNLINK_WORKERS = 1  # one batch at a time: each batch's commit is waited for
+GENTLE_UNLINK_BATCH = 32
 
 
 def unlink_workers() -> int:
-    return pace.UNLINK_WORKERS if PACE.gentle else UNLINK_WORKERS
+    return GENTLE_UNLINK_WORKERS if PACE.gentle else UNLINK_WORKERS
 
 
 def unlink_batch() -> int:
-    return pace.UNLINK_BATCH if PACE.gentle else UNLINK_BATCH
+    return GENTLE_UNLINK_BATCH if PACE.gentle else UNLINK_BATCH
 
 
 def _task_item(entry: dict, record: dict) -> tuple[str, tuple | None, str | None]:

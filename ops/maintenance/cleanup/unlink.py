@@ -3,8 +3,10 @@ since scan, compare its identity with what was backed up, and unlink it only on 
 
 import os
 import stat
+import time
 
 from ops.maintenance.retention.policy import MARKER
+from ops.sys.atomic import fsync_dir_fd
 from ops.sys.pace import PACE
 from ops.sys.paths import Beneath, describe_oserror, stat_key
 
@@ -96,13 +98,14 @@ class Unlinker:
     def _settle(self, beneath: Beneath, path: str) -> float:
         """Gentle: the batch's unlinks committed on their own (its directory fsynced, a
         small journal commit), then a rest in proportion; the seconds rested."""
-        before = PACE.throttled_s
         directory = path.rpartition("/")[0]
         try:
             with beneath.fresh_parent(path) as (dir_fd, _):
-                PACE.commit(dir_fd)
+                started = time.monotonic()
+                fsync_dir_fd(dir_fd)
+                return PACE.rest_after(time.monotonic() - started)
         except FileNotFoundError:
-            pass  # the directory went (pruned, renamed): nothing of this batch is left to commit there
+            return 0.0  # the directory went (pruned, renamed): nothing of this batch is left to commit there
         except OSError as exc:  # the unlinks are done and journaled as such; the disk's complaint is said
             why = describe_oserror(exc)
             self.log.write(
@@ -114,7 +117,7 @@ class Unlinker:
                     level="warning",
                 )
             )
-        return PACE.throttled_s - before
+            return 0.0
 
     def _decide(self, beneath: Beneath, root: str, path: str, key, unverified) -> tuple[str, str]:
         if unverified:

@@ -83,7 +83,6 @@ def test_a_paced_flush_error_fails_the_publish_and_publishes_nothing(tmp_path, m
 def test_early_writeback_keeps_every_byte_in_order(tmp_path, monkeypatch, pace_name):
     # Writes gathered, handed over whole, and both mixed (a long write while short ones are held).
     monkeypatch.setattr(pace, "WRITE_STEP", 1000)
-    monkeypatch.setattr(local, "WRITE_STEP", 1000)
     staging = _staging(tmp_path, monkeypatch, every=1000, gather=1024, pace=pace_name)
     f = staging.create("a.tar")
     chunks = [os.urandom(n) for n in (10, 999, 1, 4096, 3, 2000, 0, 77, 5000, 1024, 1, 1023, 3000)]
