@@ -44,7 +44,7 @@ from ops.sys import crashpoints
 from ops.sys.atomic import temp_name
 from ops.sys.hashio import HashingReader, sha256_bytes
 from ops.sys.jsonl import iter_lines
-from ops.sys.pace import Steps
+from ops.sys.pace import PACE, Steps
 from ops.sys.paths import NOFOLLOW_DIR, open_dir_nofollow, unsafe_reason
 
 # Temporary files of a restore: ``.<name>.tmp-restore-<8 hex>`` beside the file they become.
@@ -611,6 +611,8 @@ def _run(job: _Job, names: list[str]) -> Destination:
             f"run {job.run_id} restored from {name}"
             + "".join(f"; passed over {n}: {why}" for n, why in passed.items()),
             destination=name,
+            pace=PACE.name,
+            throttled_s=round(PACE.throttled_s, 3),  # the process's own rests: a restore is one process
         )
         return dest
     so_far = f"; {job.restored()} file(s) were restored, each checked, before that" if job.restored() else ""

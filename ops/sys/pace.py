@@ -35,7 +35,7 @@ PACES = ("gentle", "full")
 DEFAULT = "gentle"
 WRITE_STEP = 256 * 1024
 REST_FACTOR = 4.0
-MIN_REST = 0.0005  # a rest shorter than this is not taken: a sleep costs about as much
+MIN_REST = 0.0005  # a rest shorter than this is owed, not slept: a sleep costs about as much
 
 _SYNC_FILE_RANGE_WAIT_BEFORE, _SYNC_FILE_RANGE_WRITE, _SYNC_FILE_RANGE_WAIT_AFTER = 1, 2, 4
 # What a file system says when it has no sync_file_range of its own: pacing then falls back

@@ -1,11 +1,13 @@
 """The stand-in core: its percentiles are values it measured, and it leaves nothing behind."""
 
 import os
+import shutil
 import subprocess
 import sys
+import time
 
 from tools.core_latency import percentile, run
-from tools.sandbox import SCRIPTS
+from tools.sandbox import REPO, SCRIPTS
 
 
 def test_percentiles_are_nearest_rank_values_that_were_measured():
@@ -39,3 +41,49 @@ def test_the_script_runs_with_nothing_but_the_standard_library(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert "appends in" in r.stdout and os.listdir(tmp_path) == []
+
+
+def _script(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS / "core_latency.py"), *args], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def test_odd_arguments_are_refused_before_anything_is_measured(tmp_path):
+    for bad in ("0", "-1", "nan", "inf"):
+        r = _script("--dir", str(tmp_path), "--seconds", bad)
+        assert r.returncode == 2 and "--seconds must be positive" in r.stderr, (bad, r.stderr)
+    r = _script("--dir", str(tmp_path), "--interval", "nan", "--seconds", "1")
+    assert r.returncode == 2 and "must be positive" in r.stderr
+    for where in (tmp_path / "absent", tmp_path / "afile"):
+        (tmp_path / "afile").write_text("")
+        r = _script("--dir", str(where), "--seconds", "0.1")
+        assert r.returncode == 1 and "Traceback" not in r.stderr and str(where) in r.stderr, r.stderr
+    started = time.monotonic()
+    r = _script("--dir", str(tmp_path), "--seconds", "30", "--json", str(tmp_path / "absent" / "out.json"))
+    assert r.returncode == 1 and "out.json" in r.stderr and time.monotonic() - started < 10  # before measuring
+
+
+def test_sigterm_ends_it_at_once_even_mid_interval(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPTS / "core_latency.py"), "--dir", str(tmp_path), "--interval", "60000"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.0)
+    proc.terminate()
+    out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and out.startswith("1 of "), out
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_module_alone_runs_on_a_host_without_the_toolkit(tmp_path):
+    alone = tmp_path / "core_latency.py"
+    shutil.copy(REPO / "tools" / "core_latency.py", alone)
+    r = subprocess.run(
+        [sys.executable, str(alone), "--dir", str(tmp_path), "--seconds", "0.1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0 and "appends in" in r.stdout, r.stderr

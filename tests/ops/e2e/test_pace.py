@@ -288,3 +288,21 @@ def test_a_failed_commit_after_a_batch_of_unlinks_is_said_in_the_log(tmp_path, m
     assert [r[0] for r in results] == ["deleted"] * 3 and rested == 0
     failed = [x for x in lines if x["event"] == "commit_failed"]
     assert len(failed) == 1 and failed[0]["level"] == "warning" and "Input/output error" in failed[0]["msg"]
+
+
+@pytest.mark.parametrize("chosen", ["gentle", "full"])
+def test_restore_keeps_the_pace_and_says_so_in_its_log(sandbox, chosen):
+    sandbox.file("big.log", os.urandom(2 * MiB))
+    assert sandbox.run("maintenance").returncode == 0
+    run = sandbox.runs()[-1]
+    r = sandbox.run("restore", "--run", run, "--to", str(sandbox.base / "back"), "--pace", chosen)
+    assert r.returncode == 0, r.stderr
+    assert (sandbox.base / "back").exists()
+    used = [
+        json.loads(line)
+        for path in sandbox.logs.glob("ops-*.log")
+        for line in path.read_text().splitlines()
+        if '"destination_used"' in line
+    ]
+    assert [u["pace"] for u in used] == [chosen]
+    assert (used[0]["throttled_s"] > 0) == (chosen == "gentle")
