@@ -19,6 +19,8 @@ TO ?=
 DEST ?=
 FILE ?=
 PACE ?=
+ALLOW_LARGE_DELETE ?=
+PLAN_FILES ?=
 CHAOS_SEED ?=
 CHAOS_TRIALS ?= 20
 # What an operator passes (make find FILE=..., CONFIG=...) reaches the scripts through the
@@ -26,7 +28,7 @@ CHAOS_TRIALS ?= 20
 # as QTS_OPS_<name>, taken with $(value) so make expands nothing in it ($HOME stays $HOME),
 # and a recipe names it only as "$$QTS_OPS_<name>", which bash substitutes as one argument
 # and never reads as code. Quotes, newlines, backticks and spaces arrive byte for byte.
-USER_VARS := CONFIG RUN POLICY TO DEST FILE PACE CHAOS_SEED CHAOS_TRIALS
+USER_VARS := CONFIG RUN POLICY TO DEST FILE PACE ALLOW_LARGE_DELETE PLAN_FILES CHAOS_SEED CHAOS_TRIALS
 $(foreach v,$(USER_VARS),$(eval export QTS_OPS_$(v) := $$(value $(v))))
 # make would also export a variable set on its command line under its own name, expanding
 # it first (running any $(...) in it): these are passed as QTS_OPS_<name> only.
@@ -34,6 +36,8 @@ unexport $(USER_VARS)
 # $(call opt,--option,NAME): --option="$QTS_OPS_NAME" when NAME is set, else nothing. One
 # word with "=", so a value that starts with "-" is still the option's value.
 opt = $(if $(value $(2)),$(1)="$$QTS_OPS_$(2)")
+# IGNORE_WINDOW=1: run outside the config's maintenance window (an operator at the keyboard).
+window = $(if $(filter 1,$(value IGNORE_WINDOW)),--ignore-window)
 
 .DEFAULT_GOAL := help
 
@@ -51,27 +55,29 @@ venv: $(STAMP)
 
 .PHONY: maintenance ## scan, backup, verify, clean on one run; stop at the first failure
 maintenance: $(STAMP)
-	$(PY) scripts/maintenance.py $(call opt,--config,CONFIG) $(call opt,--pace,PACE)
+	$(PY) scripts/maintenance.py $(call opt,--config,CONFIG) $(call opt,--pace,PACE) $(window) \
+	    $(call opt,--allow-large-delete,ALLOW_LARGE_DELETE)
 
 .PHONY: scan ## start a run: record the files whose retention expired (RUN= to name it)
 scan: $(STAMP)
-	$(PY) scripts/scan.py $(call opt,--config,CONFIG) $(call opt,--run,RUN) $(call opt,--pace,PACE)
+	$(PY) scripts/scan.py $(call opt,--config,CONFIG) $(call opt,--run,RUN) $(call opt,--pace,PACE) $(window) \
+	    $(call opt,--allow-large-delete,ALLOW_LARGE_DELETE)
 
 .PHONY: backup ## archive the newest run (or RUN=) to every destination
 backup: $(STAMP)
-	$(PY) scripts/backup.py $(call opt,--config,CONFIG) $(call opt,--run,RUN) $(call opt,--pace,PACE)
+	$(PY) scripts/backup.py $(call opt,--config,CONFIG) $(call opt,--run,RUN) $(call opt,--pace,PACE) $(window)
 
 .PHONY: verify ## re-read the newest run's (or RUN=) archives and check every member
 verify: $(STAMP)
-	$(PY) scripts/verify.py $(call opt,--config,CONFIG) $(call opt,--run,RUN) $(call opt,--pace,PACE)
+	$(PY) scripts/verify.py $(call opt,--config,CONFIG) $(call opt,--run,RUN) $(call opt,--pace,PACE) $(window)
 
 .PHONY: clean ## delete the newest run's (or RUN=) verified, unchanged files
 clean: $(STAMP)
-	$(PY) scripts/clean.py $(call opt,--config,CONFIG) $(call opt,--run,RUN) $(call opt,--pace,PACE)
+	$(PY) scripts/clean.py $(call opt,--config,CONFIG) $(call opt,--run,RUN) $(call opt,--pace,PACE) $(window)
 
 .PHONY: plan ## show what the next run would back up and delete, and why; changes nothing
 plan: $(STAMP)
-	$(PY) scripts/plan.py $(call opt,--config,CONFIG)
+	$(PY) scripts/plan.py $(call opt,--config,CONFIG) $(call opt,--files,PLAN_FILES)
 
 .PHONY: status ## recent runs, each step's state, the lock holder, problems; DEST=name lists that destination's runs
 status: $(STAMP)

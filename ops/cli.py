@@ -19,8 +19,10 @@ from ops.console import Console
 from ops.errors import EXIT_STATUS_HELP, UsageError
 from ops.logs.guard import Guard
 from ops.state.manifest import check_run_id
+from ops.sys.budget import READS, WRITES
 from ops.sys.pace import PACE, PACES
 from ops.sys.priority import lower_priority
+from ops.sys.window import WINDOW
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "retention.yaml"
@@ -31,7 +33,9 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}", hint=f"see {self.prog} --help")
 
 
-def parser(name: str, description: str, run: bool = True, pace: bool = False) -> argparse.ArgumentParser:
+def parser(
+    name: str, description: str, run: bool = True, pace: bool = False, window: bool = False, brake: bool = False
+) -> argparse.ArgumentParser:
     p = _Parser(
         prog=f"scripts/{name}.py",
         description=description,
@@ -52,6 +56,20 @@ def parser(name: str, description: str, run: bool = True, pace: bool = False) ->
             help="gentle: leave the disk's latency to the trading core; full: as fast as the disk allows "
             "(default: the config's pace, gentle unless set)",
         )
+    if window:
+        p.add_argument(
+            "--ignore-window",
+            action="store_true",
+            help="run even outside the config's maintenance window (for an operator at the keyboard)",
+        )
+    if brake:
+        p.add_argument(
+            "--allow-large-delete",
+            metavar="POLICY[,POLICY]",
+            type=lambda text: frozenset(n for n in text.split(",") if n),
+            default=frozenset(),
+            help="let this one run expire more of these policies than their max_delete allows",
+        )
     p.add_argument("-v", "--verbose", action="store_true", help="print a summary even when not on a terminal")
     return p
 
@@ -61,6 +79,13 @@ def _run_id(text: str) -> str:
         return check_run_id(text)
     except UsageError as exc:
         raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def count(text: str) -> int:
+    """An argument that is a whole number, 0 or more."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more, got {text!r}")
+    return int(text)
 
 
 def _open_standard_descriptors() -> None:
@@ -89,8 +114,13 @@ def main(
         args = p.parse_args(argv)
         guard.ui = Console(verbose=args.verbose)
         guard.config = load_config(args.config)
-        PACE.set(getattr(args, "pace", None) or guard.config.pace)  # inherited by the chain's steps
+        config = guard.config
+        # Set once per process, and inherited by the chain's forked steps.
+        PACE.set(getattr(args, "pace", None) or config.pace)
         lower_priority(PACE.gentle)
+        WINDOW.set(config.window, config.window_timezone, ignored=getattr(args, "ignore_window", False))
+        READS.set(config.io_limit)
+        WRITES.set(config.io_limit)
         return action(args, guard.config, guard.ui)
 
     return guard.run(body)

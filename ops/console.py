@@ -99,6 +99,14 @@ class Console:
         for row in rows + ([footer] if footer else []):
             print("\t".join(str(x) for x in row))
 
+    def report(self, lines: list[str]) -> None:
+        """Lines of a report the operator asked for (plan's files): on stdout, with or without a TTY."""
+        for line in lines:
+            if self._rich:
+                self._out.print(line, markup=False, highlight=False)
+            else:
+                print(line)
+
     @contextlib.contextmanager
     def live_counts(self, title: str, columns: list[str]):
         """Yield ``show(policy, counts)``: a live table of per-policy counts on a terminal only."""

@@ -54,6 +54,13 @@ def refusal_of(check, *args, **kwargs) -> tuple[str, str | None] | None:
     return None
 
 
+class OutsideWindow(OpsError):
+    """The maintenance window is closed: the step does nothing (or stops at a safe point,
+    its run left to be resumed) and exits 0, like a run with nothing to do."""
+
+    code = OK
+
+
 class UsageError(OpsError):
     code = USAGE
 

@@ -10,6 +10,6 @@ from ops.maintenance.chain import step_main
 if __name__ == "__main__":
     cli.run(
         name="backup",
-        p=cli.parser("backup", __doc__, pace=True),
+        p=cli.parser("backup", __doc__, pace=True, window=True),
         action=lambda args, config, ui: step_main("backup", args.run, config, ui),
     )

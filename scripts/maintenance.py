@@ -8,10 +8,14 @@ from ops import cli
 from ops.maintenance.chain import maintenance
 
 if __name__ == "__main__":
-    p = cli.parser("maintenance", __doc__, run=False, pace=True)
+    p = cli.parser("maintenance", __doc__, run=False, pace=True, window=True, brake=True)
     p.add_argument(
         "--new-run",
         action="store_true",
         help="start a new run even if the newest one is unfinished (after inspecting it)",
     )
-    cli.run(name="maintenance", p=p, action=lambda args, config, ui: maintenance(config, ui, args.new_run))
+    cli.run(
+        name="maintenance",
+        p=p,
+        action=lambda args, config, ui: maintenance(config, ui, args.new_run, args.allow_large_delete),
+    )

@@ -10,4 +10,11 @@ from ops.maintenance.retention.plan import plan
 if __name__ == "__main__":
     p = cli.parser("plan", __doc__, run=False)
     p.add_argument("--json", action="store_true", help="every decision as one JSON document on stdout")
-    cli.run(name="plan", p=p, action=lambda args, config, ui: plan(config, ui, as_json=args.json))
+    p.add_argument(
+        "--files",
+        type=cli.count,
+        default=20,
+        metavar="N",
+        help="list the first N files each policy would expire, with why (default: %(default)s)",
+    )
+    cli.run(name="plan", p=p, action=lambda args, config, ui: plan(config, ui, args.json, args.files))

@@ -10,6 +10,6 @@ from ops.maintenance.chain import step_main
 if __name__ == "__main__":
     cli.run(
         name="scan",
-        p=cli.parser("scan", __doc__, pace=True),
-        action=lambda args, config, ui: step_main("scan", args.run, config, ui),
+        p=cli.parser("scan", __doc__, pace=True, window=True, brake=True),
+        action=lambda args, config, ui: step_main("scan", args.run, config, ui, args.allow_large_delete),
     )

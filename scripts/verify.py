@@ -10,6 +10,6 @@ from ops.maintenance.chain import step_main
 if __name__ == "__main__":
     cli.run(
         name="verify",
-        p=cli.parser("verify", __doc__, pace=True),
+        p=cli.parser("verify", __doc__, pace=True, window=True),
         action=lambda args, config, ui: step_main("verify", args.run, config, ui),
     )

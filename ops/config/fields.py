@@ -25,15 +25,18 @@ from ops.config.values import (
     DURATION_RE,
     NAME_RE,
     PERCENT_RE,
+    RATE_RE,
     SIZE_RE,
     Duration,
     Size,
     compile_path_date,
     parse_duration,
+    parse_rate,
     parse_size,
 )
 from ops.sys.pace import DEFAULT as DEFAULT_PACE
 from ops.sys.pace import PACES
+from ops.sys.window import SPAN_RE, Span, parse_span, zone
 
 COMPRESSIONS = ("zstd", "gzip", "none")
 REQUIRED = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
@@ -190,6 +193,19 @@ def _path_date(value, key, r) -> str:
     return pattern
 
 
+def _spans(value, key, r) -> tuple[Span, ...]:
+    value = _typed(value, key, r, list, "a list of spans like 'Mon-Fri 17:30-07:30'")
+    if not value:
+        raise r.fail(key, "at least one span is needed (to run at any time, leave window out)")
+    return tuple(_parsed(parse_span)(v, f"{key}[{i}]", r) for i, v in enumerate(value))
+
+
+def _timezone(value, key, r) -> str:
+    name = _string(value, key, r)
+    _parsed(zone)(name, key, r)
+    return name
+
+
 def _pattern(rx) -> str:
     """A Python pattern as a JSON Schema (ECMA-262) one: written so that only \\Z differs."""
     return rx.pattern.replace(r"\Z", "$")
@@ -268,12 +284,41 @@ SIZE = Kind(
     _parsed(lambda v: parse_size(v, allow_percent=False)),
     {"anyOf": SIZE_SCHEMA},
 )
-SHARE = Kind(
-    "size or share",
-    "a size, or a share of the root's filesystem below 100%: `15%`",
-    Size,
-    _parsed(lambda v: parse_size(v, allow_percent=True)),
-    {"anyOf": [*SIZE_SCHEMA, {"type": "string", "pattern": _pattern(PERCENT_RE)}]},
+
+
+def _share(name: str, of: str) -> Kind:
+    """A size, or a share below 100% of ``of``."""
+    return Kind(
+        name,
+        f"a size, or a share below 100% of {of}",
+        Size,
+        _parsed(lambda v: parse_size(v, allow_percent=True)),
+        {"anyOf": [*SIZE_SCHEMA, {"type": "string", "pattern": _pattern(PERCENT_RE)}]},
+    )
+
+
+SHARE = _share("size or share", "the root's filesystem: `15%`")
+RATE = Kind(
+    "rate",
+    "bytes per second above 0, a size and `/s`: `100MiB/s`",
+    int,
+    _parsed(parse_rate),
+    {"type": "string", "pattern": _pattern(RATE_RE)},
+)
+BRAKE = _share(
+    "size or share of the policy",
+    "the policy's matching files, by count or by bytes, whichever is larger: `25%`",
+)
+SPANS = Kind(
+    "spans",
+    "a list of a day or day range (Mon..Sun) and a time span `HH:MM-HH:MM` (24:00 allowed): "
+    "`Mon-Fri 17:30-07:30`; a span that crosses midnight belongs to the day it starts on",
+    tuple,
+    _spans,
+    {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": _pattern(SPAN_RE)}},
+)
+TIMEZONE = Kind(
+    "timezone", "an IANA timezone name: `America/New_York`", str, _timezone, {"type": "string", "minLength": 1}
 )
 GLOBS = Kind(
     "globs",
@@ -290,7 +335,26 @@ PATH_DATE = Kind(
     _path_date,
     {"type": "string", "minLength": 1},
 )
-KINDS = (VERSION, STRING, TEXT, NAME, PATH, COUNT, INTEGER, BOOL, DURATION, SECONDS, SIZE, SHARE, GLOBS, PATH_DATE)
+KINDS = (
+    VERSION,
+    STRING,
+    TEXT,
+    NAME,
+    PATH,
+    COUNT,
+    INTEGER,
+    BOOL,
+    DURATION,
+    SECONDS,
+    SIZE,
+    SHARE,
+    BRAKE,
+    RATE,
+    SPANS,
+    TIMEZONE,
+    GLOBS,
+    PATH_DATE,
+)
 
 
 # --- the tables ----------------------------------------------------------------------------
@@ -340,6 +404,14 @@ POLICY = Table(
             "this policy's archives' compression, overriding backup.compression (none for data already compressed)",
         ),
         Field(
+            "max_delete",
+            BRAKE,
+            None,
+            "the deletion brake: a run that would expire more of the policy than this expires none of it and "
+            "exits 1 (ALLOW_LARGE_DELETE=<policy> lets one run through); unset: no brake",
+            digest=False,
+        ),
+        Field(
             "prune_empty_dirs",
             BOOL,
             False,
@@ -376,6 +448,7 @@ DESTINATION = Variants(
                 Field("endpoint_url", STRING, None, "the store's URL (MinIO); unset: AWS itself"),
                 Field("region", STRING, None, "the bucket's region"),
                 Field("storage_class", STRING, None, "the storage class the archives are written with"),
+                Field("bandwidth", RATE, None, "bytes per second of uploads and of downloads, at most", digest=False),
                 Field("connect_timeout", SECONDS, 5, "how long opening a connection may take", digest=False),
                 Field("read_timeout", SECONDS, 60, "how long an open request may stay silent", digest=False),
                 Field(
@@ -413,6 +486,26 @@ BACKUP = Table(
     ),
 )
 
+WINDOW = Table(
+    "window",
+    "When maintenance may run. Outside the window scan, backup, verify, clean and the chain do "
+    "nothing and exit 0 (logged as outside_window); a step running when the window closes stops at "
+    "its next safe point, within seconds, and the next run inside the window resumes its run. "
+    "IGNORE_WINDOW=1 (--ignore-window) runs anyway; restore, find, status and plan never look. "
+    "Unset: any time.",
+    (
+        Field(
+            "timezone",
+            TIMEZONE,
+            None,
+            "the timezone the spans are read in; unset: the host's local time",
+            attr="window_timezone",
+            digest=False,
+        ),
+        Field("allow", SPANS, None, "the spans of the week maintenance may run in", attr="window", digest=False),
+    ),
+)
+
 TOP = Table(
     "top level",
     "Relative paths resolve against the directory of the config file.",
@@ -427,6 +520,20 @@ TOP = Table(
             "how hard the steps may use the disk: gentle leaves the trading core its latency "
             "(small paced flushes and unlink batches, rests while the disk is busy); full is the "
             "fastest, for a window when nothing trades",
+            digest=False,
+        ),
+        Field(
+            "window",
+            mapping(WINDOW),
+            {},
+            "when maintenance may run; see window below",
+        ),
+        Field(
+            "io_limit",
+            RATE,
+            None,
+            "bytes per second backup reads from the roots, verify and restore read from destinations, "
+            "and the toolkit writes to local destinations, at most, each; unset: no limit",
             digest=False,
         ),
         Field("backup", mapping(BACKUP), {}, "the backup settings; see backup below"),
@@ -463,5 +570,5 @@ TOP = Table(
     ),
 )
 
-TABLES = (TOP, BACKUP, *DESTINATION.tables.values(), POLICY)
+TABLES = (TOP, WINDOW, BACKUP, *DESTINATION.tables.values(), POLICY)
 POLICY_KEYS = frozenset(f.key for f in POLICY.fields)

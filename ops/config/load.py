@@ -144,6 +144,8 @@ def load_config(path: str | os.PathLike) -> Config:
     config = Config(path=path, **values)
     _check_destinations(config, r)
     _check_policies(config, r)
+    if config.window_timezone is not None and config.window is None:
+        raise r.fail("window.allow", "required when window is written (a list of spans like 'Mon-Fri 17:30-07:30')")
     return config
 
 

@@ -24,6 +24,7 @@ SIZE_UNITS = {
     "TiB": 2**40,
 }
 PERCENT_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)%\Z")
+RATE_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?) ?(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?/s\Z")
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,15 @@ def parse_size(text, allow_percent: bool) -> Size:
             return Size(text, bytes=int(float(m.group(1)) * SIZE_UNITS[m.group(2)]))
     what = "a size like 200GiB" + (" or a share like 15%" if allow_percent else "")
     raise ValueError(f"expected {what}, got {text!r}")
+
+
+def parse_rate(text) -> int:
+    """Bytes per second, above 0: ``100MiB/s``."""
+    m = RATE_RE.match(text) if isinstance(text, str) else None
+    rate = int(float(m.group(1)) * SIZE_UNITS[m.group(2)]) if m else 0
+    if rate <= 0:
+        raise ValueError(f"expected a rate above 0 like 100MiB/s, got {text!r}")
+    return rate
 
 
 def compile_path_date(pattern: str) -> re.Pattern:

@@ -23,6 +23,7 @@ def open_destination(cfg: DestinationConfig) -> Destination:
             connect_timeout=cfg.connect_timeout,
             read_timeout=cfg.read_timeout,
             deadline=cfg.deadline,
+            bandwidth=cfg.bandwidth,
         )
     raise ValueError(f"unknown destination type {cfg.type!r}")
 

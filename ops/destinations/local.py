@@ -11,6 +11,7 @@ from ops.destinations.base import Destination, DestinationError, Staging
 from ops.state.manifest import RUN_ID_RE
 from ops.sys import crashpoints
 from ops.sys.atomic import PRIVATE_DIR, PRIVATE_FILE, ensure_private_dir, fsync_dir, fsync_dir_fd
+from ops.sys.budget import READS, WRITES, metered
 from ops.sys.gather import write_all
 from ops.sys.handover import Handover
 from ops.sys.pace import PACE, Steps
@@ -52,6 +53,7 @@ class _StagingFile:
 
     def _write_block(self, data: bytes) -> None:
         """On the handover's thread, one block at a time."""
+        WRITES.take(len(data))  # io_limit, on this thread: the reading and hashing go on meanwhile
         write_all(self._f.write, data)
         self._steps.wrote(len(data))
         if PACE.gentle:
@@ -202,7 +204,7 @@ class LocalDestination(Destination):
         run_fd = None
         try:
             run_fd = open_dir_nofollow(self.path / run_id)
-            return open_plain_file(name, dir_fd=run_fd, buffering=CHUNK)
+            return metered(open_plain_file(name, dir_fd=run_fd, buffering=CHUNK), CHUNK, READS)
         except FileNotFoundError:  # the run's directory, or the file in it
             raise DestinationError(f"{self.describe()}: run {run_id} has no {name}") from None
         except NotADirectoryError as exc:

@@ -21,6 +21,7 @@ from typing import BinaryIO
 
 from ops.destinations.base import Destination, DestinationError, Staging
 from ops.state.manifest import RUN_ID_RE
+from ops.sys.budget import READS, Budget, metered
 from ops.sys.gather import Gatherer
 from ops.sys.sizes import CHUNK, MiB
 
@@ -114,8 +115,10 @@ class S3Destination(Destination):
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
         deadline: float = 120.0,
+        bandwidth: int | None = None,
     ):
         super().__init__(name)
+        self.budget = Budget(bandwidth)  # uploads and downloads alike, at most this many bytes/s
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.deadline = deadline
@@ -232,7 +235,8 @@ class S3Destination(Destination):
 
     def open_read(self, run_id: str, name: str) -> BinaryIO:
         body = self._on_file("get_object", run_id, name)["Body"]
-        return io.BufferedReader(_Body(body, f"{self.describe()}: reading {run_id}/{name}"), CHUNK)
+        reader = io.BufferedReader(_Body(body, f"{self.describe()}: reading {run_id}/{name}"), CHUNK)
+        return metered(reader, CHUNK, READS, self.budget)
 
 
 class _Upload:
@@ -266,6 +270,7 @@ class _Upload:
                 "create_multipart_upload", Bucket=d.bucket, Key=self.key, ChecksumAlgorithm="SHA256", **self._extra()
             )["UploadId"]
         n = len(self.parts) + 1
+        d.budget.take(len(body))
         resp = d.call(
             "upload_part",
             Bucket=d.bucket,
@@ -283,6 +288,7 @@ class _Upload:
         self._gather.raise_kept()
         if self.upload_id is None:  # less than a part: one request, no multipart upload
             body = self._gather.take()
+            d.budget.take(len(body))
             try:
                 d.call(
                     "put_object",

@@ -118,8 +118,13 @@ def _saved(state_dir: Path) -> dict:
 def _count(config: Config, data: dict, step: str, code: int, seconds: float, body: dict, chain: dict) -> None:
     now = time.time()
     s = data.setdefault("steps", {}).setdefault(step, {})
-    result = RESULTS.get(code, "failed")
+    result = "paused" if body.get("paused") else RESULTS.get(code, "failed")
     s.setdefault("runs", {})[result] = s.get("runs", {}).get(result, 0) + 1
+    if result == "paused":  # the window closed mid-step: no success, no failure; the next run resumes
+        data["paused"] = {"step": step, "since": now}
+        return
+    if code == OK:
+        data.pop("paused", None)
     increments = _per_policy(step, body, chain) if code == OK else {}
     if code == OK:
         s["last_success"] = now
@@ -188,10 +193,18 @@ def render(config: Config, data: dict) -> str:
         "Seconds the step's last success rested to leave the disk to the trading core (pace gentle).",
         [({"step": k}, v["throttled"]) for k, v in sorted(steps.items()) if "throttled" in v],
     )
+    paused = data.get("paused")
+    family(
+        "paused_by_window",
+        "gauge",
+        "1 while the newest run is paused because the maintenance window closed during a step (the step is "
+        "labelled); 0 once a step succeeds again.",
+        [({"step": paused["step"]}, 1)] if paused else [({}, 0)],
+    )
     family(
         "step_runs_total",
         "counter",
-        "Step runs by result (ok, failed, refused, locked, config).",
+        "Step runs by result (ok, failed, refused, locked, config, paused).",
         [({"step": k, "result": r}, n) for k, v in sorted(steps.items()) for r, n in sorted(v.get("runs", {}).items())],
     )
     maintenance = steps.get("clean", {}).get("last_success")

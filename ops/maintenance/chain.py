@@ -5,7 +5,7 @@ import os
 
 from ops.config import Config, load_config
 from ops.console import Console
-from ops.errors import FAILED, LockBusy, OpsError, Refused, StepFailed
+from ops.errors import FAILED, LockBusy, OpsError, OutsideWindow, Refused, StepFailed, UsageError
 from ops.logs import hooks
 from ops.logs.guard import Guard
 from ops.logs.steplog import StepLog
@@ -13,12 +13,14 @@ from ops.maintenance.backup.step import BACKUP
 from ops.maintenance.backup.verify import VERIFY
 from ops.maintenance.cleanup.compaction import compact_finished_runs
 from ops.maintenance.cleanup.step import CLEAN, catalogue_left
+from ops.maintenance.retention.brake import braked_in
 from ops.maintenance.retention.scan import SCAN
 from ops.maintenance.step import other_rules, run_step
 from ops.state.lock import LOCK_FD_ENV, hold_lock, record_run
 from ops.state.manifest import STEPS, Run, list_runs, new_run_id
 from ops.state.summary import summarize
 from ops.sys import child
+from ops.sys.window import WINDOW
 
 DECLARED = {step.name: step for step in (SCAN, BACKUP, VERIFY, CLEAN)}
 assert tuple(DECLARED) == STEPS  # the order the manifests chain in
@@ -64,11 +66,50 @@ def newest_run(config: Config) -> str:
     return mine[0].id
 
 
-def step_main(step: str, run_id: str | None, config: Config, ui: Console) -> int:
-    """One step alone: scan starts a new run unless given one; the others take the newest."""
+def outside_window(config: Config, step: str, ui: Console) -> bool:
+    """Whether the maintenance window is closed now; if so it is logged (outside_window)
+    and said on a terminal or with VERBOSE=1, and the caller does nothing and exits 0."""
+    try:
+        WINDOW.require()
+    except OutsideWindow as exc:
+        log = StepLog(config.log_dir, step)
+        try:
+            log.event("outside_window", f"{step}: {exc.message}; nothing done")
+        finally:
+            log.close()
+        ui.info(f"{step}: {exc.message}; nothing done ({exc.hint})")
+        return True
+    return False
+
+
+def allowed_large_delete(config: Config, names: frozenset[str]) -> frozenset[str]:
+    """The policies ALLOW_LARGE_DELETE names, each one of the config's (else a usage error)."""
+    unknown = sorted(names - {p.name for p in config.policies})
+    if unknown:
+        raise UsageError(
+            f"--allow-large-delete: {config.path} has no policy named {', '.join(unknown)}",
+            hint=f"its policies: {', '.join(p.name for p in config.policies) or 'none'}",
+        )
+    return names
+
+
+def step_main(
+    step: str, run_id: str | None, config: Config, ui: Console, allow_large_delete: frozenset[str] = frozenset()
+) -> int:
+    """One step alone: scan starts a new run unless given one; the others take the newest.
+    Outside the maintenance window it does nothing. clean ends the run: a policy the brake
+    held (scan, max_delete) makes it exit 1, naming the policy and how to let it through."""
+    allow = allowed_large_delete(config, allow_large_delete)
+    if outside_window(config, step, ui):
+        return 0
     if run_id is None:
         run_id = new_run_id(config.state_dir) if step == "scan" else newest_run(config)
-    return run_step(DECLARED[step], config, run_id, ui).code
+    code = run_step(DECLARED[step], config, run_id, ui, allow).code
+    if step == "clean" and code == 0:
+        held = braked_in(Run(config.state_dir, run_id))
+        if held:
+            raise held
+    return code
 
 
 def run_to_continue(config: Config, new_run: bool = False) -> tuple[str, Run | None, str | None]:
@@ -105,7 +146,7 @@ def _copies(run: Run) -> float:
         return float("inf")  # not written yet, or damaged: resume, so the step refuses and says so
 
 
-def _step_process(step: str, config: Config, run_id: str, lock_fd: int) -> int:
+def _step_process(step: str, config: Config, run_id: str, lock_fd: int, allow: frozenset[str]) -> int:
     """The step as ``scripts/<step>.py --config ... --run run_id`` would run it, in a forked
     child (ops.sys.child): it re-reads the config and re-checks the chain as the script
     does, reports and counts its failure the same way (Guard), and inherits the lock."""
@@ -117,21 +158,27 @@ def _step_process(step: str, config: Config, run_id: str, lock_fd: int) -> int:
 
         def body() -> int:
             guard.config = load_config(config.path)
-            return step_main(step, run_id, guard.config, guard.ui)
+            return step_main(step, run_id, guard.config, guard.ui, allow)
 
         return guard.run(body)
 
     return child.run(main)
 
 
-def maintenance(config: Config, ui: Console, new_run: bool = False) -> int:
+def maintenance(
+    config: Config, ui: Console, new_run: bool = False, allow_large_delete: frozenset[str] = frozenset()
+) -> int:
     """scan, backup, verify, clean on one run id under one lock; stop at the first failure.
 
     Each step is its own process and inherits the lock descriptor, so no other chain can
     slip in between two steps. Every failure, a step's or the chain's own (its state or
     log directory unusable, a step killed), calls the on_failure hook once, here; another
-    run holding the lock does not (exit 75: cron retries).
+    run holding the lock does not (exit 75: cron retries). Outside the maintenance window
+    it does nothing; a step the window stopped ends the chain with exit 0.
     """
+    allow = allowed_large_delete(config, allow_large_delete)
+    if outside_window(config, "maintenance", ui):
+        return 0
     at = {"run": "", "step": "maintenance"}  # where the chain stopped, for the hook
     log = None
     with contextlib.ExitStack() as held:
@@ -150,7 +197,7 @@ def maintenance(config: Config, ui: Console, new_run: bool = False) -> int:
                 ui.warn(f"run {left.id} is left unfinished: {why}; a new run starts")
             if left is not None:
                 catalogue_left(config, left, log, ui)
-            code = _chain(config, ui, run_id, fd, log, at)
+            code = _chain(config, ui, run_id, fd, log, at, allow)
         except LockBusy:
             raise
         except Exception as exc:
@@ -181,11 +228,12 @@ def _log_for_hook(config: Config, run_id: str, ui: Console, why: str, code: int)
     return log
 
 
-def _chain(config: Config, ui: Console, run_id: str, fd: int, log: StepLog, at: dict) -> int:
+def _chain(config: Config, ui: Console, run_id: str, fd: int, log: StepLog, at: dict, allow: frozenset[str]) -> int:
     log.event("start", f"maintenance of run {run_id}")
+    run = Run(config.state_dir, run_id)
     for step in STEPS:
         at["step"] = step
-        code = _step_process(step, config, run_id, fd)
+        code = _step_process(step, config, run_id, fd, allow)
         if code < 0:  # killed by a signal: a failed step, reported with a code from the table
             log.event(
                 "stopped",
@@ -201,8 +249,14 @@ def _chain(config: Config, ui: Console, run_id: str, fd: int, log: StepLog, at: 
         if code:
             log.event("stopped", f"{step} exited {code}; later steps not run", level="error", exit_code=code)
             return code
+        if not run.ok_path(step).exists():  # exit 0 without its manifest: the window closed (it says so)
+            log.event("outside_window", f"{step} of run {run_id} paused by the window; later steps not run")
+            return 0
     at["step"] = "maintenance"
     log.event("done", f"maintenance of run {run_id} complete")
     ui.summary(f"maintenance run {run_id}", summarize(config, run_id))
-    compact_finished_runs(config, log)
+    try:
+        compact_finished_runs(config, log)
+    except OutsideWindow as exc:  # the run is complete; what is left to pack waits for the next one
+        log.event("outside_window", f"compaction stopped: {exc.message}")
     return 0

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ops.config import Config
 from ops.console import Console
-from ops.errors import FAILED, OpsError, Refused, StepFailed, as_failure, failure_of, refusal_of
+from ops.errors import FAILED, OpsError, OutsideWindow, Refused, StepFailed, as_failure, failure_of, refusal_of
 from ops.logs import metrics
 from ops.logs.steplog import StepLog
 from ops.state.lock import hold_lock
@@ -32,6 +32,7 @@ class StepContext:
     ui: Console
     chain: dict[str, dict]
     summary: dict = field(default_factory=dict)
+    allow_large_delete: frozenset[str] = frozenset()  # policies this run may expire past max_delete (scan)
 
 
 Work = Callable[[StepContext], tuple[dict, dict[str, str]]]
@@ -114,13 +115,15 @@ def other_rules(scanned: dict, config: Config) -> str | None:
     return None
 
 
-def run_step(step: Step, config: Config, run_id: str, ui: Console) -> Outcome:
+def run_step(
+    step: Step, config: Config, run_id: str, ui: Console, allow_large_delete: frozenset[str] = frozenset()
+) -> Outcome:
     log = StepLog(config.log_dir, step.name, run_id)
     ui.log_path = log.path
     started = time.monotonic()
     try:
         with hold_lock(config.state_dir, {"run": run_id, "step": step.name}):
-            outcome = _locked(step, config, Run(config.state_dir, run_id), log, ui)
+            outcome = _locked(step, config, Run(config.state_dir, run_id), log, ui, allow_large_delete)
     except (OpsError, OSError) as exc:  # counted in the metrics by the shell (cli.main), with every failure
         failure = as_failure(exc)
         log.event("error", failure.message, level="error", exit_code=failure.code)
@@ -134,7 +137,7 @@ def run_step(step: Step, config: Config, run_id: str, ui: Console) -> Outcome:
     return outcome
 
 
-def _locked(spec: Step, config: Config, run: Run, log: StepLog, ui: Console) -> Outcome:
+def _locked(spec: Step, config: Config, run: Run, log: StepLog, ui: Console, allow: frozenset[str]) -> Outcome:
     step, alongside = spec.name, spec.checked_alongside
     if spec.creates_run:
         run.create()
@@ -142,7 +145,7 @@ def _locked(spec: Step, config: Config, run: Run, log: StepLog, ui: Console) -> 
         log.event("already_done", f"{step} of run {run.id} already succeeded; nothing to do")
         ui.info(f"{step}: run {run.id} already done")
         return Outcome(0)
-    ctx = StepContext(config, run, log, ui, run.require(step, entry_files=not alongside))
+    ctx = StepContext(config, run, log, ui, run.require(step, entry_files=not alongside), allow_large_delete=allow)
     if not spec.creates_run:
         why = other_rules(ctx.chain["scan"], config)
         if why:
@@ -156,6 +159,12 @@ def _locked(spec: Step, config: Config, run: Run, log: StepLog, ui: Console) -> 
     with _entry_files_checked(run, ctx.chain, alongside) as intact:
         try:
             body, files = spec.work(ctx)
+        except OutsideWindow as exc:  # stopped at a safe point; the run is left as a crash there leaves it
+            intact()
+            run.write_paused(step, exc.message)
+            log.event("outside_window", f"{step} of run {run.id} paused: {exc.message}", paused=True)
+            ui.info(f"{step}: run {run.id} paused: {exc.message}; the next run inside the window resumes it")
+            return Outcome(0, {"paused": exc.message}, ctx.chain)
         except OpsError as exc:
             intact()  # a broken chain, not what the work ran into, is then the cause: refused
             if exc.code == FAILED:

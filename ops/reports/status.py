@@ -155,6 +155,8 @@ def _on_disk(policy, policies) -> dict:
 
 
 def _cell(st: dict) -> str:
+    if st["state"] == "paused":
+        return "paused by the window"
     if st["state"] != "ok":
         return st["state"]
     if "verified" in st:

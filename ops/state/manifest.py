@@ -146,6 +146,9 @@ class Run:
     def failed_path(self, step: str) -> Path:
         return self.dir / f"{step}.failed.json"
 
+    def paused_path(self, step: str) -> Path:
+        return self.dir / f"{step}.paused.json"
+
     def exists(self) -> bool:
         return self.dir.is_dir()
 
@@ -172,10 +175,10 @@ class Run:
         except (OSError, Refused):
             return None
 
-    def failure(self, step: str) -> dict:
-        """What ``<step>.failed.json`` says (error, exit_code), or {} when it cannot be read."""
+    def failure(self, step: str, path: Path | None = None) -> dict:
+        """What ``<step>.failed.json`` (or ``path``: paused.json) says, or {} when it cannot be read."""
         try:
-            doc = json.loads(read_plain_file(self.failed_path(step)))
+            doc = json.loads(read_plain_file(path or self.failed_path(step)))
         except (OSError, ValueError):
             return {}
         return doc if isinstance(doc, dict) else {}
@@ -202,23 +205,32 @@ class Run:
             doc["predecessor"] = {"file": prev.name, "sha256": sha256_file(prev)}
         doc.update(body)
         atomic_write(self.ok_path(step), seal_document(doc))
-        try:
-            os.unlink(self.failed_path(step))
-        except FileNotFoundError:
-            pass
+        self._forget(self.failed_path(step), self.paused_path(step))
         return doc
 
     def write_failed(self, step: str, message: str, code: int) -> None:
+        self._write_stopped(self.failed_path(step), step, "failed_at", exit_code=code, error=message)
+        self._forget(self.paused_path(step))
+
+    def write_paused(self, step: str, message: str) -> None:
+        """``<step>.paused.json``: the maintenance window closed while the step ran; the
+        next run inside the window resumes the run. Read by status only, like a failure."""
+        self._write_stopped(self.paused_path(step), step, "paused_at", reason=message)
+        self._forget(self.failed_path(step))
+
+    def _write_stopped(self, path: Path, step: str, when: str, **what) -> None:
         self.create()
-        doc = {
-            "schema": SCHEMA,
-            "step": step,
-            "run_id": self.id,
-            "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "exit_code": code,
-            "error": message,
-        }
-        atomic_write(self.failed_path(step), dumps_document(doc))
+        doc = {"schema": SCHEMA, "step": step, "run_id": self.id}
+        doc[when] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        atomic_write(path, dumps_document({**doc, **what}))
+
+    @staticmethod
+    def _forget(*paths: Path) -> None:
+        for path in paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     # -- checking ------------------------------------------------------------------------
 

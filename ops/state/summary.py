@@ -23,6 +23,9 @@ def step_state(run: Run, step: str) -> dict:
     if failed.exists():
         doc = run.failure(step)
         return {"state": "failed", "error": doc.get("error", "?"), "exit_code": doc.get("exit_code")}
+    if run.paused_path(step).exists():
+        doc = run.failure(step, run.paused_path(step))
+        return {"state": "paused", "reason": doc.get("reason", "?"), "paused_at": doc.get("paused_at")}
     return {"state": "not run"}
 
 

@@ -5,9 +5,11 @@ import itertools
 import os
 
 from ops.archive import ArchiveWriter
+from ops.sys.budget import READS
 from ops.sys.pace import PACE
 from ops.sys.paths import Beneath, describe_oserror, entry_key, stat_key
 from ops.sys.sizes import CHUNK
+from ops.sys.window import WINDOW
 
 
 def _read_chunks(fd: int, size: int):
@@ -16,6 +18,8 @@ def _read_chunks(fd: int, size: int):
         data = os.read(fd, min(CHUNK, left))
         if not data:
             return
+        READS.take(len(data))
+        WINDOW.check()  # a large file is no safe point's end: the staging is thrown away, the run resumed
         left -= len(data)
         yield data
 
@@ -25,6 +29,7 @@ def _contents(fd: int, size: int):
     A small file is one read and no generator: per-call overhead is what small files cost."""
     if size <= CHUNK:
         data = os.read(fd, size)
+        READS.take(len(data))
         if len(data) == size or not data:
             return (data,) if data else ()
         return itertools.chain((data,), _read_chunks(fd, size - len(data)))

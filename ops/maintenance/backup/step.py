@@ -26,6 +26,7 @@ from ops.sys.hashio import HashingWriter, sha256_bytes
 from ops.sys.jsonl import HashingLineWriter, dumps_document, iter_lines
 from ops.sys.paths import Beneath, RootChanged, read_plain_file
 from ops.sys.sizes import CHUNK
+from ops.sys.window import WINDOW
 
 PENDING = "backup.pending.json"
 # What MANIFEST.json tells a restore that has no local state.
@@ -64,6 +65,7 @@ def _write_policy(
     ):
         records = HashingLineWriter(rf)
         for entry in iter_lines(ctx.run.path(scanned.entries)):
+            WINDOW.check()  # closed: every staging is aborted on the way out, and the next run starts over
             raw_path = os.fsencode(entry["path"])
             record = archive_one(beneath, writer, entry, raw_path)
             records.write(record)

@@ -17,6 +17,7 @@ from ops.state.manifest import paired
 from ops.state.records import ArchivedPolicy, ScannedPolicy, archived_policies
 from ops.sys.hashio import HashingReader, sha256_bytes
 from ops.sys.pace import PACE
+from ops.sys.window import WINDOW
 
 
 class Mismatch(Exception):
@@ -53,6 +54,7 @@ def _verify_policy(ctx: StepContext, dest: Destination, policy: str, info: Archi
                 )
             for chunk in reader.chunks(member):
                 advance(len(chunk))
+                WINDOW.check()
             if member.sha256 != record["sha256"]:
                 raise Mismatch(f"{info.archive}: {record['path']!r} does not match the SHA-256 of the original")
             if next(sums, None) != (record["sha256"], name):

@@ -20,6 +20,7 @@ from ops.state.manifest import Run, list_runs
 from ops.sys.atomic import atomic_file, ensure_private_dir
 from ops.sys.paths import NotPlainFile, open_plain_file
 from ops.sys.sizes import CHUNK
+from ops.sys.window import WINDOW
 
 DIR = "compacted"
 
@@ -46,6 +47,7 @@ def _compact(config: Config, log: StepLog, now: float) -> int:
     runs = list_runs(config.state_dir)
     done = 0
     for run_id in runs[:-1]:  # never the newest: it decides what the next maintenance resumes
+        WINDOW.check()  # between runs: each one is packed and removed whole, or left as it is
         run = Run(config.state_dir, run_id)
         linked = run.linked_dir()
         if linked:  # neither packed nor removed

@@ -13,7 +13,7 @@ import itertools
 import os
 from collections import Counter, deque
 
-from ops.errors import Refused, StepFailed
+from ops.errors import OutsideWindow, Refused, StepFailed
 from ops.logs.steplog import utc_seconds
 from ops.maintenance.cleanup.journal import JOURNAL_SYNC_EVERY, resume_point
 from ops.maintenance.cleanup.prune import DirTracker
@@ -28,7 +28,9 @@ from ops.sys import crashpoints
 from ops.sys.jsonl import HashingLineWriter, decode_line, iter_lines
 from ops.sys.pace import PACE
 from ops.sys.paths import Beneath, RootChanged, entry_key, open_plain_file
+from ops.sys.window import WINDOW
 from ops.sys.workers import ForkedWorkers, WorkerError
+from ops.sys.writers import open_for_writing, report_hidden
 
 # Unlinks in flight: one batch per worker process. On 200,000 small files on this 2-core
 # ext4 host clean took 26 s with 16 workers, 29 s with 8, 44 s with 4 threads; a worker
@@ -147,6 +149,7 @@ def clean_work(ctx: StepContext):
     # The decisions of an earlier attempt are read back from its journal, in entry order.
     earlier = itertools.islice(iter_lines(journal_path), done_before) if done_before else iter(())
     archived = sum(p["archived"] for p in ctx.chain["backup"]["policies"].values())
+    report_hidden(ctx.log, open_for_writing())  # said once; the workers sweep again before each batch
     worker_count = max(1, min(unlink_workers(), archived))
     journal_fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     # The workers are forked before anything else of the pass starts (a fork copies only
@@ -228,6 +231,7 @@ class CleanPass:
                     if batch and (directory != batch_dir or len(batch) >= batch_size):
                         self.submit(policy, scanned, batch)
                         batch = []
+                        self.pause_if_closed()
                     batch_dir = directory
                     batch.append((entry, record))
                 if batch:
@@ -237,6 +241,19 @@ class CleanPass:
                 self.per_policy[policy]["dirs_removed"] += dirs.prune(scanned, self.ctx.log, policy)
         self.file.flush()
         os.fsync(self.file.fileno())
+
+    def pause_if_closed(self) -> None:
+        """Between batches: when the maintenance window has closed, take back and journal
+        the batches in flight, make the journal durable, and stop (OutsideWindow). The
+        rerun inside the window resumes after the last decision journaled."""
+        try:
+            WINDOW.check()
+        except OutsideWindow:
+            while self.in_flight:
+                self.collect()
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            raise
 
     def submit(self, policy: str, scanned: ScannedPolicy, batch: list) -> None:
         """Hand ``batch`` to a worker, first taking back the oldest answer if all are busy."""

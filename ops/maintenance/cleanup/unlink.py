@@ -1,5 +1,6 @@
 """What an unlink worker does to one file: reach it beneath its root, look for an .ops-keep put down
-since scan, compare its identity with what was backed up, and unlink it only on a match."""
+since scan, compare its identity with what was backed up, and unlink it only on a match that no process holds
+open for writing (ops/sys/writers.py, swept before each batch)."""
 
 import os
 import stat
@@ -9,6 +10,13 @@ from ops.maintenance.retention.policy import MARKER
 from ops.sys.atomic import fsync_dir_fd
 from ops.sys.pace import PACE
 from ops.sys.paths import Beneath, describe_oserror, stat_key
+from ops.sys.writers import Writers, open_for_writing
+
+# A worker sweeps /proc for files held open for writing before each batch, reusing a sweep
+# younger than this: at the gentle pace's small batches a sweep (3 ms on a quiet host, more
+# on a busy one) per batch would cost more than the unlinks. A file opened for writing
+# since is one the stat comparison still catches as soon as it is written.
+WRITERS_FRESH = 0.2
 
 _FIELDS = ("device", "inode", "size", "mtime", "ctime")
 
@@ -17,7 +25,7 @@ def _changed_fields(st: os.stat_result, key: tuple) -> str:
     return ", ".join(f for f, a, b in zip(_FIELDS, stat_key(st), key, strict=True) if a != b)
 
 
-def _decide_and_act(beneath: Beneath, path: str, key: tuple) -> tuple[str, str]:
+def _decide_and_act(beneath: Beneath, path: str, key: tuple, writers: Writers) -> tuple[str, str]:
     """('deleted' | 'kept' | 'gone', reason) for one verified file, unlinking it if it is
     still the file with ``key`` (see ``entry_key``).
 
@@ -31,6 +39,10 @@ def _decide_and_act(beneath: Beneath, path: str, key: tuple) -> tuple[str, str]:
                 return "kept", "no longer a regular file (a symlink or other file took its place)"
             if stat_key(st) != key:
                 return "kept", f"changed since backup ({_changed_fields(st, key)})"
+            # Only now: the file's inode may have been freed and reused by another file since.
+            held = writers.holder(st.st_dev, st.st_ino)
+            if held:
+                return "kept", held
             try:
                 os.unlink(name, dir_fd=dir_fd)
             except FileNotFoundError:
@@ -77,6 +89,13 @@ class Unlinker:
         self.log = log
         self.opened: dict[str, Beneath] = {}
         self.markers: dict[str, dict[str, str | None]] = {}
+        self.writers: Writers | None = None  # the last sweep, and when (processes the step cannot
+        self.swept = 0.0  # inspect are said once, by clean_work, not per worker)
+
+    def _writers(self) -> Writers:
+        if self.writers is None or time.monotonic() - self.swept > WRITERS_FRESH:
+            self.writers, self.swept = open_for_writing(), time.monotonic()
+        return self.writers
 
     def __call__(self, task) -> tuple[list[tuple[str, str]], float]:
         """The batch's (outcome, reason) per file, and the seconds rested after it (gentle)."""
@@ -85,8 +104,9 @@ class Unlinker:
         if beneath is None:
             beneath = self.opened[root] = Beneath(root, root_id)
         results, lines = [], []
+        writers = self._writers()
         for path, key, unverified in items:
-            outcome, reason = self._decide(beneath, root, path, key, unverified)
+            outcome, reason = self._decide(beneath, root, path, key, unverified, writers)
             level = "info" if outcome != "kept" else "warning"
             lines.append(
                 self.log.line(outcome, f"{path}: {reason}", policy=policy, path=path, reason=reason, level=level)
@@ -119,10 +139,10 @@ class Unlinker:
             )
             return 0.0
 
-    def _decide(self, beneath: Beneath, root: str, path: str, key, unverified) -> tuple[str, str]:
+    def _decide(self, beneath: Beneath, root: str, path: str, key, unverified, writers: Writers) -> tuple[str, str]:
         if unverified:
             return "kept", unverified
         marker = marker_above(beneath, path.rpartition("/")[0], self.markers.setdefault(root, {}))
         if marker:
             return "kept", f"protected by {marker} (put there since scan)"
-        return _decide_and_act(beneath, path, key)
+        return _decide_and_act(beneath, path, key, writers)

@@ -20,7 +20,7 @@ from pathlib import Path
 from ops.config import Policy
 from ops.errors import StepFailed
 from ops.maintenance.retention.deletable import keep_undeletable
-from ops.maintenance.retention.policy import Decision, Disk, decide, keep_restored, matcher
+from ops.maintenance.retention.policy import Decision, Disk, decide, keep_open, keep_restored, matcher
 from ops.maintenance.retention.walk import walk_files
 
 
@@ -130,13 +130,15 @@ def evaluate(
     freed: Freed | None = None,
     restored: dict | None = None,
     fenced: dict[tuple[int, int], str] | None = None,
+    writers=None,
 ) -> Iterator[Decision]:
     """Every file under the root that the policy governs, decided (keep or expire, and why).
 
     ``policies`` are all the config's (for the files another one decides); ``freed``
     carries what those evaluated before this one expire, and learns what this one does;
     ``fenced``: ``own_places`` of the config, never entered;
-    ``restored``: the marks of ops/state/restored.py (by file), kept while their grace lasts.
+    ``restored``: the marks of ops/state/restored.py (by file), kept while their grace lasts;
+    ``writers``: the files other processes hold open for writing (ops/sys/writers.py), kept.
     """
     policies = tuple(policies)
     matches = matcher(policy)
@@ -155,5 +157,5 @@ def evaluate(
         f for f in walk_files(Path(policy.root), skipped, nested_roots(policy, policies), fenced) if governs(f.path)
     )
     decisions = decide(files, policy, now_ns, disk=disk_of(policy, freed) if policy.min_free else None)
-    decisions = keep_undeletable(keep_restored(decisions, restored, now_ns), policy.root)
+    decisions = keep_undeletable(keep_open(keep_restored(decisions, restored, now_ns), writers), policy.root)
     return freed.tally(decisions) if freed is not None else decisions

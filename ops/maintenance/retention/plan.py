@@ -10,6 +10,7 @@ from collections import Counter
 from ops.config import Config
 from ops.console import Console
 from ops.logs.steplog import StepLog
+from ops.maintenance.retention.brake import allow_hint, describe, weigh
 from ops.maintenance.retention.evaluate import (
     Freed,
     RootMissing,
@@ -21,6 +22,9 @@ from ops.maintenance.retention.evaluate import (
 from ops.maintenance.retention.policy import format_size
 from ops.maintenance.retention.scan import clock_behind
 from ops.state import restored as restored_files
+from ops.sys.writers import open_for_writing
+
+MORE = "scripts/plan.py --json lists every file"
 
 
 def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 20) -> int:
@@ -35,11 +39,12 @@ def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 2
         ui.warn(f"{behind}: scan would refuse to expire anything until the clock is right")
     restored = restored_files.load(config, now_ns)
     fenced = own_places(config)
+    writers = open_for_writing()
     log = StepLog(config.log_dir, "plan")
     out = sys.stdout
     if as_json:
         out.write(f'{{"now_ns": {now_ns}, "clock_behind": {json.dumps(behind)}, "policies": [')
-    rows, totals = [], Counter()
+    rows, totals, listed, braked = [], Counter(), [], {}
     freed = Freed()  # what the policies before a min_free one free on its filesystem
     try:
         for i, policy in enumerate(evaluation_order(config.policies)):
@@ -70,6 +75,7 @@ def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 2
                     freed,
                     restored,
                     fenced,
+                    writers,
                 )
             )
             for d in decisions:
@@ -94,6 +100,13 @@ def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 2
                     first = False
                 elif d.expire and len(samples) < show_files:
                     samples.append(d)
+            held = weigh(
+                policy,
+                stats["expire"],
+                stats["expire_bytes"],
+                stats["expire"] + stats["keep"],
+                stats["expire_bytes"] + stats["keep_bytes"],
+            )
             free = shutil.disk_usage(policy.root).free if not missing else 0
             # After this policy and those before it on the same filesystem (Freed counts them all).
             freed_here = freed.by_device[os.stat(policy.root).st_dev] if not missing else 0
@@ -107,6 +120,7 @@ def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 2
                 "free_bytes_now": free,
                 "free_bytes_after": free + freed_here,
                 "prune_empty_dirs": policy.prune_empty_dirs,
+                "braked": held,
             }
             if as_json:
                 out.write("], " + json.dumps(summary)[1:])
@@ -117,6 +131,9 @@ def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 2
                 **summary,
             )
             why = "; ".join(f"{action} {rule}: {n}" for (action, rule), n in sorted(by_rule.items()))
+            if held:
+                braked[policy.name] = held
+                why = f"BRAKED (max_delete {held['limit']}): expires nothing; " + why
             rows.append(
                 [
                     policy.name,
@@ -127,8 +144,9 @@ def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 2
                     "" if missing else format_size(summary["free_bytes_after"]),
                 ]
             )
-            for d in samples:
-                ui.info(f"{policy.name}: would expire {d.file.path} ({d.reason})")
+            listed += [f"{policy.name}: would expire {d.file.path} ({d.reason})" for d in samples]
+            if stats["expire"] > len(samples):
+                listed.append(f"{policy.name}: … and {stats['expire'] - len(samples)} more ({MORE})")
             if policy.prune_empty_dirs:
                 ui.info(
                     f"{policy.name}: would remove the directories it empties that were untouched for "
@@ -146,4 +164,10 @@ def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 2
         rows,
         footer=["total", totals["expire"], format_size(totals["expire_bytes"]), totals["keep"], "", ""],
     )
+    ui.report(listed)
+    if braked:
+        ui.report(
+            [f"brake: {describe(n, h)}; scan would expire nothing of it" for n, h in braked.items()]
+            + [f"brake: {allow_hint(list(braked))}"]
+        )
     return 0

@@ -204,6 +204,17 @@ def keep_restored(
         yield d
 
 
+def keep_open(decisions: Iterable[Decision], writers) -> Iterator[Decision]:
+    """``decisions``, with each expiry of a file some process holds open for writing (a
+    journal the core keeps open all day, untouched for hours) turned into a keep.
+    ``writers``: ops.sys.writers.Writers, one sweep of /proc, or None."""
+    for d in decisions:
+        held = writers.holder(d.file.dev, d.file.ino) if d.expire and writers else None
+        if held:
+            d = Decision(d.file, False, "open", held)
+        yield d
+
+
 def _day(ns: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(ns // NS))
 

@@ -4,6 +4,7 @@ import time
 from collections import Counter
 
 from ops.errors import StepFailed
+from ops.maintenance.retention.brake import describe, weigh
 from ops.maintenance.retention.deletable import RULE as UNDELETABLE
 from ops.maintenance.retention.evaluate import (
     Freed,
@@ -20,6 +21,8 @@ from ops.state import restored as restored_files
 from ops.state.manifest import Run, entries_name, list_runs
 from ops.sys.atomic import atomic_file
 from ops.sys.jsonl import HashingLineWriter
+from ops.sys.window import WINDOW
+from ops.sys.writers import open_for_writing, report_hidden
 
 
 def clock_behind(state_dir, now_ns: int, this_run: str | None = None) -> str | None:
@@ -57,6 +60,8 @@ def scan_work(ctx: StepContext):
     freed = Freed()
     restored = restored_files.load(ctx.config, now_ns)
     fenced = own_places(ctx.config)
+    writers = open_for_writing()  # once for the scan; clean looks again before each batch
+    report_hidden(ctx.log, writers)
     for policy in evaluation_order(ctx.config.policies):
         try:
             dev, ino = root_identity(policy)
@@ -70,14 +75,16 @@ def scan_work(ctx: StepContext):
             ctx.log.event("skip", f"{path}: {why}", level="warning", policy=policy.name, path=path, reason=why)
 
         name = entries_name(policy.name)
-        count = size = kept = 0
+        count = size = kept = kept_bytes = 0
         reasons = Counter()
         with atomic_file(ctx.run.path(name)) as f:
             out = HashingLineWriter(f)
-            for d in evaluate(policy, now_ns, on_skip, ctx.config.policies, freed, restored, fenced):
+            for d in evaluate(policy, now_ns, on_skip, ctx.config.policies, freed, restored, fenced, writers):
+                WINDOW.check()
                 reasons[d.rule] += 1
                 if not d.expire:
                     kept += 1
+                    kept_bytes += d.file.size
                     continue
                 e = d.file
                 out.write(
@@ -93,6 +100,17 @@ def scan_work(ctx: StepContext):
                 )
                 count += 1
                 size += e.size
+        held = weigh(policy, count, size, count + kept, size + kept_bytes)
+        if held and policy.name in ctx.allow_large_delete:
+            ctx.log.event("brake_released", describe(policy.name, held) + "; allowed for this run", policy=policy.name)
+            held = None
+        elif held:  # nothing of it expires in this run: its entries are written again, empty
+            msg = describe(policy.name, held) + "; it expires nothing in this run"
+            ctx.log.event("braked", msg, level="error", policy=policy.name, **held)
+            ctx.ui.warn(msg)  # the run's end (clean, exit 1) says it under cron
+            with atomic_file(ctx.run.path(name)) as f:
+                out = HashingLineWriter(f)
+            kept, count, size = kept + count, 0, 0
         files[name] = out.sha256
         policies[policy.name] = {
             "root": str(policy.root),
@@ -109,6 +127,7 @@ def scan_work(ctx: StepContext):
             "prune_empty_dirs": policy.prune_empty_dirs,
             "prune_after_ns": policy.prune_after.ns,
             "nested_roots": sorted(nested_roots(policy, ctx.config.policies)),
+            "braked": held,
         }
         ctx.log.event(
             "policy_scanned",

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from ops.destinations import s3
 from ops.destinations.base import DestinationError
+from ops.sys.budget import Budget
 from ops.sys.gather import Gatherer, write_all
 
 _pieces = st.lists(st.binary(max_size=60), max_size=40)
@@ -134,9 +135,10 @@ def test_write_all_finishes_short_writes(data, most):
 
 
 class _FakeS3:
-    """The one method of an S3Destination an upload calls, recording each request."""
+    """What of an S3Destination an upload uses (its budget: no limit), recording each request."""
 
     bucket, storage_class = "b", None
+    budget = Budget()
 
     def __init__(self, fail_part: int | None = None):
         self.requests: list[tuple[str, dict]] = []

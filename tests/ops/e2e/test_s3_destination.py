@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import threading
+import time
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
@@ -445,3 +446,22 @@ def test_missing_manifest_means_no_run_without_retrying():
 
     assert dest.has_run("20261126T031700Z-4f2a") is False
     assert client.calls == 1 and sleeps == []
+
+
+def test_an_s3_bandwidth_caps_uploads_and_downloads(sandbox, bucket):
+    """16 MiB to the bucket at 8 MiB/s: backup's upload and verify's download take about
+    2 s each; the local destination beside it is not held back by the bucket's limit."""
+    use_s3(sandbox, bucket, quorum=2, bandwidth="8MiB/s")
+    sandbox.config["pace"] = "full"
+    sandbox.write_config()
+    sandbox.file("big.log", os.urandom(16 << 20))
+    assert sandbox.run("scan", env=bucket.env).returncode == 0
+    for step in ("backup", "verify"):
+        started = time.monotonic()
+        r = sandbox.run(step, env=bucket.env)
+        took = time.monotonic() - started
+        assert r.returncode == 0, r.stderr
+        assert took >= 1.9, f"{step}: 16 MiB through an 8 MiB/s bandwidth took {took:.2f} s"
+        assert manifest(sandbox, sandbox.runs()[-1], step)["throttled_s"] >= 1.5
+    assert sandbox.run("clean", env=bucket.env).returncode == 0
+    assert not (sandbox.data / "logs/big.log").exists()

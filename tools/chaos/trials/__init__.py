@@ -7,6 +7,7 @@ from tools.chaos.trials.config_change import trial_config_change
 from tools.chaos.trials.copy_lost import trial_copy_lost
 from tools.chaos.trials.core_race import trial_core_race
 from tools.chaos.trials.corruption import trial_corrupt
+from tools.chaos.trials.guard_rails import trial_brake, trial_window_close
 from tools.chaos.trials.hostile import trial_hostile_deep, trial_hostile_names, trial_hostile_uid
 from tools.chaos.trials.kills import trial_sigkill_point, trial_sigkill_time
 from tools.chaos.trials.storage import trial_disk_full, trial_io_fsync, trial_io_read, trial_io_short
@@ -33,6 +34,8 @@ KINDS = {
         3,
         "between steps: quorum lowered, policy or destination removed, a second config on the state",
     ),
+    "window-close": (0.3, 6, "the maintenance window closes 0.3-4 s into a run slowed by a tiny io_limit"),
+    "brake": (0.2, 4, "a policy over its max_delete: nothing of it deleted, exit 1; then allowed once"),
 }
 
 
@@ -53,5 +56,7 @@ TRIALS = {
     "hostile-uid": trial_hostile_uid,
     "concurrency": trial_concurrency,
     "config-change": trial_config_change,
+    "window-close": trial_window_close,
+    "brake": trial_brake,
 }
 assert set(TRIALS) == set(KINDS)
