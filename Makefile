@@ -53,7 +53,7 @@ help:
 .PHONY: venv ## create .venv from the pinned requirements (every target does this first)
 venv: $(STAMP)
 
-.PHONY: maintenance ## scan, backup, verify, clean on one run; stop at the first failure
+.PHONY: maintenance ## scan, backup, verify, clean on one run; stop at the first failure (IGNORE_WINDOW=1, ALLOW_LARGE_DELETE=)
 maintenance: $(STAMP)
 	$(PY) scripts/maintenance.py $(call opt,--config,CONFIG) $(call opt,--pace,PACE) $(window) \
 	    $(call opt,--allow-large-delete,ALLOW_LARGE_DELETE)
@@ -75,7 +75,7 @@ verify: $(STAMP)
 clean: $(STAMP)
 	$(PY) scripts/clean.py $(call opt,--config,CONFIG) $(call opt,--run,RUN) $(call opt,--pace,PACE) $(window)
 
-.PHONY: plan ## show what the next run would back up and delete, and why; changes nothing
+.PHONY: plan ## show what the next run would back up and delete, and why, naming PLAN_FILES=20 files per policy; changes nothing
 plan: $(STAMP)
 	$(PY) scripts/plan.py $(call opt,--config,CONFIG) $(call opt,--files,PLAN_FILES)
 
