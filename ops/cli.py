@@ -66,7 +66,7 @@ def parser(
         p.add_argument(
             "--allow-large-delete",
             metavar="POLICY[,POLICY]",
-            type=lambda text: frozenset(n for n in text.split(",") if n),
+            type=lambda text: frozenset(n.strip() for n in text.split(",") if n.strip()),
             default=frozenset(),
             help="let this one run expire more of these policies than their max_delete allows",
         )
@@ -118,7 +118,8 @@ def main(
         # Set once per process, and inherited by the chain's forked steps.
         PACE.set(getattr(args, "pace", None) or config.pace)
         lower_priority(PACE.gentle)
-        WINDOW.set(config.window, config.window_timezone, ignored=getattr(args, "ignore_window", False))
+        if hasattr(args, "ignore_window"):  # the steps and the chain; restore, find, status, plan never look
+            WINDOW.set(config.window, config.window_timezone, ignored=args.ignore_window)
         READS.set(config.io_limit)
         WRITES.set(config.io_limit)
         return action(args, guard.config, guard.ui)

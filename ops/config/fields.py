@@ -40,6 +40,7 @@ from ops.sys.window import SPAN_RE, Span, parse_span, zone
 
 COMPRESSIONS = ("zstd", "gzip", "none")
 REQUIRED = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
+WHEN_SET = "when set"
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,10 @@ class Field:
     doc: str
     attr: str | None = ""  # the dataclass field ("": the key); None: checked, then dropped (version)
     nullable: bool = False  # a written null (``policies:`` with nothing after it) means the default
-    digest: bool = True  # decides what may be deleted: part of Config.identity()'s digest
+    # Decides what may be deleted: part of Config.identity()'s digest. WHEN_SET: only once
+    # written (a key added later), so the digest of a config without it stays what it was
+    # and an upgrade leaves no unfinished run behind.
+    digest: bool | str = True
 
     @property
     def name(self) -> str | None:
@@ -300,7 +304,7 @@ def _share(name: str, of: str) -> Kind:
 SHARE = _share("size or share", "the root's filesystem: `15%`")
 RATE = Kind(
     "rate",
-    "bytes per second above 0, a size and `/s`: `100MiB/s`",
+    "bytes per second, a size and `/s`, at least `1MiB/s`: `100MiB/s`",
     int,
     _parsed(parse_rate),
     {"type": "string", "pattern": _pattern(RATE_RE)},
@@ -409,7 +413,7 @@ POLICY = Table(
             None,
             "the deletion brake: a run that would expire more of the policy than this expires none of it and "
             "exits 1 (ALLOW_LARGE_DELETE=<policy> lets one run through); unset: no brake",
-            digest=False,
+            digest=WHEN_SET,
         ),
         Field(
             "prune_empty_dirs",

@@ -11,7 +11,7 @@ import socket
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 
-from ops.config.fields import CALENDAR, DESTINATION, POLICY, REQUIRED, TOP, Table, record_fields
+from ops.config.fields import CALENDAR, DESTINATION, POLICY, REQUIRED, TOP, WHEN_SET, Table, record_fields
 from ops.config.values import Duration
 from ops.errors import ConfigError
 
@@ -116,7 +116,11 @@ class Config:
 def _rules(value):
     """``value`` with only its digested fields, as plain data (the digest's JSON)."""
     if hasattr(value, "FIELDS"):
-        return {f.name: _rules(getattr(value, f.name)) for f in value.FIELDS if f.digest}
+        return {
+            f.name: _rules(getattr(value, f.name))
+            for f in value.FIELDS
+            if f.digest and not (f.digest == WHEN_SET and getattr(value, f.name) is None)
+        }
     if is_dataclass(value):  # Duration, Size
         return asdict(value)
     if isinstance(value, tuple):

@@ -4,6 +4,7 @@ Each reader raises ValueError with what was expected; the loader adds the file a
 The patterns are written so that the JSON Schema (ops/config/reference.py) can use them too.
 """
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -24,6 +25,9 @@ SIZE_UNITS = {
     "TiB": 2**40,
 }
 PERCENT_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)%\Z")
+# A rate below this would hold a step in one 1 MiB transfer for seconds on end, where it
+# cannot notice that the maintenance window closed.
+MIN_RATE = 1 << 20
 RATE_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?) ?(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?/s\Z")
 
 
@@ -64,19 +68,19 @@ def parse_size(text, allow_percent: bool) -> Size:
         if m and allow_percent and float(m.group(1)) < 100:
             return Size(text, percent=float(m.group(1)))
         m = SIZE_RE.match(text)
-        if m:
+        if m and math.isfinite(float(m.group(1)) * SIZE_UNITS[m.group(2)]):
             return Size(text, bytes=int(float(m.group(1)) * SIZE_UNITS[m.group(2)]))
-    what = "a size like 200GiB" + (" or a share like 15%" if allow_percent else "")
+    what = "a size like 200GiB" + (" or a share below 100% like 15%" if allow_percent else "")
     raise ValueError(f"expected {what}, got {text!r}")
 
 
 def parse_rate(text) -> int:
     """Bytes per second, above 0: ``100MiB/s``."""
     m = RATE_RE.match(text) if isinstance(text, str) else None
-    rate = int(float(m.group(1)) * SIZE_UNITS[m.group(2)]) if m else 0
-    if rate <= 0:
-        raise ValueError(f"expected a rate above 0 like 100MiB/s, got {text!r}")
-    return rate
+    rate = float(m.group(1)) * SIZE_UNITS[m.group(2)] if m else 0.0
+    if not math.isfinite(rate) or rate < MIN_RATE:
+        raise ValueError(f"expected a rate of at least 1MiB/s like 100MiB/s, got {text!r}")
+    return int(rate)
 
 
 def compile_path_date(pattern: str) -> re.Pattern:

@@ -55,7 +55,8 @@ def _per_policy(step: str, body: dict, chain: dict) -> dict[str, dict[str, int]]
     # Every policy the run scanned had this step succeed, even with nothing to do, so a
     # per-policy "last success" alert does not fire for a quiet policy.
     scanned = body.get("policies", {}) if step == "scan" else chain.get("scan", {}).get("policies", {})
-    out: dict[str, dict[str, int]] = {name: {} for name in scanned}
+    # A policy the deletion brake held had nothing done: its "last success" must go stale.
+    out: dict[str, dict[str, int]] = {name: {} for name, p in scanned.items() if not p.get("braked")}
     if step == "verify":
         copies = len(body.get("verified", []))
         for name, p in chain.get("backup", {}).get("policies", {}).items():
@@ -150,6 +151,8 @@ def _count(config: Config, data: dict, step: str, code: int, seconds: float, bod
                 data.setdefault("destination_success", {})[d.name] = now
     if code == OK and step in ("scan", "clean"):
         _undeletable(step, body, data)
+    if code == OK and step == "scan":
+        data["braked"] = sorted(n for n, p in body.get("policies", {}).items() if p.get("braked"))
     counters = data.setdefault("counters", {})
     for policy, inc in increments.items():
         for name, value in inc.items():
@@ -231,6 +234,14 @@ def render(config: Config, data: dict) -> str:
             help_text,
             [({"policy": p}, v) for p, v in sorted(data.get("counters", {}).get(name, {}).items())],
         )
+    braked = set(data.get("braked", []))
+    family(
+        "policy_braked",
+        "gauge",
+        "1 when the newest scan's deletion brake (max_delete) held the policy: nothing of it is expired "
+        "until ALLOW_LARGE_DELETE lets a run through.",
+        [({"policy": p.name}, int(p.name in braked)) for p in config.policies],
+    )
     family(
         "undeletable_files",
         "gauge",

@@ -6,7 +6,7 @@ import os
 from ops.config import Config, load_config
 from ops.console import Console
 from ops.errors import FAILED, LockBusy, OpsError, OutsideWindow, Refused, StepFailed, UsageError
-from ops.logs import hooks
+from ops.logs import hooks, metrics
 from ops.logs.guard import Guard
 from ops.logs.steplog import StepLog
 from ops.maintenance.backup.step import BACKUP
@@ -105,8 +105,9 @@ def step_main(
     if run_id is None:
         run_id = new_run_id(config.state_dir) if step == "scan" else newest_run(config)
     code = run_step(DECLARED[step], config, run_id, ui, allow).code
-    if step == "clean" and code == 0:
-        held = braked_in(Run(config.state_dir, run_id))
+    run = Run(config.state_dir, run_id)
+    if step == "clean" and code == 0 and run.ok_path("clean").exists():  # finished, not paused by the window
+        held = braked_in(run)
         if held:
             raise held
     return code
@@ -197,6 +198,13 @@ def maintenance(
                 ui.warn(f"run {left.id} is left unfinished: {why}; a new run starts")
             if left is not None:
                 catalogue_left(config, left, log, ui)
+            if allow and Run(config.state_dir, run_id).peek("scan") is not None:
+                msg = (
+                    f"ALLOW_LARGE_DELETE={','.join(sorted(allow))} is not used: run {run_id}, resumed, was "
+                    "scanned already; it applies to the scan of the next run"
+                )
+                log.event("allow_unused", msg, level="warning")
+                ui.problem(msg)
             code = _chain(config, ui, run_id, fd, log, at, allow)
         except LockBusy:
             raise
@@ -249,8 +257,13 @@ def _chain(config: Config, ui: Console, run_id: str, fd: int, log: StepLog, at: 
         if code:
             log.event("stopped", f"{step} exited {code}; later steps not run", level="error", exit_code=code)
             return code
-        if not run.ok_path(step).exists():  # exit 0 without its manifest: the window closed (it says so)
-            log.event("outside_window", f"{step} of run {run_id} paused by the window; later steps not run")
+        if not run.ok_path(step).exists():  # exit 0 without its manifest: the window closed
+            msg = f"{step} of run {run_id} paused by the maintenance window; the next run inside it resumes the run"
+            if not run.paused_path(step).exists():  # closed before the step began: said here
+                run.write_paused(step, "the maintenance window closed before the step began")
+                metrics.record_step(config, step, 0, 0.0, {"paused": msg})
+            log.event("outside_window", msg)
+            ui.info(msg)
             return 0
     at["step"] = "maintenance"
     log.event("done", f"maintenance of run {run_id} complete")

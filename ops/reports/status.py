@@ -11,6 +11,7 @@ from ops.console import Console
 from ops.destinations import DestinationError, hurried, open_destination
 from ops.destinations.hosts import known_runs, other_hosts
 from ops.errors import StepFailed
+from ops.maintenance.retention.brake import describe
 from ops.maintenance.retention.deletable import RULE, unlink_failures
 from ops.maintenance.retention.evaluate import nested_roots
 from ops.maintenance.retention.policy import format_age, format_size, matcher
@@ -41,6 +42,17 @@ def collect(config: Config, limit: int = 10) -> dict:
                     f"run {run_id}: {s}.ok.json is damaged ({st['error']}); nothing of this run will be "
                     f"deleted. Inspect {run.dir}."
                 )
+        for name, held in steps["scan"].get("braked", {}).items() if run_id == all_runs[-1] else ():
+            problems.append(
+                f"run {run_id}: the deletion brake held policy {name}: {describe(name, held)}; nothing of it was "
+                f"expired. If that is right: make maintenance ALLOW_LARGE_DELETE={name}"
+            )
+        if run_id == all_runs[-1] and steps["scan"].get("writers_hidden"):
+            problems.append(
+                f"run {run_id}: scan could not inspect {steps['scan']['writers_hidden']} processes of other users; "
+                "a file they hold open for writing is guarded by the stat comparison alone. Run the toolkit as "
+                "root, or as the user the trading core runs as."
+            )
         for name, error in steps["backup"].get("failed_destinations", {}).items():
             problems.append(f"run {run_id}: destination {name} did not get this run ({error}).")
         for name, why in steps["clean"].get("copies_missing", {}).items():

@@ -36,6 +36,8 @@ def _counts(step: str, doc: dict) -> dict:
             "files": sum(p.get("expired", 0) for p in ps),
             "bytes": sum(p.get("expired_bytes", 0) for p in ps),
             "undeletable": {n: p.get("undeletable", 0) for n, p in doc.get("policies", {}).items()},
+            "braked": {n: p["braked"] for n, p in doc.get("policies", {}).items() if p.get("braked")},
+            "writers_hidden": doc.get("writers_hidden", 0),
         }
     if step == "backup":
         ps = doc.get("policies", {}).values()

@@ -16,6 +16,9 @@ import threading
 import time
 
 from ops.sys.pace import PACE
+from ops.sys.window import WINDOW
+
+SLICE = 0.25
 
 
 class Budget:
@@ -35,9 +38,18 @@ class Budget:
             now = time.monotonic()
             self._paid_until = max(self._paid_until, now) + n / self.rate
             wait = self._paid_until - now
-        if wait > 0:
-            time.sleep(wait)
-            PACE.add_throttled(wait)
+        if wait <= 0:
+            return
+        PACE.add_throttled(wait)
+        # In slices: a step's main thread looks at the maintenance window between them, so a
+        # long wait never hides its closing (another thread's wait holds the main one back
+        # by at most a few blocks).
+        main = threading.current_thread() is threading.main_thread()
+        end = time.monotonic() + wait
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, SLICE))
+            if main:
+                WINDOW.check()
 
 
 class Metered(io.RawIOBase):

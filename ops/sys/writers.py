@@ -3,9 +3,11 @@
 ``settle`` keeps a file modified recently; this keeps one the trading core holds open for
 writing all day without touching it (a journal opened at the start of the session). One
 sweep of ``/proc`` finds them all: each process's descriptors (``/proc/<pid>/fd``) whose
-``/proc/<pid>/fdinfo`` flags say write-only or read-write, reduced to the (device, inode)
-of the regular files they lead to. A sweep costs a few system calls per open descriptor
-on the host, so scan sweeps once and clean once per batch, never once per file.
+``/proc/<pid>/fdinfo`` flags say write-only or read-write, and each shared writable
+mapping in ``/proc/<pid>/maps`` (a memory-mapped journal writes through one after closing
+its descriptor), reduced to the (device, inode) of the regular files they lead to. A sweep
+costs a few system calls per open descriptor on the host, so scan sweeps once and clean
+once per batch, never once per file.
 
 A process whose descriptors cannot be read (another user's, without privilege) hides its
 files: ``hidden`` names it, and the caller says so once; the stat comparison before every
@@ -50,6 +52,22 @@ def _name(pid: str) -> str:
         return "?"
 
 
+def _mapped(pid: str) -> list[tuple[int, int]]:
+    """(device, inode) of the files ``pid`` maps shared and writable ("rw-s")."""
+    found = []
+    try:
+        with open(f"{PROC}/{pid}/maps", "rb") as f:
+            for line in f:
+                fields = line.split(None, 5)
+                if len(fields) < 6 or fields[1][1:2] != b"w" or fields[1][3:4] != b"s" or fields[4] == b"0":
+                    continue
+                major, _, minor = fields[3].partition(b":")
+                found.append((os.makedev(int(major, 16), int(minor, 16)), int(fields[4])))
+    except (OSError, ValueError):
+        pass  # gone, or not ours to read: its descriptors said so already
+    return found
+
+
 def open_for_writing() -> Writers:
     """Every regular file some other process has open for writing now."""
     found = Writers()
@@ -85,16 +103,29 @@ def open_for_writing() -> Writers:
             if stat.S_ISREG(st.st_mode):
                 name = name or _name(pid)
                 found.files[(st.st_dev, st.st_ino)] = f"pid {pid} ({name})"
+        for key in _mapped(pid):
+            name = name or _name(pid)
+            found.files.setdefault(key, f"pid {pid} ({name}, a shared writable mapping)")
     return found
 
 
-def report_hidden(log, writers: Writers) -> None:
-    """Say once in the step's log (``log``: a StepLog) which processes could not be inspected."""
-    if writers.hidden:
-        log.event(
-            "writers_unknown",
-            f"cannot inspect {len(writers.hidden)} processes (pids {', '.join(map(str, writers.hidden[:20]))}): "
-            "a file they hold open for writing is not known as such; the stat comparison before unlink stands",
-            level="warning",
-            pids=writers.hidden[:100],
-        )
+def hidden_message(writers: Writers) -> str | None:
+    if not writers.hidden:
+        return None
+    return (
+        f"cannot inspect {len(writers.hidden)} processes of other users (pids "
+        f"{', '.join(map(str, writers.hidden[:10]))}{', ...' if len(writers.hidden) > 10 else ''}): a file they "
+        "hold open for writing is not known as such, only the stat comparison guards it; run the toolkit as root, "
+        "or as the user the trading core runs as"
+    )
+
+
+def report_hidden(log, ui, writers: Writers) -> None:
+    """Say once, in the step's log (a StepLog) and on a terminal, which processes could not
+    be inspected: the guard is blind to their files. Not mailed by cron every night (a
+    toolkit run as another user than root always meets some); scan records the count, and
+    status lists it among the problems."""
+    msg = hidden_message(writers)
+    if msg:
+        log.event("writers_unknown", msg, level="warning", pids=writers.hidden[:100])
+        ui.warn(msg)

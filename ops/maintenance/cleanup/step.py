@@ -149,7 +149,7 @@ def clean_work(ctx: StepContext):
     # The decisions of an earlier attempt are read back from its journal, in entry order.
     earlier = itertools.islice(iter_lines(journal_path), done_before) if done_before else iter(())
     archived = sum(p["archived"] for p in ctx.chain["backup"]["policies"].values())
-    report_hidden(ctx.log, open_for_writing())  # said once; the workers sweep again before each batch
+    report_hidden(ctx.log, ctx.ui, open_for_writing())  # said once; the workers sweep again before each batch
     worker_count = max(1, min(unlink_workers(), archived))
     journal_fd = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     # The workers are forked before anything else of the pass starts (a fork copies only

@@ -30,7 +30,7 @@ def weigh(policy: Policy, expired: int, expired_bytes: int, files: int, total_by
         "bytes": expired_bytes,
         "of_files": files,
         "of_bytes": total_bytes,
-        "share": round(share, 4),
+        "share": round(share, 6),
         "limit": limit.text,
     }
 
@@ -38,7 +38,7 @@ def weigh(policy: Policy, expired: int, expired_bytes: int, files: int, total_by
 def describe(policy: str, held: dict) -> str:
     return (
         f"policy {policy} would have deleted {held['files']} of its {held['of_files']} files, "
-        f"{format_size(held['bytes'])} of {format_size(held['of_bytes'])} ({held['share']:.0%} of the policy), "
+        f"{format_size(held['bytes'])} of {format_size(held['of_bytes'])} ({held['share']:.1%} of the policy), "
         f"over max_delete {held['limit']}"
     )
 
@@ -47,7 +47,7 @@ def allow_hint(policies: list[str]) -> str:
     names = ",".join(policies)
     return (
         f"if that is right, allow it for one run: make maintenance ALLOW_LARGE_DELETE={names} "
-        f"(scripts: --allow-large-delete {names}); else fix the policy or the clock"
+        f"(scripts/maintenance.py --allow-large-delete {names}); else fix the policy or the clock"
     )
 
 

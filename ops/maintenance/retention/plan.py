@@ -22,7 +22,7 @@ from ops.maintenance.retention.evaluate import (
 from ops.maintenance.retention.policy import format_size
 from ops.maintenance.retention.scan import clock_behind
 from ops.state import restored as restored_files
-from ops.sys.writers import open_for_writing
+from ops.sys.writers import hidden_message, open_for_writing
 
 MORE = "scripts/plan.py --json lists every file"
 
@@ -40,6 +40,8 @@ def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 2
     restored = restored_files.load(config, now_ns)
     fenced = own_places(config)
     writers = open_for_writing()
+    if hidden_message(writers) and not as_json:
+        ui.report([f"warning: {hidden_message(writers)}"])
     log = StepLog(config.log_dir, "plan")
     out = sys.stdout
     if as_json:
@@ -144,8 +146,10 @@ def plan(config: Config, ui: Console, as_json: bool = False, show_files: int = 2
                     "" if missing else format_size(summary["free_bytes_after"]),
                 ]
             )
+            if held:
+                samples = []  # scan would expire none of them
             listed += [f"{policy.name}: would expire {d.file.path} ({d.reason})" for d in samples]
-            if stats["expire"] > len(samples):
+            if stats["expire"] > len(samples) and not held:
                 listed.append(f"{policy.name}: … and {stats['expire'] - len(samples)} more ({MORE})")
             if policy.prune_empty_dirs:
                 ui.info(

@@ -61,7 +61,7 @@ def scan_work(ctx: StepContext):
     restored = restored_files.load(ctx.config, now_ns)
     fenced = own_places(ctx.config)
     writers = open_for_writing()  # once for the scan; clean looks again before each batch
-    report_hidden(ctx.log, writers)
+    report_hidden(ctx.log, ctx.ui, writers)
     for policy in evaluation_order(ctx.config.policies):
         try:
             dev, ino = root_identity(policy)
@@ -143,7 +143,8 @@ def scan_work(ctx: StepContext):
         totals["kept"] += kept
     ctx.summary.update(totals)
     in_file_order = {p.name: policies[p.name] for p in ctx.config.policies if p.name in policies}
-    return {"now_ns": now_ns, "identity": ctx.config.identity(), "policies": in_file_order}, files
+    body = {"now_ns": now_ns, "identity": ctx.config.identity(), "policies": in_file_order}
+    return {**body, "writers_hidden": len(writers.hidden)}, files
 
 
 SCAN = Step("scan", scan_work, creates_run=True)

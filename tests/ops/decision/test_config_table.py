@@ -105,8 +105,9 @@ def test_the_digest_leaves_out_what_decides_nothing_about_deletion(tmp_path):
         lambda d: d["backup"]["destinations"][1].update(prefix="host-b/"),
         lambda d: d["policies"][2].update(keep_weekly=5),
         lambda d: d["policies"][3].update(settle="10m", include=["**/*"]),
+        lambda d: d["policies"][0].update(max_delete="25%"),  # unset, it leaves the pinned digest alone
     ],
-    ids=["quorum", "s3_prefix", "calendar", "include"],
+    ids=["quorum", "s3_prefix", "calendar", "include", "brake"],
 )
 def test_the_digest_follows_the_rules(tmp_path, change):
     doc = yaml.safe_load(PINNED)

@@ -133,6 +133,9 @@ def test_a_window_closing_mid_clean_leaves_a_journal_the_next_run_resumes(sandbo
     for i in range(3000):
         sandbox.file(f"d{i // 100}/{i}.log", f"{i}\n")
     sandbox.config["window"] = {"timezone": "UTC", "allow": ["Mon-Sun 00:00-12:00"]}
+    add_policy(sandbox, "journals", "journals", ["*.jnl"])  # braked: said when clean ends, not when it pauses
+    sandbox.file("a.jnl", "old\n", root="journals")
+    sandbox.config["policies"][1]["max_delete"] = "10%"
     sandbox.write_config()
     inside = {SKEW_ENV: _skew_to(10, 0, 0)}
     for step in ("scan", "backup", "verify"):
@@ -154,7 +157,7 @@ def test_a_window_closing_mid_clean_leaves_a_journal_the_next_run_resumes(sandbo
     decided = len(journal.read_bytes().splitlines())
     assert 0 < left < 3000 and decided == 3000 - left, "the batches in flight were not journaled before stopping"
     r = sandbox.run("maintenance", env=inside)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1 and "policy journals would have deleted 1 of its 1 files" in r.stderr
     clean = json.loads((run / "clean.ok.json").read_text())
     assert clean["resumed_after"] == decided and clean["deleted"] == left
     assert not list((sandbox.data / "logs").rglob("*.log"))
@@ -208,6 +211,33 @@ def test_a_policy_over_max_delete_deletes_nothing_and_the_run_exits_1_naming_it(
     assert not (sandbox.data / "journals/a.jnl").exists(), "the other policy did not proceed"
     scan = json.loads((sandbox.run_dir() / "scan.ok.json").read_text())
     assert scan["policies"]["logs"]["expired"] == 0 and scan["policies"]["logs"]["braked"]["files"] == 4
+    problems = json.loads(sandbox.run("status", "--json").stdout)["problems"]
+    assert any("the deletion brake held policy logs" in p for p in problems), problems
+
+
+def test_the_brake_shows_in_the_metrics_and_leaves_the_policy_stale(sandbox):
+    _braked_sandbox(sandbox)
+    sandbox.config["metrics_file"] = "var/metrics/qts.prom"
+    sandbox.write_config()
+    assert sandbox.run("maintenance").returncode == 1
+    metrics = (sandbox.base / "var/metrics/qts.prom").read_text()
+    assert 'qts_ops_policy_braked{policy="logs"} 1' in metrics
+    assert 'qts_ops_policy_braked{policy="journals"} 0' in metrics
+    assert 'qts_ops_policy_last_success_timestamp_seconds{policy="logs",step="clean"}' not in metrics
+    assert 'qts_ops_policy_last_success_timestamp_seconds{policy="journals",step="clean"}' in metrics
+
+
+def test_a_brake_added_while_a_run_is_unfinished_leaves_that_run(sandbox):
+    _braked_sandbox(sandbox)
+    del sandbox.config["policies"][0]["max_delete"]
+    sandbox.write_config()
+    assert sandbox.run("scan").returncode == 0
+    sandbox.config["policies"][0]["max_delete"] = "25%"
+    sandbox.write_config()
+    r = sandbox.run("maintenance")
+    assert r.returncode == 1 and "max_delete 25%" in r.stderr
+    assert len(sandbox.runs()) == 2, "the run scanned without the brake was finished under it"
+    assert all((sandbox.data / f"logs/old{i}.log").exists() for i in range(4))
 
 
 def test_allow_large_delete_lets_one_run_through_and_the_next_is_braked_again(sandbox):
@@ -241,7 +271,7 @@ def test_plan_shows_where_the_brake_would_stop_a_policy(sandbox):
     assert logs["braked"]["limit"] == "25%"
 
 
-@pytest.mark.parametrize("bad", ["150%", "lots", -1, "25 %"])
+@pytest.mark.parametrize("bad", ["150%", "100%", "lots", -1, "25 %", "9" * 400 + "B"])
 def test_a_bad_max_delete_is_refused_naming_the_key(sandbox, bad):
     sandbox.config["policies"][0]["max_delete"] = bad
     sandbox.write_config()
@@ -290,6 +320,39 @@ def test_a_file_open_for_writing_is_kept_naming_the_process(sandbox, flags):
     finally:
         holder.kill()
         only_reading.kill()
+
+
+# Python's mmap keeps a duplicate of the descriptor; libc's mmap does not, as a C journal's.
+_MAPPER = """
+import ctypes, mmap, os, sys, time
+with open("/proc/self/comm", "w") as f:
+    f.write("qts-journal")
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+fd = os.open(sys.argv[1], os.O_RDWR)
+addr = libc.mmap(None, os.fstat(fd).st_size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, fd, 0)
+assert addr not in (None, ctypes.c_void_p(-1).value)
+os.close(fd)  # only the mapping is left
+print("open", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_file_mapped_shared_and_writable_is_kept(sandbox):
+    mapped = sandbox.file("journal.log", "a memory-mapped journal\n")
+    sandbox.file("other.log", "expired\n")
+    proc = subprocess.Popen([sys.executable, "-c", _MAPPER, str(mapped)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "open\n"
+        r = sandbox.run("maintenance")
+        assert r.returncode == 0, r.stderr
+        assert mapped.exists() and not (sandbox.data / "logs/other.log").exists()
+        plan = json.loads(sandbox.run("plan", "--json").stdout)
+        reason = next(d["reason"] for p in plan["policies"] for d in p["decisions"] if d["path"] == "journal.log")
+        assert reason == f"open for writing by pid {proc.pid} (qts-journal, a shared writable mapping)"
+    finally:
+        proc.kill()
 
 
 def test_clean_looks_again_before_unlinking(sandbox):
@@ -363,7 +426,16 @@ def test_io_limit_caps_what_backup_reads_and_writes(sandbox):
     assert free < limited - 1.0 and body["throttled_s"] == 0, f"without io_limit: {free:.2f} s"
 
 
-@pytest.mark.parametrize(("key", "bad"), [("io_limit", "fast"), ("io_limit", "0MiB/s"), ("io_limit", "10MiB")])
+@pytest.mark.parametrize(
+    ("key", "bad"),
+    [
+        ("io_limit", "fast"),
+        ("io_limit", "0MiB/s"),
+        ("io_limit", "10MiB"),
+        ("io_limit", "512KiB/s"),
+        ("io_limit", "9" * 400 + "B/s"),
+    ],
+)
 def test_a_bad_rate_is_refused_naming_the_key(sandbox, key, bad):
     sandbox.config[key] = bad
     sandbox.write_config()

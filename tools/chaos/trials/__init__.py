@@ -34,7 +34,7 @@ KINDS = {
         3,
         "between steps: quorum lowered, policy or destination removed, a second config on the state",
     ),
-    "window-close": (0.3, 6, "the maintenance window closes 0.3-4 s into a run slowed by a tiny io_limit"),
+    "window-close": (0.3, 6, "the maintenance window closes 0.1-4 s into a run slowed by io_limit 1-2 MiB/s"),
     "brake": (0.2, 4, "a policy over its max_delete: nothing of it deleted, exit 1; then allowed once"),
 }
 

@@ -15,15 +15,17 @@ from tools.chaos.runner import real_run
 def trial_window_close(rng, sb, scratch, out):
     """maintenance starts inside a window (00:00-12:00 UTC) that closes a random fraction
     of a second to seconds later (the window's clock is skewed to just before 12:00), with
-    an I/O budget so small that backup and verify take seconds. The run must exit 0 paused
+    large files and an I/O budget so small that backup and verify take seconds. The run must exit 0 paused
     (or finished, if it was quicker); nothing may be lost; with the window opened again the
     next maintenance must finish that same run."""
     configure(sb, rng)
     ds = dataset(sb, rng, 6, 30)
-    sb.config["io_limit"] = f"{rng.choice([16, 32, 64, 128])}KiB/s"
+    for i in range(rng.randint(1, 3)):  # seconds of backup and verify at the I/O budget below
+        ds.add("logs", b"big%d.log" % i, rng.randbytes(rng.randint(1, 3) << 20), rng.uniform(32, 400), True)
+    sb.config["io_limit"] = f"{rng.choice([1, 2])}MiB/s"
     sb.config["window"] = {"timezone": "UTC", "allow": ["Mon-Sun 00:00-12:00"]}
     sb.write_config()
-    delay = rng.uniform(0.3, 4.0)
+    delay = rng.uniform(0.1, 4.0)
     noon = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0).timestamp()
     got = real_run(sb, env={SKEW_ENV: str(noon - delay - time.time())})
     out.faults += 1
