@@ -37,32 +37,20 @@ from ops.destinations import Destination, DestinationError, open_destination
 from ops.destinations.hosts import run_host, this_host
 from ops.errors import OpsError, Refused, StepFailed, UsageError
 from ops.logs.steplog import StepLog
+from ops.restore.batch import Batch, TargetError, Untrusted, dir_fd
 from ops.state import catalogue
 from ops.state.manifest import Run, records_name
 from ops.state.restored import Marks
-from ops.sys import crashpoints
-from ops.sys.atomic import temp_name
 from ops.sys.hashio import HashingReader, sha256_bytes
 from ops.sys.jsonl import iter_lines
-from ops.sys.pace import PACE, Steps
-from ops.sys.paths import NOFOLLOW_DIR, open_dir_nofollow, unsafe_reason
+from ops.sys.pace import PACE
+from ops.sys.paths import open_dir_nofollow, unsafe_reason
 
-# Temporary files of a restore: ``.<name>.tmp-restore-<8 hex>`` beside the file they become.
-TEMP_KIND = "tmp-restore"
 _LEFTOVER = re.compile(rb"\A\.(.+)\.tmp-restore-[0-9a-f]{8}\Z", re.DOTALL)
 _OTHER_HOST_HINT = (
     "restore it elsewhere with TO=<dir> (--to) and look at it; to put it into this host's roots "
     "after all, FROM_OTHER_HOST=1 (--from-other-host)"
 )
-
-
-class Untrusted(Exception):
-    """A copy on a destination that is hostile, or disagrees with a record of it."""
-
-
-class TargetError(Exception):
-    """The restore target failed, not the copy (disk full, a file appeared, a link in the
-    way): another destination would meet the same, so none is tried."""
 
 
 class Records:
@@ -165,28 +153,7 @@ def _checked_sums(dest: Destination, run_id: str, sums_name: str, expected_sha: 
 def _parent_fd(target_fd: int, name: bytes, create: bool) -> tuple[int, bytes]:
     """Descriptor of ``name``'s parent beneath the target (created 0700 when asked)."""
     parent, _, leaf = name.rpartition(b"/")
-    return _dir_fd(target_fd, parent, create), leaf
-
-
-def _dir_fd(target_fd: int, rel_dir: bytes, create: bool = False) -> int:
-    """Descriptor of the directory ``rel_dir`` beneath the target ("" for the target itself),
-    one component at a time, no symlink followed (created 0700 when asked)."""
-    fd = os.dup(target_fd)
-    try:
-        for part in rel_dir.split(b"/") if rel_dir else ():
-            try:
-                nxt = os.open(part, NOFOLLOW_DIR, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    raise
-                os.mkdir(part, 0o700, dir_fd=fd)
-                nxt = os.open(part, NOFOLLOW_DIR, dir_fd=fd)
-            os.close(fd)
-            fd = nxt
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return dir_fd(target_fd, parent, create), leaf
 
 
 def _exists(target_fd: int, name: bytes) -> bool:
@@ -224,77 +191,6 @@ def _holds(target_fd: int, name: bytes, sha: str) -> bool:
         return hashlib.file_digest(f, "sha256").hexdigest() == sha
 
 
-def _write_all(fd: int, data, what: str) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view) :]
-        except OSError as exc:
-            raise TargetError(f"writing {what}: {exc}") from None
-
-
-def _paced(steps: Steps, n: int, what: str) -> None:
-    """Gentle (ops/sys/pace.py): a large file goes to the disk a WRITE_STEP at a time, each
-    followed by a rest. A small file is not paced beyond its own fsync, which is waited for."""
-    try:
-        steps.wrote(n)
-    except OSError as exc:
-        raise TargetError(f"writing {what}: {exc}") from None
-
-
-def _extract_member(
-    reader: ArchiveReader, member, target_fd: int, expected_sha: str, source: str, on_written=None
-) -> None:
-    """One member to a temporary name beside its place, checked against ``expected_sha``,
-    then linked into place; ``on_written(stat)`` is told of it just before the link."""
-    what = repr(os.fsdecode(member.name))
-    try:
-        fd, leaf = _parent_fd(target_fd, member.name, create=True)
-    except OSError as exc:
-        raise TargetError(f"cannot make the directory of {what} at the restore target: {exc}") from None
-    tmp = temp_name(os.fsdecode(leaf), TEMP_KIND).encode("utf-8", "surrogateescape")
-    try:
-        try:
-            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
-        except OSError as exc:
-            raise TargetError(f"cannot write {what} at the restore target: {exc}") from None
-        try:
-            steps = Steps(out)
-            for chunk in reader.chunks(member):  # the copy's errors stay the copy's: the next destination may do
-                _write_all(out, chunk, what)
-                _paced(steps, len(chunk), what)
-                crashpoints.reach("restore.after_chunk")
-            if member.sha256 != expected_sha:
-                raise Untrusted(f"{what} does not match its SHA-256 in {source}")
-            try:
-                os.fchmod(out, member.mode & 0o777)
-                os.utime(out, (member.mtime, member.mtime))
-                os.fsync(out)
-                st = os.fstat(out)
-            except OSError as exc:
-                raise TargetError(f"writing {what}: {exc}") from None
-        finally:
-            os.close(out)
-        if on_written is not None:
-            on_written(st)
-        try:
-            # link() refuses an existing name: the only way in, so nothing is ever overwritten.
-            os.link(tmp, leaf, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
-            os.fsync(fd)
-        except FileExistsError:
-            raise TargetError(
-                f"{what} appeared at the restore target while restoring; it was not overwritten"
-            ) from None
-        except OSError as exc:
-            raise TargetError(f"cannot put {what} in place: {exc}") from None
-    finally:
-        try:
-            os.unlink(tmp, dir_fd=fd)
-        except FileNotFoundError:
-            pass
-        os.close(fd)
-
-
 def _open_target(target: Path, create: bool = False) -> int | None:
     """A descriptor of the restore target (made first if ``create``), or None if it is
     missing. Never a symlink in its place: scan refuses such a root, so restore does not
@@ -318,7 +214,7 @@ def _remove_leftovers(target_fd: int, target: Path, dirs: dict[bytes, set[bytes]
     removed = []
     for parent, leaves in dirs.items():
         try:
-            fd = _dir_fd(target_fd, parent)
+            fd = dir_fd(target_fd, parent)
         except OSError:
             continue  # not there yet (nothing to remove), or not a directory we would write in
         try:
@@ -448,7 +344,9 @@ class _Job:
                 continue
             info, target = manifest["policies"][name], self.targets[name]
             known = self.records.files.get(name) or {}
-            target_fd = _open_target(target)  # None: nothing can be there yet; the .sha256 file is still checked
+            target_fd = _open_target(target)
+            if target_fd is None:  # nothing can be there yet (extract checks the .sha256 file before any write)
+                continue
             dirs: dict[bytes, set[bytes]] = {}
             try:
                 for sha, member in _checked_sums(dest, self.run_id, info["sums"], listed[info["sums"]]):
@@ -456,7 +354,7 @@ class _Job:
                         continue
                     parent, _, leaf = member.rpartition(b"/")
                     dirs.setdefault(parent, set()).add(leaf)
-                    if target_fd is None or not _exists(target_fd, member):
+                    if not _exists(target_fd, member):
                         continue
                     # Already there with the recorded content: a restore killed part-way got it
                     # back. Left as it is (never overwritten), and the rerun goes on with the rest.
@@ -465,11 +363,9 @@ class _Job:
                         present += 1
                     else:
                         conflicts.append(target / os.fsdecode(member))
-                if target_fd is not None:
-                    removed += _remove_leftovers(target_fd, target, dirs)
+                removed += _remove_leftovers(target_fd, target, dirs)
             finally:
-                if target_fd is not None:
-                    os.close(target_fd)
+                os.close(target_fd)
         if removed:
             shown = ", ".join(str(p) for p in removed[:5]) + (", ..." if len(removed) > 5 else "")
             msg = f"removed {len(removed)} temporary file(s) an interrupted restore of run {self.run_id} left: {shown}"
@@ -496,8 +392,8 @@ class _Job:
         info, target = manifest["policies"][name], self.targets[name]
         known = self.records.files.get(name)
         complete = self.records.backup is not None  # the local state has every member; the catalogue only some
-        on_written = None
         target_fd = _open_target(target, create=True)
+        batch = Batch(target_fd)
         try:
             with dest.open_read(self.run_id, info["archive"]) as raw, ArchiveReader(raw, info["compression"]) as reader:
                 sums = _checked_sums(dest, self.run_id, info["sums"], listed[info["sums"]])
@@ -521,26 +417,42 @@ class _Job:
                     if (self.only and member.name != self.only[1]) or member.name in self.done[name]:
                         continue
                     source = self.records.source if recorded is not None else f"MANIFEST.json on {dest.name}"
-                    if self.into_roots:
-                        on_written = self._marker(name, member.name)
-                    _extract_member(reader, member, target_fd, line[0], source, on_written)
-                    self.done[name].add(member.name)
-                    self.counts[name][dest.name] += 1
-                    self.checked[name][source] += 1
-                    self.log.event(
-                        "restored",
-                        f"{name}: {os.fsdecode(member.name)} from {dest.name}",
-                        policy=name,
-                        path=os.fsdecode(member.name),
-                        destination=dest.name,
-                        checked_against=source,
-                    )
+                    on_written = self._marker(name, member.name) if self.into_roots else None
+                    batch.write(reader, member, line[0], source, on_written, tag=(member.name, source))
+                    if batch.full:
+                        self._named(name, dest, batch.commit())
                 if reader.finish()[0] != info["archive_sha256"]:
                     raise Untrusted(f"{info['archive']} does not match SHA256SUMS")
+                self._named(name, dest, batch.commit())
+        except (Untrusted, ArchiveError, DestinationError, ValueError, OSError):
+            self._named(name, dest, batch.commit())  # the copy broke; what it gave was checked file by file
+            raise
         finally:
+            batch.close()
             if target_fd is not None:
                 os.close(target_fd)
         self.complete.add(name)
+
+    def _named(self, policy: str, dest: Destination, named: list[tuple[bytes, str]]) -> None:
+        """Count and log the files a batch gave their names (one write for the batch's lines)."""
+        lines = []
+        for member, source in named:
+            self.done[policy].add(member)
+            self.counts[policy][dest.name] += 1
+            self.checked[policy][source] += 1
+            path = os.fsdecode(member)
+            lines.append(
+                self.log.line(
+                    "restored",
+                    f"{policy}: {path} from {dest.name}",
+                    policy=policy,
+                    path=path,
+                    destination=dest.name,
+                    checked_against=source,
+                )
+            )
+        if lines:
+            self.log.write(b"".join(lines))
 
     def _marker(self, policy: str, member: bytes):
         """What records a file restored into its root, before it gets its name (ops/state/restored.py)."""

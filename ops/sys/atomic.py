@@ -5,6 +5,7 @@ or the whole new one, never a prefix.
 """
 
 import contextlib
+import ctypes
 import errno
 import os
 import secrets
@@ -35,6 +36,32 @@ def fsync_dir_fd(fd: int) -> None:
         # as that filesystem allows. Any other error is real and must surface.
         if exc.errno != errno.EINVAL:
             raise
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def syncfs(fd: int) -> None:
+    """Everything written to the file system holding ``fd`` made durable, in one call: what
+    one fsync per file would do for a whole batch of files (their data, their directories)."""
+    if _libc.syncfs(ctypes.c_int(fd)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def rename_noreplace(src: bytes, dst: bytes, dir_fd: int) -> None:
+    """``src`` renamed to ``dst`` in the directory ``dir_fd``, failing with FileExistsError
+    if ``dst`` exists: nothing is ever replaced. One system call (renameat2); where the file
+    system has no RENAME_NOREPLACE, a link, which refuses an existing name too, and an unlink."""
+    if _libc.renameat2(dir_fd, src, dir_fd, dst, _RENAME_NOREPLACE) == 0:
+        return
+    err = ctypes.get_errno()
+    if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        raise OSError(err, os.strerror(err), os.fsdecode(dst))
+    os.link(src, dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+    os.unlink(src, dir_fd=dir_fd)
 
 
 def ensure_private_dir(path: Path, own: bool = False) -> Path:

@@ -383,7 +383,7 @@ def test_a_restore_killed_after_some_files_is_finished_by_its_rerun(sandbox):
     run_id = sandbox.runs()[-1]
     logs = sandbox.data / "logs"
 
-    killed = sandbox.run("restore", "--run", run_id, env={"QTS_OPS_CRASH_AT": "restore.after_chunk:4"})
+    killed = sandbox.run("restore", "--run", run_id, env={"QTS_OPS_CRASH_AT": "restore.after_rename:3"})
     assert killed.returncode == -9
     back = sorted(p.name for p in logs.iterdir() if not p.name.startswith("."))
     assert 0 < len(back) < len(contents)
