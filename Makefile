@@ -83,11 +83,15 @@ plan: $(STAMP)
 status: $(STAMP)
 	$(PY) scripts/status.py $(call opt,--config,CONFIG) $(call opt,--runs-on,DEST)
 
-.PHONY: restore ## restore RUN= [POLICY=] or FILE=<original path>, [TO=dir] [DEST=name]; never overwrites
+.PHONY: restore ## restore RUN= [POLICY=] or FILE=<original path or glob>, [TO=dir] [DEST=name]; never overwrites
 restore: $(STAMP)
 	$(PY) scripts/restore.py $(call opt,--config,CONFIG) $(call opt,--file,FILE) $(call opt,--run,RUN) \
 	    $(call opt,--policy,POLICY) $(call opt,--to,TO) $(call opt,--dest,DEST) $(call opt,--pace,PACE) \
 	    $(if $(filter 1,$(value FROM_OTHER_HOST)),--from-other-host)
+
+.PHONY: catalogue-rebuild ## DEST=<name>: rebuild the catalogue from the runs that destination holds (a host that lost its state)
+catalogue-rebuild: $(STAMP)
+	$(PY) scripts/catalogue_rebuild.py $(call opt,--config,CONFIG) $(call opt,--dest,DEST)
 
 .PHONY: find ## FILE=<path or glob>: where the copies of deleted files live
 find: $(STAMP)

@@ -2,7 +2,8 @@
 """Restore a run's files from a destination: each checked against its SHA-256, mtimes
 restored, nothing ever overwritten (conflicts are listed and nothing is written). Without
 --to, files go back under their policy's root; with --to DIR, under DIR/<policy>/.
-With --file PATH, just that deleted file comes back from its newest verified copy.
+With --file PATH, just that deleted file comes back from its newest verified copy; with
+--file GLOB ('*' spans directories), every catalogued file matching, each from its newest.
 Every file is checked against the strongest record this host holds (the local state, the
 catalogue, else the run's MANIFEST.json); without --dest, each destination holding the run
 is tried in turn. A run of another host (or of another policy root) goes into this host's
@@ -12,7 +13,8 @@ import _bootstrap  # puts the repository root on sys.path, before ops is importe
 
 from ops import cli
 from ops.errors import UsageError
-from ops.restore.restore import restore, restore_file
+from ops.restore.restore import restore, restore_file, restore_files
+from ops.state.catalogue import GLOB
 
 if __name__ == "__main__":
     p = cli.parser("restore", __doc__, pace=True)
@@ -39,9 +41,8 @@ if __name__ == "__main__":
         if args.file:
             if args.run or args.policy:
                 raise UsageError("--file finds its own run and policy; do not combine it with --run or --policy")
-            return restore_file(
-                config, args.file, ui, to=args.to, dest_name=args.dest, from_other_host=args.from_other_host
-            )
+            one = restore_files if any(c in args.file for c in GLOB) else restore_file
+            return one(config, args.file, ui, to=args.to, dest_name=args.dest, from_other_host=args.from_other_host)
         return restore(
             config,
             args.run,

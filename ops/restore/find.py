@@ -24,9 +24,15 @@ def _shell_word(path: str) -> str:
     )
 
 
+def indexing(ui: Console):
+    """catalogue.find's ``progress``: a bar, on a terminal, while blocks written before the
+    index existed (or by a rebuild) are indexed."""
+    return lambda total: ui.progress("indexing the catalogue", total)
+
+
 def find(config: Config, pattern: str, ui: Console, as_json: bool = False) -> int:
     rows, last = [], None
-    for e in catalogue.find(config.state_dir, pattern):
+    for e in catalogue.find(config.state_dir, pattern, progress=indexing(ui)):
         if as_json:
             sys.stdout.write(json.dumps(e) + "\n")
         last = e["path"]
@@ -37,7 +43,7 @@ def find(config: Config, pattern: str, ui: Console, as_json: bool = False) -> in
                 ",".join(e["destinations"]),
                 e["archive"],
                 e["sha256"][:16],
-                e["deleted_at"] or "",
+                e["deleted_at"] or "unknown",
             ]
         )
     if not rows:

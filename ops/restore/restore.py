@@ -38,6 +38,7 @@ from ops.destinations.hosts import run_host, this_host
 from ops.errors import OpsError, Refused, StepFailed, UsageError
 from ops.logs.steplog import StepLog
 from ops.restore.batch import Batch, TargetError, Untrusted, dir_fd
+from ops.restore.find import indexing
 from ops.state import catalogue
 from ops.state.manifest import Run, records_name
 from ops.state.restored import Marks
@@ -90,7 +91,7 @@ class Records:
             self.source = "the catalogue"
 
 
-def _load_index(dest: Destination, run_id: str, records: Records) -> tuple[dict, dict[str, str]]:
+def load_index(dest: Destination, run_id: str, records: Records) -> tuple[dict, dict[str, str]]:
     """The run's MANIFEST.json and SHA256SUMS listing on ``dest``, once they agree with each
     other and with ``records``; Untrusted where they do not."""
     sums_raw = dest.read_bytes(run_id, "SHA256SUMS")
@@ -136,7 +137,7 @@ def _load_index(dest: Destination, run_id: str, records: Records) -> tuple[dict,
     return manifest, listed
 
 
-def _checked_sums(dest: Destination, run_id: str, sums_name: str, expected_sha: str):
+def checked_sums(dest: Destination, run_id: str, sums_name: str, expected_sha: str):
     """Every (sha, name) of a .sha256 file, after proving the file matches SHA256SUMS."""
     with dest.open_read(run_id, sums_name) as raw:
         reader = HashingReader(raw)
@@ -255,7 +256,7 @@ class _Job:
     ):
         self.config, self.run_id, self.ui, self.log, self.records = config, run_id, ui, log, records
         self.policy, self.to, self.from_other_host = policy, to, from_other_host
-        self.only = only  # FILE=: (policy, member name, the root it was deleted from, target)
+        self.only = only  # FILE=: (policy, member names, the root they were deleted from, target)
         self.policies: list[str] = []
         self.targets: dict[str, Path] = {}
         self.done: dict[str, set[bytes]] = {}
@@ -349,8 +350,8 @@ class _Job:
                 continue
             dirs: dict[bytes, set[bytes]] = {}
             try:
-                for sha, member in _checked_sums(dest, self.run_id, info["sums"], listed[info["sums"]]):
-                    if (self.only and member != self.only[1]) or member in self.done[name]:
+                for sha, member in checked_sums(dest, self.run_id, info["sums"], listed[info["sums"]]):
+                    if (self.only and member not in self.only[1]) or member in self.done[name]:
                         continue
                     parent, _, leaf = member.rpartition(b"/")
                     dirs.setdefault(parent, set()).add(leaf)
@@ -375,7 +376,7 @@ class _Job:
             msg = f"{present} file(s) of run {self.run_id} are already at the target with their recorded content; kept"
             self.log.event("already_restored", msg)
             self.ui.info(f"restore: {msg}")
-        if conflicts and self.only:
+        if len(conflicts) == 1 and self.only:
             raise StepFailed(
                 f"{conflicts[0]} already exists; nothing was restored",
                 hint="restore it elsewhere with TO=<dir>, or move the file aside",
@@ -396,7 +397,7 @@ class _Job:
         batch = Batch(target_fd)
         try:
             with dest.open_read(self.run_id, info["archive"]) as raw, ArchiveReader(raw, info["compression"]) as reader:
-                sums = _checked_sums(dest, self.run_id, info["sums"], listed[info["sums"]])
+                sums = checked_sums(dest, self.run_id, info["sums"], listed[info["sums"]])
                 for member, line in zip_longest(reader.members(), sums):
                     if member is None or line is None:
                         raise Untrusted(f"{info['archive']} and {info['sums']} list different members")
@@ -414,7 +415,7 @@ class _Job:
                         raise Untrusted(
                             f"{info['sums']}: {member.name!r} has another SHA-256 than {self.records.source} records"
                         )
-                    if (self.only and member.name != self.only[1]) or member.name in self.done[name]:
+                    if (self.only and member.name not in self.only[1]) or member.name in self.done[name]:
                         continue
                     source = self.records.source if recorded is not None else f"MANIFEST.json on {dest.name}"
                     on_written = self._marker(name, member.name) if self.into_roots else None
@@ -501,7 +502,7 @@ def _run(job: _Job, names: list[str]) -> Destination:
                 passed[name] = f"does not hold run {job.run_id}"
                 job.log.event("not_held", f"{name}: {passed[name]}", destination=name)
                 continue
-            manifest, listed = _load_index(dest, job.run_id, job.records)
+            manifest, listed = load_index(dest, job.run_id, job.records)
             job.plan(dest, manifest)
             job.check_host(manifest)
             job.say_trust(dest)
@@ -616,7 +617,7 @@ def restore_file(
     """One deleted file back from its newest verified copy, to its place or under TO/<policy>/."""
     wanted = os.path.normpath(os.path.abspath(path))
     entry = None
-    for found in catalogue.find(config.state_dir, wanted):
+    for found in catalogue.find(config.state_dir, wanted, progress=indexing(ui)):
         if found["path"] == wanted:
             entry = found  # runs come oldest first: the last one is the newest copy
     if entry is None:
@@ -649,7 +650,7 @@ def restore_file(
             ui,
             log,
             records,
-            only=(policy, member, root, target),
+            only=(policy, frozenset([member]), root, target),
             to=to,
             from_other_host=from_other_host,
         )
@@ -686,3 +687,105 @@ def restore_file(
         return _guarded(log, work)
     finally:
         log.close()
+
+
+def restore_files(
+    config: Config,
+    pattern: str,
+    ui: Console,
+    to: str | None = None,
+    dest_name: str | None = None,
+    from_other_host: bool = False,
+) -> int:
+    """Every deleted file whose original path matches the glob ``pattern``, each from its
+    newest verified copy: grouped by run and policy, so each archive is read once. A file
+    already at its target with other content is a conflict; any conflict stops the restore
+    before anything is written, as in a run restore."""
+    newest: dict[str, dict] = {}
+    for entry in catalogue.find(config.state_dir, pattern, progress=indexing(ui)):
+        newest[entry["path"]] = entry  # runs come oldest first: the last one is the newest copy
+    if not newest:
+        raise StepFailed(
+            f"no deleted file matching {pattern!r} is in the catalogue",
+            hint="list what is there: make find FILE='<glob>'",
+        )
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for entry in newest.values():
+        groups.setdefault((entry["run"], entry["policy"]), []).append(entry)
+    places = {path: _place(entry, to) for path, entry in newest.items()}
+    conflicts = [places[p][1] / e["rel"] for p, e in newest.items() if _in_the_way(places[p][1] / e["rel"], e)]
+    if conflicts:
+        shown = "\n".join(f"  {p}" for p in conflicts[:20])
+        raise StepFailed(
+            f"{len(conflicts)} file(s) already exist at the restore target; nothing was restored:\n{shown}",
+            hint="restore to another place with TO=<dir>, or move those files aside",
+        )
+    log = StepLog(config.log_dir, "restore")
+    ui.log_path = log.path
+
+    def work() -> int:
+        restored, size = Counter(), 0
+        for (run_id, policy), entries in sorted(groups.items()):
+            root, target = places[entries[0]["path"]]
+            members = {os.fsencode(e["rel"]): e for e in entries}
+            job = _Job(
+                config,
+                run_id,
+                ui,
+                log,
+                Records(config, run_id),
+                only=(policy, frozenset(members), root, target),
+                to=to,
+                from_other_host=from_other_host,
+            )
+            held = entries[0]["destinations"]
+            names = [dest_name] if dest_name else [d.name for d in config.destinations if d.name in held]
+            if not names:
+                raise StepFailed(
+                    f"none of the destinations that hold run {run_id} ({', '.join(held)}) is in {config.path} any "
+                    f"more; {sum(restored.values())} file(s) were restored before it",
+                    hint="configure one again, or pass DEST=<name>",
+                )
+            try:
+                _run(job, names)
+            finally:
+                job.close()
+            restored[run_id] += len(job.done[policy])
+            size += sum(members[m]["size"] or 0 for m in job.done[policy] if m in members)  # rebuilt: unknown
+        runs = ", ".join(f"{r} ({n})" for r, n in sorted(restored.items()))
+        total = sum(restored.values())
+        log.event(
+            "files_restored",
+            f"{total} files matching {pattern} restored from runs {runs}",
+            files=total,
+            bytes=size,
+            runs=dict(restored),
+        )
+        ui.info(f"restore: {total} files ({size} bytes) matching {pattern} restored from runs {runs}")
+        return 0
+
+    try:
+        return _guarded(log, work)
+    finally:
+        log.close()
+
+
+def _place(entry: dict, to: str | None) -> tuple[Path, Path]:
+    """(the root a catalogued file was deleted from, the directory it is restored under)."""
+    root = Path(entry["path"][: len(entry["path"]) - len(entry["rel"])])
+    return root, Path(to) / entry["policy"] if to else root
+
+
+def _in_the_way(path: Path, entry: dict) -> bool:
+    """Whether something at ``path`` keeps the file from being restored there: anything but
+    the very file, already back (a restore killed part-way put it there)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    if not stat.S_ISREG(st.st_mode) or st.st_size != (entry["size"] if entry["size"] is not None else st.st_size):
+        return True
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest() != entry["sha256"]

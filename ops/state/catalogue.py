@@ -3,22 +3,29 @@
 One JSON-lines file per run, ``<state_dir>/catalogue/<run_id>.jsonl``, written atomically
 when clean ends (a run's block appears whole or not at all, and a rerun rewrites the
 same block). Each line: the original absolute path, policy, run, destinations, archive,
-SHA-256, size, mtime and deletion time. ``find`` streams them, so months of runs never
-need to fit in memory.
+SHA-256, size, mtime and deletion time. ``find`` asks the index beside them
+(ops/state/catindex.py), which points at the lines: a path is found in milliseconds
+after years of runs.
 """
 
 import contextlib
 import fnmatch
+import itertools
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ops.errors import StepFailed
-from ops.state.manifest import RUN_ID_RE
+from ops.state import catindex
 from ops.sys.atomic import atomic_file, ensure_private_dir
-from ops.sys.jsonl import HashingLineWriter, iter_lines
+from ops.sys.jsonl import HashingLineWriter, decode_line, iter_lines
+from ops.sys.paths import open_plain_file
 
 DIR = "catalogue"
+
+
+def catalogue_dir(state_dir: Path) -> Path:
+    return Path(state_dir) / DIR
 
 
 class RunBlock:
@@ -63,23 +70,6 @@ def write_run(state_dir: Path, run_id: str, lines: Iterable[dict]) -> int:
     return block.count
 
 
-def entries(state_dir: Path) -> Iterator[dict]:
-    """Every catalogued deletion, oldest run first."""
-    directory = Path(state_dir) / DIR
-    try:
-        names = sorted(n for n in os.listdir(directory) if RUN_ID_RE.match(n.removesuffix(".jsonl")))
-    except FileNotFoundError:
-        return
-    for name in names:
-        try:
-            yield from iter_lines(directory / name)
-        except (OSError, ValueError) as exc:  # not a file clean wrote (a FIFO, a symlink), or damaged
-            raise StepFailed(
-                f"catalogue file {directory / name} cannot be read: {exc}",
-                hint="the archives themselves still list every file: see Restore in the README",
-            ) from None
-
-
 def run_entries(state_dir: Path, run_id: str) -> Iterator[dict]:
     """The deletions of one run (none if the catalogue has no block for it)."""
     path = Path(state_dir) / DIR / f"{run_id}.jsonl"
@@ -94,14 +84,51 @@ def run_entries(state_dir: Path, run_id: str) -> Iterator[dict]:
         ) from None
 
 
-def find(state_dir: Path, pattern: str) -> Iterator[dict]:
-    """Deletions whose original path equals ``pattern`` or matches it as a glob (``*`` spans '/').
+GLOB = "*?["
+
+
+def find(state_dir: Path, pattern: str, progress=None) -> Iterator[dict]:
+    """Deletions whose original path equals ``pattern`` or matches it as a glob (``*`` spans '/'),
+    oldest run first, through the index (ops/state/catindex.py), brought up to date first
+    (``progress``: see catindex.sync).
 
     The catalogue holds absolute paths, so a relative pattern, glob or not, is taken from
     the current directory, as a shell would take it. An absolute glob is left as written.
     """
-    if not os.path.isabs(pattern) or not any(c in pattern for c in "*?["):
+    if not os.path.isabs(pattern) or not any(c in pattern for c in GLOB):
         pattern = os.path.abspath(pattern)  # abspath normalises too: ./a//b and a/../b as the path they name
-    for entry in entries(state_dir):
-        if entry["path"] == pattern or fnmatch.fnmatchcase(entry["path"], pattern):
-            yield entry
+    directory = Path(state_dir) / DIR
+    catindex.sync(directory, progress)
+    cut = min((i for i, c in enumerate(pattern) if c in GLOB), default=None)
+    if cut is None:
+        hits = catindex.lookup(directory, exact=os.fsencode(pattern))
+    else:  # the fixed part before the first wildcard is a range of the index; the rest is matched here
+        hits = (
+            h
+            for h in catindex.lookup(directory, prefix=os.fsencode(pattern[:cut]))
+            if fnmatch.fnmatchcase(os.fsdecode(h[0]), pattern)
+        )
+    yield from _lines(directory, hits)
+
+
+def _lines(directory: Path, hits) -> Iterator[dict]:
+    """The catalogue lines ``hits`` point at, each run's block opened once."""
+    for run, group in itertools.groupby(hits, key=lambda h: h[1]):
+        path = directory / f"{run}.jsonl"
+        try:
+            with open_plain_file(path) as f:
+                for _path, _run, offset in group:
+                    f.seek(offset)
+                    yield decode_line(f.readline())
+        except (OSError, ValueError) as exc:
+            raise StepFailed(
+                f"catalogue file {path} cannot be read: {exc}",
+                hint="the archives themselves still list every file: see Restore in the README",
+            ) from None
+
+
+def index_run(state_dir: Path, run_id: str) -> None:
+    """Index the run's block just published (clean): find never meets it unindexed."""
+    directory = Path(state_dir) / DIR
+    with catindex.opened(directory) as db:
+        catindex.index_block(db, directory, run_id)

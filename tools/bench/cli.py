@@ -25,6 +25,8 @@ Datasets (BENCH_SCALE=small or --quick shrinks each 20x):
   MANY   200,000 compressible CSV/log files of 1-4 KiB in 2,000 directories
   MIXED  both, as two policies of one run
   SCALE  1,000,000 empty files: scan and plan only, peak RSS at 100k and at 1M
+  CATALOGUE  50,000,000 catalogued deletions (2M small): find's index built, then an exact
+         path and a directory glob
 
 The pipeline deletes what it archived, so every trial that deletes starts from a fresh
 `cp -a` of the pristine tree (new inodes and ctimes, old mtimes); only the timed parts
@@ -39,7 +41,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="every dataset 20x smaller (same as BENCH_SCALE=small)")
     p.add_argument("--repeat", type=int, default=None, help="trials per row (default: BENCH_REPEAT or 3)")
-    p.add_argument("--only", default="LARGE,MANY,MIXED,SCALE", metavar="LIST",
+    p.add_argument("--only", default="LARGE,MANY,MIXED,SCALE,CATALOGUE", metavar="LIST",
                    help="datasets to run, comma-separated (default: %(default)s)")
     p.add_argument("--rows", default=",".join(KEEPING_ROWS + DELETING_ROWS), metavar="LIST",
                    help="rows to run on LARGE, MANY and MIXED (default: %(default)s)")
@@ -53,7 +55,7 @@ def main(argv=None) -> int:
     if repeat < 1:
         p.error("--repeat / BENCH_REPEAT must be at least 1")
     only = [d.strip().upper() for d in args.only.split(",") if d.strip()]
-    unknown = set(only) - {"LARGE", "MANY", "MIXED", "SCALE"}
+    unknown = set(only) - {"LARGE", "MANY", "MIXED", "SCALE", "CATALOGUE"}
     if unknown:
         p.error(f"unknown dataset(s) {', '.join(sorted(unknown))}")
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
@@ -87,6 +89,8 @@ def main(argv=None) -> int:
                 bench.run_dataset(ds)
         if "SCALE" in only:
             bench.run_scale()
+        if "CATALOGUE" in only:
+            bench.run_catalogue()
     except KeyboardInterrupt:
         say("interrupted: reporting what was measured so far")
     finally:

@@ -31,12 +31,16 @@ class Scale:
     scale_files: int        # SCALE: empty files, scale_files // scale_dirs per directory ...
     scale_dirs: int
     scale_point_dirs: int   # ... of which the first scale_point_dirs (under a/) are the small point
+    catalogue_entries: int  # CATALOGUE: catalogued deletions, in blocks of catalogue_block per run
+    catalogue_block: int
 
 
 FULL = Scale("full", large_files=205, large_file_size=10 * MiB, many_files=200_000, many_dirs=2_000,
-             scale_files=1_000_000, scale_dirs=1_000, scale_point_dirs=100)
+             scale_files=1_000_000, scale_dirs=1_000, scale_point_dirs=100,
+             catalogue_entries=50_000_000, catalogue_block=200_000)
 SMALL = Scale("small", large_files=10, large_file_size=10 * MiB, many_files=10_000, many_dirs=100,
-              scale_files=50_000, scale_dirs=50, scale_point_dirs=5)
+              scale_files=50_000, scale_dirs=50, scale_point_dirs=5,
+              catalogue_entries=2_000_000, catalogue_block=200_000)
 
 
 def count_label(n: int) -> str:
@@ -249,3 +253,29 @@ def rmtree(path: Path) -> None:
     """rm -rf, in C: shutil.rmtree is several times slower on 200,000 files."""
     if os.path.lexists(path):
         subprocess.run(["rm", "-rf", "--", str(path)], check=True)
+
+
+def catalogue_path(run: int, i: int) -> str:
+    """The original path of line ``i`` of synthetic run ``run``: 1,000 directories per run."""
+    return f"/data/qts/ticks/{run:04d}/{i * 7 % 1000:03d}/t{i}.csv"
+
+
+def build_catalogue(directory: Path, entries: int, per_run: int) -> int:
+    """Synthetic catalogue blocks as clean writes them, ``per_run`` lines per run; the runs."""
+    directory.mkdir(parents=True, exist_ok=True)
+    runs = max(1, entries // per_run)
+    for run in range(runs):
+        run_id = f"2025{run // 28 % 12 + 1:02d}{run % 28 + 1:02d}T0{run % 10}0000Z-{run:04x}"
+        with open(directory / f"{run_id}.jsonl", "w") as f:
+            f.writelines(
+                f'{{"path": "{catalogue_path(run, i)}", "policy": "ticks", "rel": "{catalogue_path(run, i)[21:]}", '
+                f'"run": "{run_id}", "destinations": ["local"], "archive": "ticks.tar.zst", '
+                f'"sha256": "{i:064x}", "size": {i % 4096}, "mtime_ns": {1_700_000_000_000_000_000 + i}, '
+                f'"deleted_at": "2025-01-01T00:00:00Z"}}\n'
+                for i in range(per_run)
+            )
+    return runs
+
+
+def index_bytes(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.glob("index.sqlite3*"))

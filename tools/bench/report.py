@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from tools.bench.datasets import MiB, Scale, count_label
-from tools.bench.rows import CORE_DATASET, ROOTS, STEPS, Trial
+from tools.bench.rows import CORE_DATASET, ROOTS, STEPS, TAR_RESTORE, Trial
 
 ROW_TITLES = {
     "maintenance": "qts-ops maintenance, pace full",
@@ -22,6 +22,10 @@ ROW_TITLES = {
     "tar": "GNU tar -cf (no compression)",
     "scan": "qts-ops scan",
     "plan": "qts-ops plan",
+    "restore": "qts-ops restore RUN=, pace full; beside it tar -xf, sha256sum -c, sync",
+    "find (index build)": "find, the index built on first use",
+    "find exact": "find, an exact path",
+    "find glob": "find, a directory glob",
 }
 # The baselines a qts-ops row's median is divided by, in the order of the table's × columns.
 BASELINES = ("shell", "restic", "floor", "tar")
@@ -105,6 +109,9 @@ def summarise(trials: list[Trial], stamps: dict) -> list[dict]:
                  "out_bytes": spread([t.facts["out_bytes"] for t in good if t.facts.get("out_bytes") is not None]),
                  "left_files": max((t.facts.get("left_files", 0) for t in good), default=None),
                  "failures": sorted({f"{p.name}: exit {p.exit_code}" for t in ts for p in t.phases if not p.ok})}
+        for key in ("sync_s", "query_s", "found", "blocks_bytes", "index_bytes"):  # CATALOGUE's finds
+            if any(key in t.facts for t in good):
+                entry[key] = spread([t.facts[key] for t in good if key in t.facts])
         cores = [t.facts["core"] for t in good if t.facts.get("core")]
         if cores:
             entry["core"] = {k: spread([c[k] for c in cores]) for k in ("p50_ms", "p99_ms", "p999_ms", "max_ms")}
@@ -202,6 +209,12 @@ def targets(summary: list[dict], scale: Scale, restic_skipped: str | None) -> li
         return max((v for v in (median(summary, ds, r, key="peak_rss_mib") for r in ("scan", "plan")) if v),
                    default=None)
 
+    for ds in ("LARGE", "MANY", "MIXED"):
+        add(f"{ds} restore (full) <= 1.0x tar -xf + sha256sum -c + sync",
+            ratio(m(ds, "restore", "restore"), m(ds, "restore", TAR_RESTORE)), 1.0)
+    cat = f"CATALOGUE-{count_label(scale.catalogue_entries)}"
+    add(f"{cat} find, exact path <= 0.1 s", median(summary, cat, "find exact", key="query_s"), 0.1, unit=" s")
+    add(f"{cat} find, directory glob <= 1 s", median(summary, cat, "find glob", key="query_s"), 1.0, unit=" s")
     add(f"{big} scan+plan peak RSS <= 150 MiB", rss(big), 150, unit=" MiB")
     add(f"scan+plan peak RSS flat from {small} to {big} (<= 1.25x)", ratio(rss(big), rss(small)), 1.25)
     return out

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tools.bench.datasets import Scale, copy_tree, count_label, rmtree, tree_totals
+from tools.bench.datasets import (
+    Scale, build_catalogue, catalogue_path, copy_tree, count_label, index_bytes, rmtree, tree_totals,
+)
 from tools.bench.timing import Phase, cpu_busy_s, noise, own_cpu_s, shell, timed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +37,8 @@ PER_POLICY = {"large": {"compression": "none"}}
 # "maintenance-low" and "steps" run at pace full (the fastest run); "maintenance-gentle" at
 # the default pace gentle, with its priorities (SCHED_IDLE), as cron runs it.
 KEEPING_ROWS = ("idle", "tar", "floor", "restic")
-DELETING_ROWS = ("maintenance", "maintenance-gentle", "maintenance-low", "steps", "shell")
+DELETING_ROWS = ("maintenance", "maintenance-gentle", "maintenance-low", "steps", "shell", "restore")
+TAR_RESTORE = "tar -xf + sha256sum -c + sync"
 # On MIXED the stand-in core (scripts/core_latency.py: 512-byte appends with fdatasync every
 # 5 ms, on the same disk) runs beside these rows; "idle" is the core alone, for IDLE_S.
 CORE_DATASET = "MIXED"
@@ -244,6 +247,57 @@ class Bench:
             return [init, backup]
         return [init, backup, timed("check --read-data", [self.restic, "check", "-q", "--read-data"], log, env=env)]
 
+    def row_restore(self, ds: str, rep: int) -> list[Phase]:
+        """A whole run restored at the full pace (every file checked, durable when it exits)
+        beside what an operator would type for the same guarantees on the same archives."""
+        cfg = self.config(ds, {n: self.data / n for n in ROOTS[ds]})
+        log = self.log(ds, "restore", rep)
+        prep = timed("maintenance", [PY, SCRIPTS / "maintenance.py", "--config", cfg], log, env=self.env(),
+                     counted=False)
+        if not prep.ok:
+            return [prep]
+        run_id = sorted(os.listdir(self.var / "state" / "runs"))[-1]
+        os.sync()
+        restore = timed("restore", [PY, SCRIPTS / "restore.py", "--config", cfg, "--run", run_id, "--to",
+                                    self.out / "restored", "--pace", "full"], log, env=self.env())
+        run_dir = self.var / "backups" / run_id
+        script = " && ".join(
+            f"mkdir -p ../out/tar/{n} && tar -xf {run_dir}/{n}.tar* -C ../out/tar/{n} && "
+            f"(cd ../out/tar/{n} && sha256sum -c --quiet {run_dir}/{n}.sha256)" for n in ROOTS[ds]) + " && sync"
+        os.sync()
+        return [prep, restore, shell(TAR_RESTORE, script, log, self.data)]
+
+    def run_catalogue(self) -> None:
+        """find on a synthetic catalogue of scale.catalogue_entries deletions (blocks of
+        catalogue_block per run, as clean writes them): the index built on first use, then
+        an exact path and a directory glob, with the sizes on disk of the blocks and the index."""
+        s = self.scale
+        ds = f"CATALOGUE-{count_label(s.catalogue_entries)}"
+        state = self.var / "state"
+        say(f"{ds}: writing {s.catalogue_entries:,} catalogue lines (untimed)")
+        blocks = build_catalogue(state / "catalogue", s.catalogue_entries, s.catalogue_block)
+        probe = blocks // 2
+        exact = catalogue_path(probe, probe * 7919 % s.catalogue_block)
+        glob = f"/data/qts/ticks/{probe:04d}/123/*"
+        for rep in range(self.repeat):
+            for row, pattern in (("find (index build)", exact), ("find exact", exact), ("find glob", glob)):
+                if row == "find (index build)" and rep:
+                    continue
+                say(f"{ds} {row} ({rep + 1}/{self.repeat})")
+                load, busy, own, t0 = os.getloadavg(), cpu_busy_s(), own_cpu_s(), time.monotonic()
+                log = self.log(ds, row.replace(" ", "-").replace("(", "").replace(")", ""), rep)
+                p = timed(row, [PY, "-m", "tools.bench.findtime", state, pattern], log, env=self.env(), cwd=REPO)
+                t = Trial(ds, row, rep, [p], load, noise(busy, own), time.monotonic() - t0)
+                if p.ok:  # the child's own figures: the index's sync and the query, without its start
+                    said = [line for line in log.read_text().splitlines() if line.startswith("{")]
+                    t.facts.update(json.loads(said[-1]))
+                t.facts["blocks_bytes"] = tree_totals(state / "catalogue")[1] - index_bytes(state / "catalogue")
+                t.facts["index_bytes"] = index_bytes(state / "catalogue")
+                self.trials.append(t)
+                say(f"  {t.total_s:.2f} s, {t.facts.get('found')} found, sync {t.facts.get('sync_s')} s, "
+                    f"query {t.facts.get('query_s')} s, {'ok' if t.ok else f'FAILED: exit {p.exit_code}'}")
+        self.reset_outputs()
+
     def row_idle(self, ds: str, rep: int) -> list[Phase]:
         """Nothing but the stand-in core, for its idle latency (not timed as work)."""
         return [shell("core alone", f"sleep {IDLE_S}", self.log(ds, "idle", rep), self.data, counted=False)]
@@ -289,6 +343,7 @@ class Bench:
               "maintenance-low": lambda: self.row_maintenance(ds, rep, low=True),
               "steps": lambda: self.row_steps(ds, rep), "shell": lambda: self.row_shell(ds, rep),
               "restic": lambda: self.row_restic(ds, rep), "floor": lambda: self.row_floor(ds, rep),
+              "restore": lambda: self.row_restore(ds, rep),
               "tar": lambda: self.row_tar(ds, rep)}[row]
         core = ds == CORE_DATASET and row in CORE_ROWS
         with CoreStandIn(self.out / "core", self.log(ds, row, rep)) if core else contextlib.nullcontext() as stand_in:

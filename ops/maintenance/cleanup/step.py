@@ -11,9 +11,11 @@ ever deleted twice and none is deleted unverified.
 
 import itertools
 import os
+import sqlite3
+import time
 from collections import Counter, deque
 
-from ops.errors import OutsideWindow, Refused, StepFailed
+from ops.errors import OpsError, OutsideWindow, Refused, StepFailed
 from ops.logs.steplog import utc_seconds
 from ops.maintenance.cleanup.journal import JOURNAL_SYNC_EVERY, resume_point
 from ops.maintenance.cleanup.prune import DirTracker
@@ -163,6 +165,12 @@ def clean_work(ctx: StepContext):
         clean_pass = CleanPass(ctx, workers, journal, sink, show, held, per_policy)
         clean_pass.run(done_before, earlier)
     catalogued = sink.count
+    started = time.monotonic()
+    try:
+        catalogue.index_run(ctx.config.state_dir, ctx.run.id)
+    except (OpsError, OSError, ValueError, sqlite3.Error) as exc:  # a cache: find indexes the block later
+        ctx.log.event("index_failed", f"the catalogue index was not updated: {exc}", level="warning")
+    indexed_s = time.monotonic() - started
     totals = sum(per_policy.values(), Counter())
     ctx.summary.update(deleted=totals["deleted"], kept=totals["kept"], gone=totals["gone"])
     body = {k: totals[k] for k in ("deleted", "deleted_bytes", "kept", "kept_changed", "gone", "dirs_removed")}
@@ -171,6 +179,7 @@ def clean_work(ctx: StepContext):
         catalogued=catalogued,
         unlink_workers=worker_count,
         unlink_batches=clean_pass.batches,
+        indexed_s=round(indexed_s, 3),
         copies_missing=lost,
         policies={
             p: {k: c[k] for k in ("deleted", "deleted_bytes", "kept", "kept_changed", "gone", "undeletable")}

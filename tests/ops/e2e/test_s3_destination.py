@@ -465,3 +465,18 @@ def test_an_s3_bandwidth_caps_uploads_and_downloads(sandbox, bucket):
         assert manifest(sandbox, sandbox.runs()[-1], step)["throttled_s"] >= 1.5
     assert sandbox.run("clean", env=bucket.env).returncode == 0
     assert not (sandbox.data / "logs/big.log").exists()
+
+
+def test_a_host_that_lost_its_state_rebuilds_its_catalogue_from_s3(sandbox, bucket):
+    use_s3(sandbox, bucket)
+    small_files(sandbox)
+    before = sandbox.snapshot()
+    assert sandbox.run("maintenance", env=bucket.env).returncode == 0
+    shutil.rmtree(sandbox.state)
+    shutil.rmtree(sandbox.backups)  # the host's disk is gone too: only the bucket is left
+    r = sandbox.run("catalogue_rebuild", "--dest", "offsite", "-v", env=bucket.env)
+    assert r.returncode == 0, r.stderr
+    assert "1 runs (3 files) added" in r.stderr
+    r = sandbox.run("restore", "--file", str(sandbox.data / "logs" / "*"), env=bucket.env)
+    assert r.returncode == 0, r.stderr
+    assert sandbox.snapshot() == before

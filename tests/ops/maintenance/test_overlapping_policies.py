@@ -27,7 +27,7 @@ def _age(path, days: float) -> None:
 
 def _catalogue(sandbox) -> dict[str, str]:
     out = {}
-    for name in os.listdir(sandbox.state / "catalogue"):
+    for name in (n for n in os.listdir(sandbox.state / "catalogue") if n.endswith(".jsonl")):
         for line in (sandbox.state / "catalogue" / name).read_text().splitlines():
             entry = json.loads(line)
             out[entry["path"]] = entry["policy"]

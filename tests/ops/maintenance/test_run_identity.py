@@ -48,7 +48,7 @@ def _run(sandbox, config: str, script: str, *args: str):
 
 def _catalogued(sandbox) -> dict[str, list[str]]:
     out = {}
-    for name in sorted(os.listdir(sandbox.state / "catalogue")):
+    for name in sorted(n for n in os.listdir(sandbox.state / "catalogue") if n.endswith(".jsonl")):
         for line in (sandbox.state / "catalogue" / name).read_text().splitlines():
             entry = json.loads(line)
             out.setdefault(entry["policy"], []).append(entry["rel"])
