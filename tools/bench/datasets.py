@@ -31,8 +31,8 @@ class Scale:
     scale_files: int        # SCALE: empty files, scale_files // scale_dirs per directory ...
     scale_dirs: int
     scale_point_dirs: int   # ... of which the first scale_point_dirs (under a/) are the small point
-    catalogue_entries: int  # CATALOGUE: catalogued deletions, in blocks of catalogue_block per run
-    catalogue_block: int
+    catalogue_entries: int = 2_000_000  # CATALOGUE: catalogued deletions, in blocks of catalogue_block per run
+    catalogue_block: int = 200_000
 
 
 FULL = Scale("full", large_files=205, large_file_size=10 * MiB, many_files=200_000, many_dirs=2_000,

@@ -257,15 +257,21 @@ class Bench:
         if not prep.ok:
             return [prep]
         run_id = sorted(os.listdir(self.var / "state" / "runs"))[-1]
-        os.sync()
+        run_dir = self.var / "backups" / run_id
+        # Untimed: the first files created after clean's mass unlink wait for the file system
+        # to settle that unlink (ext4 here is mounted with discard); whichever of the two
+        # timed phases came first would pay for it. One extraction pays it (and is left in
+        # place until the trial ends: removing it would leave a new debt of the same kind).
+        settle = shell("settle: tar -xf, sync", " && ".join(
+            f"mkdir -p ../out/settle/{n} && tar -xf {run_dir}/{n}.tar* -C ../out/settle/{n}" for n in ROOTS[ds])
+            + " && sync", log, self.data, counted=False)
         restore = timed("restore", [PY, SCRIPTS / "restore.py", "--config", cfg, "--run", run_id, "--to",
                                     self.out / "restored", "--pace", "full"], log, env=self.env())
-        run_dir = self.var / "backups" / run_id
         script = " && ".join(
             f"mkdir -p ../out/tar/{n} && tar -xf {run_dir}/{n}.tar* -C ../out/tar/{n} && "
             f"(cd ../out/tar/{n} && sha256sum -c --quiet {run_dir}/{n}.sha256)" for n in ROOTS[ds]) + " && sync"
         os.sync()
-        return [prep, restore, shell(TAR_RESTORE, script, log, self.data)]
+        return [prep, settle, restore, shell(TAR_RESTORE, script, log, self.data)]
 
     def run_catalogue(self) -> None:
         """find on a synthetic catalogue of scale.catalogue_entries deletions (blocks of
