@@ -13,6 +13,7 @@ own, and each directory once per batch: slower, and never a flush of the whole f
 system while the trading core writes to it.
 """
 
+import hashlib
 import itertools
 import os
 import queue
@@ -43,9 +44,16 @@ class TargetError(Exception):
     way): another destination would meet the same, so none is tried."""
 
 
+def temp_stem(leaf: bytes) -> bytes:
+    """What a temporary name is made of: the name itself, or for a name so long that the
+    suffix would pass the 255-byte limit, a digest of it (found again the same way)."""
+    return leaf if len(leaf) <= 200 else b"~" + hashlib.sha256(leaf).hexdigest()[:40].encode()
+
+
 def dir_fd(target_fd: int, rel_dir: bytes, create: bool = False) -> int:
     """Descriptor of the directory ``rel_dir`` beneath the target ("" for the target itself),
-    one component at a time, no symlink followed (created 0700 when asked)."""
+    one component at a time, no symlink followed (created 0700 when asked; its entry in its
+    parent is made durable at once, as restore promises every name it makes)."""
     fd = os.dup(target_fd)
     try:
         for part in rel_dir.split(b"/") if rel_dir else ():
@@ -55,6 +63,7 @@ def dir_fd(target_fd: int, rel_dir: bytes, create: bool = False) -> int:
                 if not create:
                     raise
                 os.mkdir(part, 0o700, dir_fd=fd)
+                fsync_dir_fd(fd)
                 nxt = os.open(part, NOFOLLOW_DIR, dir_fd=fd)
             os.close(fd)
             fd = nxt
@@ -165,6 +174,7 @@ class Batch:
     def __init__(self, target_fd: int):
         self.target_fd = target_fd
         self.dirs: dict[bytes, int] = {}  # parent (relative) -> descriptor, for the batch's life
+        self.devices: dict[int, int] = {}  # each file system written to -> a descriptor on it
         self.pending: list[_File] = []
         self.bytes = 0
         self._serial = itertools.count(secrets.randbits(32))  # next() is atomic: the threads share it
@@ -173,7 +183,7 @@ class Batch:
     def _temp(self, leaf: bytes) -> bytes:
         """``.<leaf>.tmp-restore-<8 hex>``: numbered from a random start, not drawn at random
         for each file (a getrandom call per file is a tenth of writing a small one)."""
-        return b".%s.%s-%08x" % (leaf, TEMP_KIND.encode(), next(self._serial) & 0xFFFFFFFF)
+        return b".%s.%s-%08x" % (temp_stem(leaf), TEMP_KIND.encode(), next(self._serial) & 0xFFFFFFFF)
 
     @property
     def full(self) -> bool:
@@ -184,6 +194,7 @@ class Batch:
         if fd is None:
             try:
                 fd = self.dirs[parent] = dir_fd(self.target_fd, parent, create=True)
+                self.devices.setdefault(os.fstat(fd).st_dev, fd)  # a file system mounted inside: synced too
             except OSError as exc:
                 raise TargetError(f"cannot make the directory of {what} at the restore target: {exc}") from None
         return fd
@@ -257,7 +268,7 @@ class Batch:
         named = []
         try:
             if not PACE.gentle:
-                _durable(self.target_fd, "the restored files")  # every file's data and new directory
+                self._durable("the restored files")  # every file's data and new directory
             for f in self.pending:
                 if f.on_written is not None:
                     f.on_written(f.st)
@@ -275,11 +286,15 @@ class Batch:
             if PACE.gentle:
                 _dirs_durable(self.dirs.values())
             else:
-                _durable(self.target_fd, "the restored names")
+                self._durable("the restored names")
         finally:
             del self.pending[: len(named)]  # named: not to be removed as temporary files
             self.discard()
         return named
+
+    def _durable(self, what: str) -> None:
+        for fd in self.devices.values() or (self.target_fd,):
+            _durable(fd, what)
 
     def discard(self) -> None:
         """Remove what is still under a temporary name, and forget the batch."""
@@ -299,6 +314,7 @@ class Batch:
         for fd in self.dirs.values():
             os.close(fd)
         self.dirs.clear()
+        self.devices.clear()
 
 
 def _durable(fd: int, what: str) -> None:

@@ -32,7 +32,7 @@ def indexing(ui: Console):
 
 def find(config: Config, pattern: str, ui: Console, as_json: bool = False) -> int:
     rows, last = [], None
-    for e in catalogue.find(config.state_dir, pattern, progress=indexing(ui)):
+    for e in catalogue.find(config.state_dir, pattern, progress=indexing(ui), warn=ui.problem):
         if as_json:
             sys.stdout.write(json.dumps(e) + "\n")
         last = e["path"]

@@ -18,6 +18,8 @@ restore with nothing written. A run of another host, or of another policy root, 
 this host's policy roots only when asked (--from-other-host); under TO= it always may.
 """
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -35,13 +37,14 @@ from ops.config import NAME_RE, Config
 from ops.console import Console
 from ops.destinations import Destination, DestinationError, open_destination
 from ops.destinations.hosts import run_host, this_host
-from ops.errors import OpsError, Refused, StepFailed, UsageError
+from ops.errors import LockBusy, OpsError, Refused, StepFailed, UsageError
 from ops.logs.steplog import StepLog
-from ops.restore.batch import Batch, TargetError, Untrusted, dir_fd
+from ops.restore.batch import Batch, TargetError, Untrusted, dir_fd, temp_stem
 from ops.restore.find import indexing
 from ops.state import catalogue
 from ops.state.manifest import Run, records_name
 from ops.state.restored import Marks
+from ops.sys.atomic import fsync_dir
 from ops.sys.hashio import HashingReader, sha256_bytes
 from ops.sys.jsonl import iter_lines
 from ops.sys.pace import PACE
@@ -198,7 +201,10 @@ def _open_target(target: Path, create: bool = False) -> int | None:
     write through one either."""
     try:
         if create:
+            made = [p for p in (target, *target.parents) if not os.path.lexists(p)]
             target.mkdir(parents=True, exist_ok=True)
+            for p in reversed(made):  # each new directory's entry in its parent, durable
+                fsync_dir(p.parent)
         return open_dir_nofollow(target)
     except FileNotFoundError:
         return None
@@ -214,6 +220,7 @@ def _remove_leftovers(target_fd: int, target: Path, dirs: dict[bytes, set[bytes]
     paths removed."""
     removed = []
     for parent, leaves in dirs.items():
+        stems = {temp_stem(leaf) for leaf in leaves}
         try:
             fd = dir_fd(target_fd, parent)
         except OSError:
@@ -221,7 +228,7 @@ def _remove_leftovers(target_fd: int, target: Path, dirs: dict[bytes, set[bytes]
         try:
             for name in map(os.fsencode, os.listdir(fd)):  # str names, on a descriptor
                 m = _LEFTOVER.match(name)
-                if not m or m.group(1) not in leaves:
+                if not m or m.group(1) not in stems:
                     continue
                 where = target / os.fsdecode(os.path.join(parent, name))
                 try:
@@ -544,11 +551,37 @@ def _checked_line(job: _Job, name: str) -> str:
     return "checked against " + ", ".join(f"{source} ({n})" for source, n in checked.most_common())
 
 
-def _guarded(log: StepLog, work):
-    """``work()``; a failure gets its log line (the message names this log), and an
+@contextlib.contextmanager
+def _alone(state_dir: Path):
+    """One restore at a time per state directory: two would write the same places, and each
+    would take the other's temporary files for an interrupted restore's. The lock is the
+    state directory's own (flock on the directory: nothing is written there, and it is not
+    maintenance's lock file, so a restore may run during maintenance); a host with no state
+    directory yet has nothing to share it with."""
+    try:
+        fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockBusy(
+                f"another restore is running (it holds a lock on {state_dir}); nothing was restored",
+                hint="wait for it to end, then run this one",
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _guarded(log: StepLog, work, state_dir: Path):
+    """``work()``, alone; a failure gets its log line (the message names this log), and an
     unforeseen error becomes a failure with a traceback in the log, not a crash."""
     try:
-        return work()
+        with _alone(state_dir):
+            return work()
     except OpsError as exc:
         log.event("restore_failed", exc.message, level="error", exit_code=exc.code)
         raise
@@ -601,7 +634,7 @@ def restore(
         return 0
 
     try:
-        return _guarded(log, work)
+        return _guarded(log, work, config.state_dir)
     finally:
         log.close()
 
@@ -617,7 +650,7 @@ def restore_file(
     """One deleted file back from its newest verified copy, to its place or under TO/<policy>/."""
     wanted = os.path.normpath(os.path.abspath(path))
     entry = None
-    for found in catalogue.find(config.state_dir, wanted, progress=indexing(ui)):
+    for found in catalogue.find(config.state_dir, wanted, progress=indexing(ui), warn=ui.problem):
         if found["path"] == wanted:
             entry = found  # runs come oldest first: the last one is the newest copy
     if entry is None:
@@ -625,8 +658,8 @@ def restore_file(
             f"no deleted file {wanted} is in the catalogue", hint="list what is there: make find FILE='<glob>'"
         )
     run_id, rel, policy = entry["run"], entry["rel"], entry["policy"]
-    root = Path(entry["path"][: len(entry["path"]) - len(rel)])
-    target = Path(to) / policy if to else root
+    root, target = _place(entry, to)
+    _check_root(config, entry, root, to, from_other_host)
     log = StepLog(config.log_dir, "restore", run_id)
     ui.log_path = log.path
 
@@ -668,7 +701,10 @@ def restore_file(
             job.close()
         if not job.done[policy]:
             raise StepFailed(f"run {run_id} on {dest.describe()} does not hold {rel!r} in its {policy} archive")
-        source = next(iter(job.checked[policy]))
+        source = next(iter(job.checked[policy]), None)
+        if source is None:  # a restore killed after naming it got it back: kept, never written again
+            ui.info(f"restore: {target / rel} is already back with its recorded content; kept")
+            return 0
         log.event(
             "file_restored",
             f"{wanted} restored from run {run_id} on {dest.name} to {target / rel}",
@@ -684,7 +720,7 @@ def restore_file(
         return 0
 
     try:
-        return _guarded(log, work)
+        return _guarded(log, work, config.state_dir)
     finally:
         log.close()
 
@@ -702,7 +738,7 @@ def restore_files(
     already at its target with other content is a conflict; any conflict stops the restore
     before anything is written, as in a run restore."""
     newest: dict[str, dict] = {}
-    for entry in catalogue.find(config.state_dir, pattern, progress=indexing(ui)):
+    for entry in catalogue.find(config.state_dir, pattern, progress=indexing(ui), warn=ui.problem):
         newest[entry["path"]] = entry  # runs come oldest first: the last one is the newest copy
     if not newest:
         raise StepFailed(
@@ -713,6 +749,19 @@ def restore_files(
     for entry in newest.values():
         groups.setdefault((entry["run"], entry["policy"]), []).append(entry)
     places = {path: _place(entry, to) for path, entry in newest.items()}
+    for path, entry in newest.items():
+        _check_root(config, entry, places[path][0], to, from_other_host)
+    goes_to: dict[Path, list[str]] = {}
+    for path, entry in newest.items():
+        goes_to.setdefault(places[path][1] / entry["rel"], []).append(path)
+    shared = {t: ps for t, ps in goes_to.items() if len(ps) > 1}
+    if shared:
+        shown = "\n".join(f"  {t}: {', '.join(ps)}" for t, ps in list(shared.items())[:20])
+        raise StepFailed(
+            f"{len(shared)} place(s) at the restore target would receive more than one match; nothing was "
+            f"restored:\n{shown}",
+            hint="narrow the pattern, or restore each root on its own with TO=<dir>",
+        )
     conflicts = [places[p][1] / e["rel"] for p, e in newest.items() if _in_the_way(places[p][1] / e["rel"], e)]
     if conflicts:
         shown = "\n".join(f"  {p}" for p in conflicts[:20])
@@ -724,7 +773,7 @@ def restore_files(
     ui.log_path = log.path
 
     def work() -> int:
-        restored, size = Counter(), 0
+        restored, size, kept = Counter(), 0, 0
         for (run_id, policy), entries in sorted(groups.items()):
             root, target = places[entries[0]["path"]]
             members = {os.fsencode(e["rel"]): e for e in entries}
@@ -750,24 +799,46 @@ def restore_files(
                 _run(job, names)
             finally:
                 job.close()
-            restored[run_id] += len(job.done[policy])
-            size += sum(members[m]["size"] or 0 for m in job.done[policy] if m in members)  # rebuilt: unknown
-        runs = ", ".join(f"{r} ({n})" for r, n in sorted(restored.items()))
+            written = sum(job.checked[policy].values())  # the rest were back already, with their content
+            if written:
+                restored[run_id] += written
+            kept += len(job.done[policy]) - written
+            sizes = [members[m]["size"] for m in job.done[policy] if m in members]
+            size = None if size is None or None in sizes else size + sum(sizes)
+        runs = ", ".join(f"{r} ({n})" for r, n in sorted(restored.items())) or "none"
         total = sum(restored.values())
+        said = f"{size} bytes" if size is not None else "sizes unknown: a rebuilt catalogue"
+        also = f"; {kept} already back with their content, kept" if kept else ""
         log.event(
             "files_restored",
-            f"{total} files matching {pattern} restored from runs {runs}",
+            f"{total} files matching {pattern} restored from runs {runs}{also}",
             files=total,
             bytes=size,
+            kept=kept,
             runs=dict(restored),
         )
-        ui.info(f"restore: {total} files ({size} bytes) matching {pattern} restored from runs {runs}")
+        ui.info(f"restore: {total} files ({said}) matching {pattern} restored from runs {runs}{also}")
         return 0
 
     try:
-        return _guarded(log, work)
+        return _guarded(log, work, config.state_dir)
     finally:
         log.close()
+
+
+def _check_root(config: Config, entry: dict, root: Path, to: str | None, from_other_host: bool) -> None:
+    """A file goes back into a root only if it is its policy's root in this config, as a run
+    restore checks the run's roots: a catalogue rebuilt from a destination takes its roots
+    from the destination's word, and an entry of a root since moved has no place here."""
+    if to or from_other_host:
+        return
+    ours = {p.name: p.root for p in config.policies}.get(entry["policy"])
+    if ours is None or not _same_dir(str(root), ours):
+        raise StepFailed(
+            f"{entry['path']} was deleted from {root}, which is not the root of policy {entry['policy']} in "
+            f"{config.path} ({ours or 'no such policy'}); nothing was restored into this host's roots",
+            hint=_OTHER_HOST_HINT,
+        )
 
 
 def _place(entry: dict, to: str | None) -> tuple[Path, Path]:

@@ -87,10 +87,11 @@ def run_entries(state_dir: Path, run_id: str) -> Iterator[dict]:
 GLOB = "*?["
 
 
-def find(state_dir: Path, pattern: str, progress=None) -> Iterator[dict]:
+def find(state_dir: Path, pattern: str, progress=None, warn=None) -> Iterator[dict]:
     """Deletions whose original path equals ``pattern`` or matches it as a glob (``*`` spans '/'),
     oldest run first, through the index (ops/state/catindex.py), brought up to date first
-    (``progress``: see catindex.sync).
+    (``progress``: see catindex.sync); ``warn(message)`` hears of each damaged block, whose
+    lines before the damage still answer.
 
     The catalogue holds absolute paths, so a relative pattern, glob or not, is taken from
     the current directory, as a shell would take it. An absolute glob is left as written.
@@ -98,7 +99,9 @@ def find(state_dir: Path, pattern: str, progress=None) -> Iterator[dict]:
     if not os.path.isabs(pattern) or not any(c in pattern for c in GLOB):
         pattern = os.path.abspath(pattern)  # abspath normalises too: ./a//b and a/../b as the path they name
     directory = Path(state_dir) / DIR
-    catindex.sync(directory, progress)
+    for damage in catindex.sync(directory, progress):
+        if warn is not None:
+            warn(f"{damage}; the files of its later lines are not found (the archives still list them)")
     cut = min((i for i, c in enumerate(pattern) if c in GLOB), default=None)
     if cut is None:
         hits = catindex.lookup(directory, exact=os.fsencode(pattern))
@@ -108,7 +111,8 @@ def find(state_dir: Path, pattern: str, progress=None) -> Iterator[dict]:
             for h in catindex.lookup(directory, prefix=os.fsencode(pattern[:cut]))
             if fnmatch.fnmatchcase(os.fsdecode(h[0]), pattern)
         )
-    yield from _lines(directory, hits)
+    # Only the matches are held, to be read oldest run first (then in each block's order).
+    yield from _lines(directory, sorted(hits, key=lambda h: (h[1], h[2])))
 
 
 def _lines(directory: Path, hits) -> Iterator[dict]:

@@ -27,6 +27,7 @@ from ops.sys.jsonl import decode_line
 from ops.sys.paths import open_plain_file
 
 INDEX = "index.sqlite3"
+VERSION = 1  # the schema below; an index of another is made anew
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks (
     id INTEGER PRIMARY KEY,
@@ -75,12 +76,17 @@ def opened(directory: Path) -> Iterator[sqlite3.Connection]:
     """The index, made anew if it cannot be read (it is only a cache of the blocks)."""
     try:
         db = _connect(directory)
-        db.execute("SELECT count(*) FROM blocks").fetchone()
+        # Another version's index (or anything else in its place) is made anew too.
+        if db.execute("PRAGMA user_version").fetchone()[0] != VERSION:
+            raise sqlite3.DatabaseError("not this version's index")
+        db.execute("SELECT run, size, mtime_ns FROM blocks LIMIT 1").fetchall()
+        db.execute("SELECT path, block, offset FROM files LIMIT 1").fetchall()
     except sqlite3.DatabaseError:
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(directory / (INDEX + suffix))
         db = _connect(directory)
+        db.execute(f"PRAGMA user_version = {VERSION}")
     try:
         yield db
     finally:
@@ -97,13 +103,21 @@ def _blocks_on_disk(directory: Path) -> dict[str, os.stat_result]:
     return found
 
 
+class Damaged(Exception):
+    """A block with a line that is not one of clean's: the lines before it are indexed."""
+
+
 def _rows(path: Path, block: int, advance: Callable[[int], None]) -> Iterator[tuple[bytes, int, int]]:
     offset = 0
     with open_plain_file(path) as f:
-        for line in f:
-            if not line.endswith(b"\n"):
-                break  # a torn last line is no entry (blocks are published whole; this is a damaged one)
-            yield os.fsencode(decode_line(line)["path"]), block, offset
+        for number, line in enumerate(f, 1):
+            try:
+                if not line.endswith(b"\n"):
+                    raise ValueError("a torn last line")  # blocks are published whole: this one is damaged
+                entry_path = decode_line(line)["path"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise Damaged(f"line {number}: {exc}") from None
+            yield os.fsencode(entry_path), block, offset
             offset += len(line)
             advance(len(line))
 
@@ -122,39 +136,57 @@ def index_block(db: sqlite3.Connection, directory: Path, run: str, advance=lambd
             "INSERT INTO blocks (run, size, mtime_ns) VALUES (?, ?, ?)", (run, st.st_size, st.st_mtime_ns)
         ).lastrowid
         rows = _rows(path, block, advance)
-        while chunk := [row for _, row in zip(range(_BATCH), rows, strict=False)]:
+        damaged = None
+        while True:
+            chunk = []
+            try:
+                for _, row in zip(range(_BATCH), rows, strict=False):
+                    chunk.append(row)
+            except Damaged as exc:
+                damaged = exc
             db.executemany("INSERT OR IGNORE INTO files (path, block, offset) VALUES (?, ?, ?)", chunk)
+            if damaged or len(chunk) < _BATCH:
+                break
+        if damaged:  # looked at again by every sync, and said again, until the block is mended
+            db.execute("UPDATE blocks SET size = -1 WHERE id = ?", (block,))
         db.execute("COMMIT")
+        if damaged:
+            raise damaged
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
 
 
-def sync(directory: Path, progress=None) -> None:
+def sync(directory: Path, progress=None) -> list[str]:
     """Index what the blocks on disk hold and the index does not; forget blocks that are gone.
-    ``progress(total_bytes)``: a context manager yielding ``advance(n)`` (a bar on a terminal)."""
+    ``progress(total_bytes)``: a context manager yielding ``advance(n)`` (a bar on a terminal).
+    Returns what is wrong with damaged blocks (their readable lines are indexed)."""
     _own(directory)
     if not directory.is_dir():
-        return
+        return []
     on_disk = _blocks_on_disk(directory)
+    damaged = []
     with opened(directory) as db:
         known = {run: (size, mtime) for run, size, mtime in db.execute("SELECT run, size, mtime_ns FROM blocks")}
         stale = [run for run, st in on_disk.items() if known.get(run) != (st.st_size, st.st_mtime_ns)]
         for run in set(known) - set(on_disk):
             _forget(db, run)
         if not stale:
-            return
+            return damaged
         total = sum(on_disk[run].st_size for run in stale)
         with progress(total) if progress else contextlib.nullcontext(lambda n: None) as advance:
             for run in sorted(stale):
                 try:
                     index_block(db, directory, run, advance)
-                except (OSError, ValueError) as exc:
+                except Damaged as exc:
+                    damaged.append(f"catalogue file {directory / (run + '.jsonl')} is damaged at {exc}")
+                except OSError as exc:
                     raise StepFailed(
                         f"catalogue file {directory / (run + '.jsonl')} cannot be read: {exc}",
                         hint="the archives themselves still list every file: see Restore in the README",
                     ) from None
+    return damaged
 
 
 def _forget(db: sqlite3.Connection, run: str) -> None:
@@ -174,7 +206,7 @@ def _after(prefix: bytes) -> bytes | None:
 
 def lookup(directory: Path, exact: bytes | None = None, prefix: bytes = b"") -> Iterator[tuple[bytes, str, int]]:
     """(path, run, offset) of every indexed line whose path is ``exact``, or starts with
-    ``prefix``, oldest run first."""
+    ``prefix``, in path order, streamed (a glob with no fixed prefix walks the whole index)."""
     if not directory.is_dir():
         return
     with opened(directory) as db:
@@ -185,12 +217,4 @@ def lookup(directory: Path, exact: bytes | None = None, prefix: bytes = b"") -> 
         else:
             where, args = "f.path >= ?", (prefix,)
         query = f"SELECT f.path, b.run, f.offset FROM files f JOIN blocks b ON b.id = f.block WHERE {where}"
-        found = db.execute(query, args).fetchall()
-    found.sort(key=lambda row: (row[1], row[2]))  # oldest run first, then the block's order
-    yield from found
-
-
-def read_line(directory: Path, run: str, offset: int) -> dict:
-    with open_plain_file(directory / f"{run}.jsonl") as f:
-        f.seek(offset)
-        return decode_line(f.readline())
+        yield from db.execute(query, args)

@@ -139,6 +139,7 @@ def summarise(trials: list[Trial], stamps: dict) -> list[dict]:
                             "counted": all(p.counted for p in ps) if ps else True,
                             "wall_s": spread([p.wall_s for p in ps]),
                             "work_s": spread(works),
+                            "indexed_s": spread([p.extra["indexed_s"] for p in ps if "indexed_s" in p.extra]),
                             "peak_rss_mib": max((p.peak_rss_kib for p in ps), default=0) / 1024 or None,
                             "cpu_s": spread([p.cpu_s for p in ps]), "files": files, "bytes": size})
     return out
@@ -215,6 +216,8 @@ def targets(summary: list[dict], scale: Scale, restic_skipped: str | None) -> li
     cat = f"CATALOGUE-{count_label(scale.catalogue_entries)}"
     add(f"{cat} find, exact path <= 0.1 s", median(summary, cat, "find exact", key="query_s"), 0.1, unit=" s")
     add(f"{cat} find, directory glob <= 1 s", median(summary, cat, "find glob", key="query_s"), 1.0, unit=" s")
+    add("MANY indexing a run's deletions <= 10% of its clean",
+        ratio(median(summary, "MANY", "steps", "clean", key="indexed_s"), clean_work), 0.1)
     add(f"{big} scan+plan peak RSS <= 150 MiB", rss(big), 150, unit=" MiB")
     add(f"scan+plan peak RSS flat from {small} to {big} (<= 1.25x)", ratio(rss(big), rss(small)), 1.25)
     return out

@@ -207,6 +207,9 @@ class Bench:
         work = step_work_times(self.var / "log", run_id)
         for p in phases:
             p.extra["work_s"] = work.get(p.name)
+        clean = self.var / "state" / "runs" / run_id / "clean.ok.json"
+        if clean.exists():  # what adding the run's deletions to the catalogue's index cost clean
+            phases[-1].extra["indexed_s"] = json.loads(clean.read_text()).get("indexed_s")
         return phases
 
     def row_shell(self, ds: str, rep: int) -> list[Phase]:

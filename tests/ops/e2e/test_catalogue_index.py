@@ -175,3 +175,66 @@ def test_an_index_that_is_a_link_is_never_followed(sandbox, tmp_path):
     r = sandbox.run("find", "--file", str(sandbox.data / "logs/*"))
     assert r.returncode == 1 and "is a symbolic link" in r.stderr
     assert not elsewhere.exists()
+
+
+def test_a_file_goes_back_only_into_its_policy_root_of_this_config(sandbox, tmp_path):
+    _two_runs(sandbox)
+    moved = sandbox.data / "moved"
+    sandbox.config["policies"][0]["root"] = "data/moved"  # the policy's root has moved since
+    moved.mkdir()
+    sandbox.write_config()
+    old = sandbox.data / "logs/2026/01/a.log"
+    for args in (["--file", str(old)], ["--file", str(sandbox.data / "logs/2026/*")]):
+        r = sandbox.run("restore", *args)
+        assert r.returncode == 1 and "which is not the root of policy logs" in r.stderr, r.stderr
+        assert "FROM_OTHER_HOST=1" in r.stderr
+    assert not old.exists()
+    r = sandbox.run("restore", "--file", str(old), "--to", str(tmp_path / "look"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "look/logs/2026/01/a.log").read_bytes() == b"a2, written again\n"
+
+
+def test_two_matches_bound_for_one_place_write_nothing(sandbox, tmp_path):
+    sandbox.file("d0/f1.log", b"first root\n")
+    assert sandbox.run("maintenance").returncode == 0
+    sandbox.config["policies"][0]["root"] = "data/logs2"  # the same policy, a root of its own since
+    (sandbox.data / "logs2/d0").mkdir(parents=True)
+    sandbox.write_config()
+    sandbox.file("d0/f1.log", b"second root\n", root="logs2")
+    assert sandbox.run("maintenance").returncode == 0
+    r = sandbox.run("restore", "--file", str(sandbox.data / "*" / "d0/f1.log"), "--to", str(tmp_path / "out"))
+    assert r.returncode == 1 and "would receive more than one match; nothing was restored" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_single_file_already_back_is_kept_not_a_failure(sandbox):
+    _two_runs(sandbox)
+    path = str(sandbox.data / "logs/2026/02/x.log")
+    assert sandbox.run("restore", "--file", path).returncode == 0
+    r = sandbox.run("restore", "--file", path, "-v")
+    assert r.returncode == 0 and "already back with its recorded content; kept" in r.stderr
+
+
+def test_an_index_of_another_schema_is_made_anew(sandbox):
+    _two_runs(sandbox)
+    catalogue = sandbox.state / DIR
+    for name in os.listdir(catalogue):
+        if name.startswith(INDEX):
+            os.unlink(catalogue / name)
+    db = sqlite3.connect(catalogue / INDEX)
+    db.execute("CREATE TABLE blocks (x)")
+    db.commit()
+    db.close()
+    assert len(_find(sandbox, str(sandbox.data / "logs/*"))) == 5
+
+
+def test_a_damaged_block_is_said_and_the_others_still_answer(sandbox):
+    _two_runs(sandbox)
+    first = sandbox.state / DIR / f"{sandbox.runs()[0]}.jsonl"
+    lines = first.read_bytes().splitlines(keepends=True)
+    first.write_bytes(lines[0] + b"not json at all\n" + b"".join(lines[1:]))
+    r = sandbox.run("find", "--file", str(sandbox.data / "logs/*"), "--json")
+    assert r.returncode == 0
+    assert f"catalogue file {first} is damaged at line 2" in r.stderr
+    found = [json.loads(line)["run"] for line in r.stdout.splitlines()]
+    assert found.count(sandbox.runs()[1]) == 2 and found.count(sandbox.runs()[0]) == 1

@@ -7,6 +7,7 @@ What the kernel had made durable at the kill cannot be seen from here (a power c
 show it); what can be seen is the order: before the batch's sync no final name exists.
 """
 
+import fcntl
 import hashlib
 import os
 
@@ -72,3 +73,40 @@ def test_batches_are_bounded(monkeypatch):
     assert b.full
     b.pending, b.bytes = [], batch.BATCH_BYTES
     assert b.full
+
+
+def test_a_file_with_a_name_of_255_bytes_is_restored_and_its_leftovers_found(sandbox, tmp_path):
+    long = "L" * 251 + ".log"
+    files = {long: b"a long name\n", "short.log": b"short\n"}
+    for rel, data in files.items():
+        sandbox.file(rel, data)
+    assert sandbox.run("maintenance").returncode == 0
+    run_id = sandbox.runs()[-1]
+    target = tmp_path / "to"
+    killed = sandbox.run(
+        "restore",
+        "--run",
+        run_id,
+        "--to",
+        str(target),
+        "--pace",
+        "gentle",
+        env={"QTS_OPS_CRASH_AT": "restore.after_chunk:2"},
+    )
+    assert killed.returncode == -9
+    r = sandbox.run("restore", "--run", run_id, "--to", str(target), "-v")
+    assert r.returncode == 0, r.stderr
+    assert _named(target / "logs") == files
+    assert _temporaries(target) == []
+
+
+def test_two_restores_at_once_the_second_is_told_to_wait(restorable, tmp_path):
+    sandbox, run_id, _files = restorable
+    fd = os.open(sandbox.state, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a restore running now holds it
+        r = sandbox.run("restore", "--run", run_id, "--to", str(tmp_path / "to"))
+    finally:
+        os.close(fd)
+    assert r.returncode == 75 and "another restore is running" in r.stderr
+    assert not (tmp_path / "to").exists()
