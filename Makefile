@@ -89,6 +89,11 @@ restore: $(STAMP)
 	    $(call opt,--policy,POLICY) $(call opt,--to,TO) $(call opt,--dest,DEST) $(call opt,--pace,PACE) \
 	    $(if $(filter 1,$(value FROM_OTHER_HOST)),--from-other-host)
 
+.PHONY: scrub ## re-read the copies due (ALL=1: every one; DEST=name: one destination) and repair from another copy
+scrub: $(STAMP)
+	$(PY) scripts/scrub.py $(call opt,--config,CONFIG) $(call opt,--dest,DEST) $(call opt,--pace,PACE) $(window) \
+	    $(if $(filter 1,$(value ALL)),--all)
+
 .PHONY: catalogue-rebuild ## DEST=<name>: rebuild the catalogue from the runs that destination holds (a host that lost its state)
 catalogue-rebuild: $(STAMP)
 	$(PY) scripts/catalogue_rebuild.py $(call opt,--config,CONFIG) $(call opt,--dest,DEST)

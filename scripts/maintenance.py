@@ -6,6 +6,7 @@ import _bootstrap  # puts the repository root on sys.path, before ops is importe
 
 from ops import cli
 from ops.maintenance.chain import maintenance
+from ops.restore.scrub import scrub
 
 if __name__ == "__main__":
     p = cli.parser("maintenance", __doc__, run=False, pace=True, window=True, brake=True)
@@ -17,5 +18,8 @@ if __name__ == "__main__":
     cli.run(
         name="maintenance",
         p=p,
-        action=lambda args, config, ui: maintenance(config, ui, args.new_run, args.allow_large_delete),
+        # The run done, the copies whose re-reading is due (scrub.cycle's share of a night).
+        action=lambda args, config, ui: (
+            maintenance(config, ui, args.new_run, args.allow_large_delete) or scrub(config, ui, quiet=True)
+        ),
     )

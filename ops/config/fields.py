@@ -26,12 +26,14 @@ from ops.config.values import (
     NAME_RE,
     PERCENT_RE,
     RATE_RE,
+    RETAIN_RE,
     SIZE_RE,
     Duration,
     Size,
     compile_path_date,
     parse_duration,
     parse_rate,
+    parse_retain,
     parse_size,
 )
 from ops.sys.pace import DEFAULT as DEFAULT_PACE
@@ -313,6 +315,13 @@ BRAKE = _share(
     "size or share of the policy",
     "the policy's matching files, by count or by bytes, whichever is larger: `25%`",
 )
+RETAIN = Kind(
+    "retention",
+    "a whole number and a unit, d w or y (365 days): `7y`",
+    Duration,
+    _parsed(parse_retain),
+    {"type": "string", "pattern": _pattern(RETAIN_RE)},
+)
 SPANS = Kind(
     "spans",
     "a list of a day or day range (Mon..Sun) and a time span `HH:MM-HH:MM` (24:00 allowed): "
@@ -354,6 +363,7 @@ KINDS = (
     SHARE,
     BRAKE,
     RATE,
+    RETAIN,
     SPANS,
     TIMEZONE,
     GLOBS,
@@ -425,6 +435,24 @@ POLICY = Table(
     ),
 )
 
+OBJECT_LOCK = Table(
+    "backup.destinations[].object_lock (type: s3)",
+    "S3 Object Lock: every object of a run is written locked (archives, .sha256 files, SHA256SUMS, "
+    "MANIFEST.json), and verify counts a copy only if each object reports that lock. The bucket "
+    "must have Object Lock enabled; backup fails the destination, naming the bucket, if it has not.",
+    (
+        Field(
+            "mode",
+            choice("governance", "compliance"),
+            None,
+            "the lock's mode",
+            attr="object_lock_mode",
+            digest=WHEN_SET,
+        ),
+        Field("retain", RETAIN, None, "how long each object stays locked", attr="object_lock_retain", digest=WHEN_SET),
+    ),
+)
+
 _COMMON = (
     Field("name", NAME, REQUIRED, "the destination's name, unique among the destinations"),
     Field("type", choice("local", "s3"), REQUIRED, "which kind of destination this is"),
@@ -453,6 +481,21 @@ DESTINATION = Variants(
                 Field("region", STRING, None, "the bucket's region"),
                 Field("storage_class", STRING, None, "the storage class the archives are written with"),
                 Field("bandwidth", RATE, None, "bytes per second of uploads and of downloads, at most", digest=False),
+                Field("object_lock", mapping(OBJECT_LOCK), {}, "see object_lock below"),
+                Field(
+                    "sse",
+                    choice("AES256", "aws:kms"),
+                    None,
+                    "server-side encryption every upload requests, and verify checks each object reports",
+                    digest=WHEN_SET,
+                ),
+                Field(
+                    "sse_kms_key_id",
+                    STRING,
+                    None,
+                    "the KMS key of sse: aws:kms (unset: the bucket's default)",
+                    digest=WHEN_SET,
+                ),
                 Field("connect_timeout", SECONDS, 5, "how long opening a connection may take", digest=False),
                 Field("read_timeout", SECONDS, 60, "how long an open request may stay silent", digest=False),
                 Field(
@@ -510,6 +553,23 @@ WINDOW = Table(
     ),
 )
 
+SCRUB = Table(
+    "scrub",
+    "Re-reading the copies (make scrub, and the end of make maintenance): every run on every "
+    "destination is checked as verify checks it at least once per cycle, and a damaged or lost "
+    "copy is repaired from another that passes.",
+    (
+        Field(
+            "cycle",
+            DURATION,
+            "30d",
+            "every run on every destination is re-read at least this often",
+            attr="scrub_cycle",
+            digest=False,
+        ),
+    ),
+)
+
 TOP = Table(
     "top level",
     "Relative paths resolve against the directory of the config file.",
@@ -541,6 +601,7 @@ TOP = Table(
             digest=False,
         ),
         Field("backup", mapping(BACKUP), {}, "the backup settings; see backup below"),
+        Field("scrub", mapping(SCRUB), {}, "re-reading the copies; see scrub below"),
         Field("policies", many("policies", "policy", POLICY), [], "the retention policies; see below", nullable=True),
         Field(
             "metrics_file",
@@ -574,5 +635,5 @@ TOP = Table(
     ),
 )
 
-TABLES = (TOP, WINDOW, BACKUP, *DESTINATION.tables.values(), POLICY)
+TABLES = (TOP, WINDOW, SCRUB, BACKUP, *DESTINATION.tables.values(), OBJECT_LOCK, POLICY)
 POLICY_KEYS = frozenset(f.key for f in POLICY.fields)

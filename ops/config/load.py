@@ -158,6 +158,10 @@ def _check_destinations(config: Config, r: Reader) -> None:
         key = f"backup.destinations[{i}]"
         if d.name in {x.name for x in destinations[:i]}:
             raise r.fail(f"{key}.name", f"duplicate destination name {d.name!r}")
+        if (d.object_lock_mode is None) != (d.object_lock_retain is None):
+            raise r.fail(f"{key}.object_lock", "needs both mode and retain")
+        if d.sse_kms_key_id is not None and d.sse != "aws:kms":
+            raise r.fail(f"{key}.sse_kms_key_id", "is only used with sse: aws:kms")
         prefix = d.prefix
         if prefix and (not prefix.endswith("/") or prefix.startswith("/") or ".." in prefix.split("/")):
             raise r.fail(f"{key}.prefix", f"expected a relative key prefix ending in '/', like host-a/, got {prefix!r}")

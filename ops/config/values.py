@@ -74,6 +74,17 @@ def parse_size(text, allow_percent: bool) -> Size:
     raise ValueError(f"expected {what}, got {text!r}")
 
 
+RETAIN_RE = re.compile(r"^([0-9]+)([dwy])\Z")
+
+
+def parse_retain(text) -> Duration:
+    """How long an object stays locked: days, weeks or years (``7y``); a year is 365 days."""
+    m = RETAIN_RE.match(text) if isinstance(text, str) else None
+    if not m or int(m.group(1)) == 0:
+        raise ValueError(f"expected a retention above 0 like 7y (units d w y), got {text!r}")
+    return Duration(text, int(m.group(1)) * {"d": 1, "w": 7, "y": 365}[m.group(2)] * 86400)
+
+
 def parse_rate(text) -> int:
     """Bytes per second, above 0: ``100MiB/s``."""
     m = RATE_RE.match(text) if isinstance(text, str) else None

@@ -24,6 +24,8 @@ def open_destination(cfg: DestinationConfig) -> Destination:
             read_timeout=cfg.read_timeout,
             deadline=cfg.deadline,
             bandwidth=cfg.bandwidth,
+            lock=(cfg.object_lock_mode, cfg.object_lock_retain.seconds) if cfg.object_lock_mode else None,
+            sse=(cfg.sse, cfg.sse_kms_key_id) if cfg.sse else None,
         )
     raise ValueError(f"unknown destination type {cfg.type!r}")
 

@@ -57,6 +57,17 @@ class Destination(ABC):
         """Start writing ``run_id``; leftovers of an interrupted attempt are discarded."""
 
     @abstractmethod
+    def begin_repair(self, run_id: str) -> Staging:
+        """A staging that replaces the run's damaged or missing copy when published: what
+        is there is moved aside (a local directory) or written over (objects of S3, whose
+        versions keep the old ones where the bucket is versioned); never deleted."""
+
+    def check_objects(self, run_id: str, names: list[str]) -> None:
+        """Each named file of the run carries the protection the destination writes it with
+        (S3: Object Lock, encryption); DestinationError if one does not. A directory: none."""
+        return None
+
+    @abstractmethod
     def size(self, run_id: str, name: str) -> int:
         """Bytes of a published file of a run; DestinationError if it is not there."""
 

@@ -4,6 +4,7 @@ import os
 import shutil
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -193,6 +194,14 @@ class LocalDestination(Destination):
         staging = self.path / f"{prefix}{os.getpid()}"
         os.mkdir(staging, PRIVATE_DIR)
         return self._staging(self.path / run_id, staging)
+
+    def begin_repair(self, run_id: str) -> LocalStaging:
+        final = self.path / run_id
+        if os.path.lexists(final):  # the damaged copy, kept beside for whoever wants to look
+            aside = self.path / f".{run_id}.damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+            os.rename(final, aside)
+            fsync_dir(self.path)
+        return self.begin_run(run_id)
 
     def _staging(self, final: Path, staging: Path) -> LocalStaging:
         return LocalStaging(final, staging)

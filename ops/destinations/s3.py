@@ -17,6 +17,7 @@ failure, whatever botocore or the network raised, leaves here as a DestinationEr
 import io
 import random
 import time
+from datetime import UTC, datetime, timedelta
 from typing import BinaryIO
 
 from ops.destinations.base import Destination, DestinationError, Staging
@@ -116,8 +117,12 @@ class S3Destination(Destination):
         read_timeout: float = 60.0,
         deadline: float = 120.0,
         bandwidth: int | None = None,
+        lock: tuple[str, int] | None = None,
+        sse: tuple[str, str | None] | None = None,
     ):
         super().__init__(name)
+        self.lock = lock  # (mode, seconds retained) of every object written, or None
+        self.sse = sse  # (ServerSideEncryption, SSEKMSKeyId or None) every upload requests, or None
         self.budget = Budget(bandwidth)  # uploads and downloads alike, at most this many bytes/s
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
@@ -212,7 +217,57 @@ class S3Destination(Destination):
                 return total
             token = page["NextContinuationToken"]
 
+    def object_options(self) -> dict:
+        """What every object written is written with: storage class, encryption, lock."""
+        out = {"StorageClass": self.storage_class} if self.storage_class else {}
+        if self.sse:
+            out["ServerSideEncryption"] = self.sse[0]
+            if self.sse[1]:
+                out["SSEKMSKeyId"] = self.sse[1]
+        if self.lock:
+            until = datetime.now(UTC) + timedelta(seconds=self.lock[1])
+            out.update(ObjectLockMode=self.lock[0].upper(), ObjectLockRetainUntilDate=until)
+        return out
+
+    def check_lockable(self) -> None:
+        """A bucket asked for locked objects must have Object Lock enabled."""
+        try:
+            conf = self.call("get_object_lock_configuration", Bucket=self.bucket)
+            enabled = conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+        except DestinationError as exc:
+            if _error_code(exc.__cause__) not in ("ObjectLockConfigurationNotFoundError", "404"):
+                raise
+            enabled = False
+        if not enabled:
+            raise DestinationError(
+                f"bucket {self.bucket} lacks object lock, which object_lock of destination {self.name} asks for; "
+                "create the bucket with Object Lock enabled (it cannot be added to this one by the toolkit)"
+            )
+
+    def check_objects(self, run_id: str, names: list[str]) -> None:
+        """Each object of the run reports the lock and encryption this destination writes with;
+        DestinationError naming the first that does not (its copy then counts for nothing)."""
+        if not (self.lock or self.sse):
+            return
+        now = datetime.now(UTC)
+        for name in names:
+            head = self._on_file("head_object", run_id, name)
+            if self.lock:
+                until = head.get("ObjectLockRetainUntilDate")
+                if head.get("ObjectLockMode") != self.lock[0].upper() or until is None or until <= now:
+                    raise DestinationError(
+                        f"{self.describe()}: {run_id}/{name} is not locked {self.lock[0]} "
+                        f"(it reports {head.get('ObjectLockMode') or 'no lock'}, until {until})"
+                    )
+            if self.sse and head.get("ServerSideEncryption") != self.sse[0]:
+                raise DestinationError(
+                    f"{self.describe()}: {run_id}/{name} is not encrypted {self.sse[0]} "
+                    f"(it reports {head.get('ServerSideEncryption') or 'none'})"
+                )
+
     def begin_run(self, run_id: str) -> "S3Staging":
+        if self.lock:
+            self.check_lockable()
         if self.has_run(run_id):
             raise DestinationError(
                 f"{self.describe()} already holds run {run_id}; refusing to overwrite a published run"
@@ -220,6 +275,9 @@ class S3Destination(Destination):
         page = self.call("list_objects_v2", Bucket=self.bucket, Prefix=self.key(run_id))
         leftovers = [o["Key"] for o in page.get("Contents", [])]
         return S3Staging(self, run_id, leftovers)
+
+    def begin_repair(self, run_id: str) -> "S3Staging":
+        return S3Staging(self, run_id, [], replace=True)
 
     def _on_file(self, operation: str, run_id: str, name: str) -> dict:
         """``operation`` on one published file of a run; a missing file says so plainly."""
@@ -255,7 +313,7 @@ class _Upload:
         self.upload_id: str | None = None
 
     def _extra(self) -> dict:
-        return {"StorageClass": self.dest.storage_class} if self.dest.storage_class else {}
+        return self.dest.object_options()
 
     def write(self, data) -> int:
         return self._gather.write(data)
@@ -313,6 +371,14 @@ class _Upload:
             MultipartUpload={"Parts": parts},
             **cond,
         )
+        if d.lock:  # some stores (moto among them) ignore the lock asked for at CreateMultipartUpload
+            lock = d.object_options()
+            d.call(
+                "put_object_retention",
+                Bucket=d.bucket,
+                Key=self.key,
+                Retention={"Mode": lock["ObjectLockMode"], "RetainUntilDate": lock["ObjectLockRetainUntilDate"]},
+            )
 
     def abort(self) -> None:
         if self.upload_id is not None:
@@ -323,7 +389,8 @@ class _Upload:
 
 
 class S3Staging(Staging):
-    def __init__(self, dest: S3Destination, run_id: str, leftovers: list[str]):
+    def __init__(self, dest: S3Destination, run_id: str, leftovers: list[str], replace: bool = False):
+        self.replace = replace  # a repair: MANIFEST.json is written over, not only if absent
         self.dest = dest
         self.run_id = run_id
         self.leftovers = leftovers  # objects of an unpublished attempt, replaced by this one
@@ -342,7 +409,7 @@ class S3Staging(Staging):
             upload.finish()
         # Last, and only if absent: its presence is what makes the run exist.
         try:
-            manifest.finish(only_if_new=True)
+            manifest.finish(only_if_new=not self.replace)
         except DestinationError as exc:
             if _error_code(exc.__cause__) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
                 raise DestinationError(

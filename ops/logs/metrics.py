@@ -109,6 +109,28 @@ def record_step(
         pass  # a full disk or a read-only metrics path must not turn a good run into a failed one
 
 
+def record_scrub(config: Config, counts: dict, oldest_age: dict, lost: int, ok: bool) -> None:
+    """Count one scrub: per destination the copies checked, damaged, repaired, unrepairable
+    (counters), the age of its oldest check and the runs with no intact copy (gauges).
+    Never raises, as record_step."""
+    if config.metrics_file is None:
+        return
+    try:
+        with _locked_state(config.state_dir) as data:
+            s = data.setdefault("scrub", {})
+            for name, c in counts.items():
+                totals = s.setdefault("counts", {}).setdefault(name, {})
+                for k, v in c.items():
+                    totals[k] = totals.get(k, 0) + v
+            s["oldest_age"], s["lost"] = oldest_age, lost
+            if ok:
+                s["last_success"] = time.time()
+            snapshot = json.loads(json.dumps(data))
+        write_textfile(config, snapshot)
+    except OSError:
+        pass
+
+
 def _saved(state_dir: Path) -> dict:
     try:
         return json.loads(read_plain_file(Path(state_dir) / STATE))
@@ -279,6 +301,37 @@ def render(config: Config, data: dict) -> str:
         "counter",
         "Backups that succeeded without the destination (it failed; the others met the quorum).",
         [({"destination": d}, failures.get(d, 0)) for d in named],
+    )
+    scrub = data.get("scrub", {})
+    family(
+        "scrub_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time a scrub (make scrub, or the end of maintenance) last ended with every run intact somewhere.",
+        [({}, scrub["last_success"])] if "last_success" in scrub else [],
+    )
+    for key, help_text in (
+        ("checked", "Copies of runs re-read by scrub."),
+        ("damaged", "Copies scrub found damaged or missing."),
+        ("repaired", "Copies scrub repaired from another destination's."),
+        ("unrepairable", "Damaged or missing copies scrub found no intact copy to repair from."),
+    ):
+        family(
+            f"scrub_{key}_total",
+            "counter",
+            help_text,
+            [({"destination": d}, c.get(key, 0)) for d, c in sorted(scrub.get("counts", {}).items())],
+        )
+    family(
+        "scrub_oldest_check_age_seconds",
+        "gauge",
+        "Seconds since the run checked longest ago on the destination was checked (never: since the first run).",
+        [({"destination": d}, round(a)) for d, a in sorted(scrub.get("oldest_age", {}).items())],
+    )
+    family(
+        "runs_without_intact_copy",
+        "gauge",
+        "Runs of which scrub found no intact copy on any destination.",
+        [({}, scrub.get("lost", 0))],
     )
     free = []
     for p in config.policies:

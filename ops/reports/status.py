@@ -16,6 +16,7 @@ from ops.maintenance.retention.deletable import RULE, unlink_failures
 from ops.maintenance.retention.evaluate import nested_roots
 from ops.maintenance.retention.policy import format_age, format_size, matcher
 from ops.maintenance.retention.walk import walk_files
+from ops.state import scrubbed
 from ops.state.lock import describe_holder, lock_path, not_plain, read_holder
 from ops.state.manifest import JOURNAL, STEPS, Run, list_runs
 from ops.state.summary import step_state
@@ -70,12 +71,19 @@ def collect(config: Config, limit: int = 10) -> dict:
     finished = [r for r in runs if r["steps"]["clean"]["state"] == "ok"]
     destinations = {}
     known = known_runs(config)
+    scrub = scrubbed.load(config.state_dir)
+    for run_id, lost in sorted(scrub.get("lost", {}).items()):
+        problems.append(
+            f"run {run_id}: scrub found no intact copy on any destination "
+            f"({'; '.join(f'{n}: {why}' for n, why in sorted(lost.get('destinations', {}).items()))}); "
+            "make find marks its files."
+        )
     for d in config.destinations:
         try:
             # Hurried: a destination that does not answer costs status seconds, not minutes.
             dest = open_destination(hurried(d))
             held = dest.list_runs()
-            destinations[d.name] = {"runs": len(held), "bytes": dest.bytes_used()}
+            destinations[d.name] = {"runs": len(held), "bytes": dest.bytes_used(), **_oldest_check(scrub, d.name, held)}
             theirs = other_hosts(dest, known, runs=held)
         except (OSError, DestinationError) as exc:
             destinations[d.name] = {"error": str(exc)}
@@ -166,6 +174,19 @@ def _on_disk(policy, policies) -> dict:
     }
 
 
+def _oldest_check(scrub: dict, name: str, held: list[str]) -> dict:
+    """The run on the destination whose last scrub is oldest (one never checked first)."""
+    checked = scrub.get("checked", {}).get(name, {})
+    if not held:
+        return {}
+    run = min(held, key=lambda r: (checked.get(r, {}).get("at", 0), r))
+    at = checked.get(run, {}).get("at")
+    return {
+        "oldest_check_run": run,
+        "oldest_check_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)) if at else None,
+    }
+
+
 def _cell(st: dict) -> str:
     if st["state"] == "paused":
         return "paused by the window"
@@ -222,6 +243,9 @@ def status(config: Config, ui: Console, as_json: bool = False) -> int:
     for name, d in info["destinations"].items():
         theirs = d.get("other_hosts") or {}
         held = f"{d['runs']} runs, {format_size(d['bytes'])}" if "runs" in d else f"error: {d['error']}"
+        if d.get("oldest_check_run"):
+            when = d["oldest_check_at"] or "never"
+            held += f"; oldest check: run {d['oldest_check_run']} ({when})"
         print(
             f"destination {name}: {held}"
             + (f" ({len(theirs)} of other hosts: {', '.join(sorted(set(theirs.values())))})" if theirs else "")

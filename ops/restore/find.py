@@ -9,6 +9,7 @@ from ops.config import Config
 from ops.console import Console
 from ops.errors import StepFailed
 from ops.state import catalogue
+from ops.state.scrubbed import lost_runs
 from ops.sys.jsonl import shown
 
 
@@ -32,7 +33,10 @@ def indexing(ui: Console):
 
 def find(config: Config, pattern: str, ui: Console, as_json: bool = False) -> int:
     rows, last = [], None
+    lost = lost_runs(config.state_dir)
     for e in catalogue.find(config.state_dir, pattern, progress=indexing(ui), warn=ui.problem):
+        if e["run"] in lost:  # scrub found no intact copy of the run on any destination
+            e = {**e, "no_intact_copy": True}
         if as_json:
             sys.stdout.write(json.dumps(e) + "\n")
         last = e["path"]
@@ -40,7 +44,7 @@ def find(config: Config, pattern: str, ui: Console, as_json: bool = False) -> in
             [
                 shown(e["path"]),
                 e["run"],
-                ",".join(e["destinations"]),
+                "NO INTACT COPY (make scrub)" if e.get("no_intact_copy") else ",".join(e["destinations"]),
                 e["archive"],
                 e["sha256"][:16],
                 e["deleted_at"] or "unknown",

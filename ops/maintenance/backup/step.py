@@ -133,7 +133,7 @@ def _adopt(ctx: StepContext, published: list, others: list, failed: dict[str, st
     done = list(published)
     for dest in others:
         try:
-            _copy_run(ctx.run.id, published[0], dest, pending["body"]["policies"])
+            copy_run(ctx.run.id, published[0], dest.begin_run(ctx.run.id), pending["body"]["policies"])
         except (DestinationError, OSError) as exc:
             failed[dest.name] = f"{type(exc).__name__}: {exc}"
             ctx.log.event(
@@ -146,9 +146,10 @@ def _adopt(ctx: StepContext, published: list, others: list, failed: dict[str, st
     return body, pending["files"]
 
 
-def _copy_run(run_id: str, source, dest, policies: dict) -> None:
+def copy_run(run_id: str, source, staging, policies: dict) -> None:
+    """The run's files, byte for byte, from ``source`` into ``staging``, then published
+    (as backup publishes); the staging is thrown away if anything fails."""
     names = ["MANIFEST.json", "SHA256SUMS"] + [n for p in policies.values() for n in (p["archive"], p["sums"])]
-    staging = dest.begin_run(run_id)
     try:
         for name in names:
             out = staging.create(name)

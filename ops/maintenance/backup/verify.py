@@ -83,6 +83,10 @@ def check_run_files(dest: Destination, run_id: str, backup: dict) -> None:
 def _verify_destination(ctx: StepContext, dest: Destination, advance) -> None:
     backup = ctx.chain["backup"]
     check_run_files(dest, ctx.run.id, backup)
+    names = ["MANIFEST.json", "SHA256SUMS"] + [
+        n for p in backup["policies"].values() for n in (p["archive"], p["sums"])
+    ]
+    dest.check_objects(ctx.run.id, names)  # a copy without its lock or encryption counts for nothing
     for policy, info in archived_policies(backup).items():
         _verify_policy(ctx, dest, policy, info, advance)
 

@@ -137,8 +137,11 @@ def test_write_all_finishes_short_writes(data, most):
 class _FakeS3:
     """What of an S3Destination an upload uses (its budget: no limit), recording each request."""
 
-    bucket, storage_class = "b", None
+    bucket, storage_class, lock = "b", None, None
     budget = Budget()
+
+    def object_options(self) -> dict:
+        return {}
 
     def __init__(self, fail_part: int | None = None):
         self.requests: list[tuple[str, dict]] = []

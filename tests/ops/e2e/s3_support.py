@@ -96,8 +96,8 @@ class Bucket:
         self.env = aws_env
         self.client = server.client()  # the same URL after a restart, so it outlives one
 
-    def create(self) -> None:
-        self.client.create_bucket(Bucket=self.name)
+    def create(self, object_lock: bool = False) -> None:
+        self.client.create_bucket(Bucket=self.name, ObjectLockEnabledForBucket=object_lock)
 
     def keys(self, prefix: str = PREFIX) -> list[str]:
         page = self.client.list_objects_v2(Bucket=self.name, Prefix=prefix)
@@ -176,4 +176,14 @@ def bucket(moto, tmp_path):
         moto.start()  # an earlier test stopped it and failed before bringing it back
     b = Bucket(moto, f"qts-{uuid.uuid4().hex[:16]}", aws_env(tmp_path))
     b.create()
+    return b
+
+
+@pytest.fixture
+def locked_bucket(moto, tmp_path):
+    """A fresh bucket with Object Lock enabled (and so versioning)."""
+    if not moto.running():
+        moto.start()
+    b = Bucket(moto, f"qts-lock-{uuid.uuid4().hex[:12]}", aws_env(tmp_path))
+    b.create(object_lock=True)
     return b

@@ -66,7 +66,7 @@ def test_outside_the_window_every_step_does_nothing_and_exits_0(sandbox):
     assert sandbox.snapshot() == before
     assert sandbox.runs() == [] and not (sandbox.backups.exists() and os.listdir(sandbox.backups))
     said = _events(sandbox, "outside_window")
-    assert {e["step"] for e in said} == {"maintenance", "scan", "backup", "verify", "clean"}
+    assert {e["step"] for e in said} == {"maintenance", "scan", "backup", "verify", "clean", "scrub"}
     r = sandbox.run("maintenance", env={"VERBOSE": "1"})
     assert r.returncode == 0 and "outside the maintenance window" in r.stderr and "IGNORE_WINDOW=1" in r.stderr
 

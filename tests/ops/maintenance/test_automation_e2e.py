@@ -141,7 +141,7 @@ def test_every_log_line_lands_in_the_fixed_log_dir_and_nowhere_else(sandbox, tmp
     assert {rel for rel, what in data_now.items() if what[0] == "dir"} <= data_dirs_before
 
     records = log_records(sandbox)
-    assert {r["step"] for r in records} == {"maintenance", "scan", "backup", "verify", "clean"}
+    assert {r["step"] for r in records} == {"maintenance", "scan", "backup", "verify", "clean", "scrub"}
     clean_lines = decisions(sandbox, run_id)
     by_path = {}
     for r in clean_lines:

@@ -236,7 +236,8 @@ def test_status_after_maintenance_shows_the_run_with_all_four_steps_ok(sandbox):
     assert doc["last_complete_run"] == run_id
     assert doc["problems"] == []
     on_disk = sum(f.stat().st_size for f in (sandbox.backups / run_id).iterdir())
-    assert doc["destinations"] == {"local": {"runs": 1, "bytes": on_disk}}
+    assert {k: doc["destinations"]["local"][k] for k in ("runs", "bytes")} == {"runs": 1, "bytes": on_disk}
+    assert doc["destinations"]["local"]["oldest_check_run"] == sandbox.runs()[-1]  # maintenance ended with scrub
     assert 0 <= doc["last_complete_age_seconds"] < 600
     assert doc["policies"]["logs"]["files"] == len([p for p in (sandbox.data / "logs").rglob("*.log") if p.is_file()])
     assert text.returncode == 0 and run_id in text.stdout

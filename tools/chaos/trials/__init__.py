@@ -10,6 +10,7 @@ from tools.chaos.trials.corruption import trial_corrupt
 from tools.chaos.trials.guard_rails import trial_brake, trial_window_close
 from tools.chaos.trials.hostile import trial_hostile_deep, trial_hostile_names, trial_hostile_uid
 from tools.chaos.trials.kills import trial_sigkill_point, trial_sigkill_time
+from tools.chaos.trials.scrub import trial_scrub
 from tools.chaos.trials.storage import trial_disk_full, trial_io_fsync, trial_io_read, trial_io_short
 
 # Kind -> (trials per CHAOS_TRIALS unit, relative cost for scheduling, description)
@@ -36,6 +37,10 @@ KINDS = {
     ),
     "window-close": (0.3, 6, "the maintenance window closes 0.1-4 s into a run slowed by io_limit 1-2 MiB/s"),
     "brake": (0.2, 4, "a policy over its max_delete: nothing of it deleted, exit 1; then allowed once"),
+    "scrub-bit-rot": (0.2, 4, "a bit flipped in an archive of an old run on one destination, then make scrub"),
+    "scrub-lost-one": (0.2, 4, "a run's directory removed from one destination, then make scrub"),
+    "scrub-lost-all": (0.1, 4, "a run removed from every destination: scrub must exit 1 naming it"),
+    "scrub-rewritten": (0.2, 4, "an archive rewritten in place (same size, other bytes), then make scrub"),
 }
 
 
@@ -58,5 +63,9 @@ TRIALS = {
     "config-change": trial_config_change,
     "window-close": trial_window_close,
     "brake": trial_brake,
+    "scrub-bit-rot": lambda *a: trial_scrub(*a, fault="bit-rot"),
+    "scrub-lost-one": lambda *a: trial_scrub(*a, fault="lost-one"),
+    "scrub-lost-all": lambda *a: trial_scrub(*a, fault="lost-all"),
+    "scrub-rewritten": lambda *a: trial_scrub(*a, fault="rewritten"),
 }
 assert set(TRIALS) == set(KINDS)

@@ -1,0 +1,267 @@
+"""scrub: every copy re-read once a cycle, and a copy that rotted or went missing repaired
+from another that still verifies.
+
+Once clean has deleted a file, the copies are all that is left, and nothing reads them
+again until the day a restore needs them. Scrub re-reads them as verify does (each
+archive decompressed and every member hashed against the run's records, each checksum
+file to the byte) and keeps, in ``<state_dir>/scrub.json``, when each run was last
+checked on each destination and what was found. Each scrub takes the runs whose last
+check is oldest, as many as the cycle's share of the time since the last scrub (so every
+run is re-read at least once per ``scrub.cycle`` when maintenance runs nightly, and a
+night grows by no more than that share); ALL=1 takes every one.
+
+A run a destination held and lost, or whose copy fails the check, is copied back from a
+destination whose copy passes, through a staging and published as backup publishes
+(the damaged copy is moved aside, never deleted), then checked again. A run that no
+destination holds intact any more is recorded as lost: scrub exits 1 naming it, the
+metrics count it, and ``make find`` says its files have no intact copy left. A run only
+some destinations ever held is not missing from the others: a destination is expected
+to hold a run that backup published there (the run's local state, the catalogue) or
+that a scrub once found there.
+"""
+
+import calendar
+import json
+import math
+import os
+import time
+from itertools import zip_longest
+
+from ops.archive import ArchiveError, ArchiveReader
+from ops.config import Config
+from ops.console import Console
+from ops.destinations import DestinationError, open_destination
+from ops.destinations.hosts import run_host, this_host
+from ops.errors import OutsideWindow, StepFailed
+from ops.logs import metrics
+from ops.logs.steplog import StepLog
+from ops.maintenance.backup.step import copy_run
+from ops.restore.batch import Untrusted
+from ops.restore.restore import Records, checked_sums, load_index
+from ops.state import catalogue, scrubbed
+from ops.state.lock import hold_lock
+from ops.state.manifest import Run, list_runs
+from ops.sys.window import WINDOW
+
+DAY = 86400
+_COPY_ERRORS = (Untrusted, ArchiveError, DestinationError, OSError, ValueError, KeyError, TypeError)
+
+
+def check_copy(config: Config, dest, run_id: str) -> dict:
+    """The run's copy on ``dest`` checked as verify checks it; its MANIFEST.json. Raises
+    one of _COPY_ERRORS for a copy that is damaged, incomplete or not there."""
+    records = Records(config, run_id)
+    manifest, listed = load_index(dest, run_id, records)
+    for name, info in sorted(manifest["policies"].items()):
+        known = records.files.get(name) or {}
+        with dest.open_read(run_id, info["archive"]) as raw, ArchiveReader(raw, info["compression"]) as reader:
+            sums = checked_sums(dest, run_id, info["sums"], listed[info["sums"]])
+            for member, line in zip_longest(reader.members(), sums):
+                if member is None or line is None:
+                    raise Untrusted(f"{info['archive']} and {info['sums']} list different members")
+                if not member.is_regular or member.name != line[1]:
+                    raise Untrusted(f"{info['archive']}: member {member.name!r} is not the one {info['sums']} lists")
+                for _ in reader.chunks(member):
+                    WINDOW.check()
+                if member.sha256 != line[0] or known.get(member.name, line[0]) != line[0]:
+                    raise Untrusted(f"{info['archive']}: {os.fsdecode(member.name)!r} does not match its SHA-256")
+            if reader.finish()[0] != info["archive_sha256"]:
+                raise Untrusted(f"{info['archive']} does not match SHA256SUMS")
+    return manifest
+
+
+def _expected(config: Config, names: list[str], checked: dict) -> dict[str, set[str]]:
+    """The runs each destination should hold: published there by backup (the local state,
+    else the catalogue's record of where the copies were), or found there by a scrub before."""
+    expected = {n: set(checked.get(n, {})) for n in names}
+    for run_id in list_runs(config.state_dir):
+        body = Run(config.state_dir, run_id).peek("backup") or {}
+        for n in body.get("destinations", []):
+            if n in expected:
+                expected[n].add(run_id)
+    directory = catalogue.catalogue_dir(config.state_dir)
+    try:
+        blocks = [b for b in os.listdir(directory) if b.endswith(".jsonl")]
+    except OSError:
+        blocks = []
+    for block in blocks:
+        try:
+            with open(directory / block, "rb") as f:
+                first = json.loads(f.readline() or b"{}")
+        except (OSError, ValueError):
+            continue
+        for n in first.get("destinations", []) if isinstance(first, dict) else []:
+            if n in expected:
+                expected[n].add(block.removesuffix(".jsonl"))
+    return expected
+
+
+def _slice(pairs: list[tuple[str, str]], checked: dict, last: float | None, now: float, cycle: int, all_: bool):
+    """The (destination, run) pairs due: the oldest-checked first, as many as the cycle's
+    share of the time since the last scrub (at least a day's), or every one."""
+    order = sorted(pairs, key=lambda p: (checked.get(p[0], {}).get(p[1], {}).get("at", 0), p))
+    if all_ or cycle <= 0:  # a cycle of 0s: every copy, every time
+        return order
+    elapsed = max(now - last, DAY) if last else DAY
+    share = math.ceil(len(order) * min(1.0, elapsed / cycle))
+    return order[:share]
+
+
+def scrub(config: Config, ui: Console, dest_name: str | None = None, all_: bool = False, quiet: bool = False) -> int:
+    """``quiet``: at the end of maintenance, which has said its own line; only a damaged copy
+    or a destination that cannot be listed is said then (the second already by backup, so
+    only on a terminal)."""
+    if dest_name is not None:
+        config.destination(dest_name)  # a name not configured: exit 78, as everywhere
+    log = StepLog(config.log_dir, "scrub")
+    ui.log_path = log.path
+    try:
+        WINDOW.require()
+    except OutsideWindow as exc:
+        log.event("outside_window", f"scrub: {exc.message}; nothing done")
+        log.close()
+        ui.info(f"scrub: {exc.message}; nothing done")
+        return 0
+    try:
+        with hold_lock(config.state_dir, {"step": "scrub"}):
+            return _scrub(config, ui, log, dest_name, all_, quiet)
+    finally:
+        log.close()
+
+
+def _scrub(config: Config, ui: Console, log: StepLog, dest_name: str | None, all_: bool, quiet: bool) -> int:
+    data = scrubbed.load(config.state_dir)
+    checked = data.setdefault("checked", {})
+    lost = data.setdefault("lost", {})
+    names = [d.name for d in config.destinations]
+    dests = {n: open_destination(config.destination(n)) for n in names}
+    held: dict[str, set[str]] = {}
+    for n, dest in dests.items():
+        try:
+            held[n] = set(dest.list_runs())
+        except (DestinationError, OSError) as exc:
+            log.event("destination_unreachable", f"{n}: {exc}", level="error", destination=n)
+            (ui.warn if quiet else ui.problem)(f"scrub: destination {n} cannot list its runs: {exc}")
+    expected = _expected(config, names, checked)
+    pairs = [
+        (n, r)
+        for n in names
+        if n in held and (dest_name is None or n == dest_name)
+        for r in sorted(held[n] | expected[n])
+    ]
+    now = time.time()
+    due = _slice(pairs, checked, data.get("last"), now, config.scrub_cycle.seconds, all_)
+    found: dict[str, dict[str, str | None]] = {}  # run -> dest -> None (intact) or what it lacks
+    counts = {n: {"checked": 0, "damaged": 0, "repaired": 0, "unrepairable": 0} for n in names}
+    me = this_host()
+    try:
+        for n, run_id in due:
+            WINDOW.check()
+            state, error = _check(config, dests[n], run_id, held[n], me)
+            if state == "other_host":
+                continue
+            counts[n]["checked"] += 1
+            checked.setdefault(n, {})[run_id] = {"at": now, "state": state, "error": error}
+            found.setdefault(run_id, {})[n] = error
+            if error:
+                counts[n]["damaged"] += 1
+                log.event("copy_damaged", f"run {run_id} on {n}: {error}", level="error", destination=n, run=run_id)
+        unrepairable = {}
+        for run_id, on in sorted(found.items()):
+            for n in sorted(k for k, v in on.items() if v is not None):
+                if _repair(config, dests, held, run_id, n, on, me, log):
+                    counts[n]["repaired"] += 1
+                    checked[n][run_id] = {"at": time.time(), "state": "repaired", "error": None}
+                    on[n] = None
+                else:
+                    counts[n]["unrepairable"] += 1
+            if any(v is None for v in on.values()) or _intact_elsewhere(config, dests, held, run_id, on, me):
+                lost.pop(run_id, None)
+            else:
+                unrepairable[run_id] = dict(on)
+                lost[run_id] = {"at": time.time(), "destinations": dict(on)}
+    except OutsideWindow as exc:
+        log.event("outside_window", f"scrub paused: {exc.message}")
+        ui.info(f"scrub: paused: {exc.message}")
+        unrepairable = {}
+    finally:
+        data["last"] = now
+        data["counts"] = counts
+        scrubbed.save(config.state_dir, data)
+    oldest = {n: now - min((_last_check(checked, n, r) for r in held[n]), default=now) for n in held}
+    metrics.record_scrub(config, counts, oldest, len(lost), ok=not unrepairable)
+    summary = {n: c for n, c in counts.items() if any(c.values())}
+    log.event("scrubbed", f"{sum(c['checked'] for c in counts.values())} copies checked", counts=summary)
+    said = "; ".join(
+        f"{n}: {c['checked']} checked, {c['damaged']} damaged, {c['repaired']} repaired" for n, c in summary.items()
+    )
+    if not quiet or any(c["damaged"] for c in counts.values()):
+        ui.info(f"scrub: {said or 'nothing due'}")
+    if unrepairable:
+        said = "; ".join(
+            f"run {r}: " + ", ".join(f"{n} {why}" for n, why in sorted(on.items())) for r, on in unrepairable.items()
+        )
+        raise StepFailed(
+            f"no intact copy is left of {len(unrepairable)} run(s): {said}",
+            hint="make find marks their files; look for another copy of those archives before anything else",
+        )
+    return 0
+
+
+def _last_check(checked: dict, name: str, run_id: str) -> float:
+    """When the run was last checked on the destination; never: when it was made (its id's time)."""
+    at = checked.get(name, {}).get(run_id, {}).get("at")
+    if at:
+        return at
+    try:
+        return calendar.timegm(time.strptime(run_id[:16], "%Y%m%dT%H%M%SZ"))
+    except ValueError:
+        return time.time()
+
+
+def _check(config: Config, dest, run_id: str, held: set[str], me: str) -> tuple[str, str | None]:
+    """(state, what the copy lacks or None): ok, damaged, missing; other_host (not ours to check)."""
+    if run_id not in held:
+        return "missing", "does not hold the run any more"
+    try:
+        manifest = check_copy(config, dest, run_id)
+    except _COPY_ERRORS as exc:
+        return "damaged", str(exc) or type(exc).__name__
+    if run_host(manifest) != me:
+        return "other_host", None
+    return "ok", None
+
+
+def _intact_elsewhere(config, dests, held, run_id, on, me) -> bool:
+    """Whether a destination not checked in this scrub holds an intact copy of the run."""
+    for n, dest in dests.items():
+        if n in on or run_id not in held.get(n, set()):
+            continue
+        if _check(config, dest, run_id, held[n], me)[1] is None:
+            return True
+    return False
+
+
+def _repair(config, dests, held, run_id: str, target: str, on: dict, me: str, log: StepLog) -> bool:
+    """Copy the run onto ``target`` from a destination whose copy passes the check, then check
+    it there; whether it now passes."""
+    for n, source in dests.items():
+        if n == target or run_id not in held.get(n, set()):
+            continue
+        known = on.get(n, "unchecked")  # None: found intact in this scrub; a string: what it lacks
+        if known == "unchecked":
+            known = on[n] = _check(config, source, run_id, held[n], me)[1]
+        if known is not None:
+            continue
+        try:
+            policies = json.loads(source.read_bytes(run_id, "MANIFEST.json"))["policies"]
+            copy_run(run_id, source, dests[target].begin_repair(run_id), policies)
+            held[target].add(run_id)
+            error = _check(config, dests[target], run_id, held[target], me)[1]
+        except _COPY_ERRORS as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        if error is None:
+            log.event("repaired", f"run {run_id} on {target} copied back from {n}", destination=target, source=n)
+            return True
+        log.event("repair_failed", f"run {run_id} on {target} from {n}: {error}", level="error", destination=target)
+    return False
