@@ -47,11 +47,14 @@ DAY = 86400
 _COPY_ERRORS = (Untrusted, ArchiveError, DestinationError, OSError, ValueError, KeyError, TypeError)
 
 
-def check_copy(config: Config, dest, run_id: str) -> dict:
+def check_copy(config: Config, dest, run_id: str, me: str | None = None) -> dict:
     """The run's copy on ``dest`` checked as verify checks it; its MANIFEST.json. Raises
-    one of _COPY_ERRORS for a copy that is damaged, incomplete or not there."""
+    one of _COPY_ERRORS for a copy that is damaged, incomplete or not there. A run whose
+    MANIFEST.json names another host than ``me`` is not checked further (not ours)."""
     records = Records(config, run_id)
     manifest, listed = load_index(dest, run_id, records)
+    if me is not None and run_host(manifest) != me:
+        return manifest
     for name, info in sorted(manifest["policies"].items()):
         known = records.files.get(name) or {}
         with dest.open_read(run_id, info["archive"]) as raw, ArchiveReader(raw, info["compression"]) as reader:
@@ -224,7 +227,7 @@ def _check(config: Config, dest, run_id: str, held: set[str], me: str) -> tuple[
     if run_id not in held:
         return "missing", "does not hold the run any more"
     try:
-        manifest = check_copy(config, dest, run_id)
+        manifest = check_copy(config, dest, run_id, me)
     except _COPY_ERRORS as exc:
         return "damaged", str(exc) or type(exc).__name__
     if run_host(manifest) != me:

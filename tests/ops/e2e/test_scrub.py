@@ -128,3 +128,25 @@ def test_status_and_the_metrics_show_what_scrub_found(two_copies):
     info = json.loads(sandbox.run("status", "--json").stdout)
     assert any(f"run {run_id}: scrub found no intact copy" in p for p in info["problems"])
     assert info["destinations"]["first"]["oldest_check_run"] == run_id
+
+
+def test_a_run_of_another_host_on_the_destination_is_neither_checked_nor_repaired(two_copies):
+    sandbox, run_id, first, second = two_copies
+    theirs = "20250101T000000Z-0bad"
+    for d in (first, second):
+        other = d.parent / theirs
+        shutil.copytree(d, other)
+        doc = json.loads((other / "MANIFEST.json").read_text())
+        doc["run_id"], doc["host"], doc["identity"]["host"] = theirs, "another-host", "another-host"
+        (other / "MANIFEST.json").write_text(json.dumps(doc))
+        sums = (other / "SHA256SUMS").read_text().splitlines()
+        digest = hashlib.sha256((other / "MANIFEST.json").read_bytes()).hexdigest()
+        (other / "SHA256SUMS").write_text(
+            "".join(f"{digest}  MANIFEST.json\n" if line.endswith("MANIFEST.json") else line + "\n" for line in sums)
+        )
+    _flip(second.parent / theirs / "logs.tar.zst")
+    before = _tree(second.parent / theirs)
+    r = sandbox.run("scrub", "--all", "-v")
+    assert r.returncode == 0, r.stderr
+    assert "second: 1 checked, 0 damaged" in r.stderr
+    assert _tree(second.parent / theirs) == before, "another host's run was written to"
