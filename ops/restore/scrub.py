@@ -161,10 +161,10 @@ def _scrub(config: Config, ui: Console, log: StepLog, dest_name: str | None, all
         for n, run_id in due:
             WINDOW.check()
             state, error = _check(config, dests[n], run_id, held[n], me)
+            checked.setdefault(n, {})[run_id] = {"at": now, "state": state, "error": error}  # rotates others' too
             if state == "other_host":
                 continue
             counts[n]["checked"] += 1
-            checked.setdefault(n, {})[run_id] = {"at": now, "state": state, "error": error}
             found.setdefault(run_id, {})[n] = error
             if error:
                 counts[n]["damaged"] += 1
@@ -198,7 +198,9 @@ def _scrub(config: Config, ui: Console, log: StepLog, dest_name: str | None, all
     said = "; ".join(
         f"{n}: {c['checked']} checked, {c['damaged']} damaged, {c['repaired']} repaired" for n, c in summary.items()
     )
-    if not quiet or any(c["damaged"] for c in counts.values()):
+    if any(c["damaged"] for c in counts.values()):
+        ui.problem(f"scrub: {said}")  # a copy rotted or went missing: worth a mail from cron, repaired or not
+    elif not quiet:
         ui.info(f"scrub: {said or 'nothing due'}")
     if unrepairable:
         said = "; ".join(
