@@ -92,7 +92,8 @@ class _StagingFile:
 
 
 class LocalStaging(Staging):
-    def __init__(self, final: Path, staging: Path):
+    def __init__(self, final: Path, staging: Path, aside: Path | None = None):
+        self.aside = aside  # a repair: what is at final is moved here when the run is published
         self.final = final
         self.dir = staging
         # Files are made beneath this descriptor: should the staging path be swapped for a
@@ -121,6 +122,8 @@ class LocalStaging(Staging):
         self._files.clear()
         fsync_dir_fd(self._dir_fd)
         crashpoints.reach("publish.before_rename")
+        if self.aside is not None and os.path.lexists(self.final):
+            os.rename(self.final, self.aside)
         if os.path.lexists(self.final):  # as begin_run: anything by that name, a dangling link too
             raise DestinationError(f"{self.final} already exists; refusing to overwrite a published run")
         os.rename(self.dir, self.final)  # by name: checked below to have moved the directory made
@@ -196,12 +199,16 @@ class LocalDestination(Destination):
         return self._staging(self.path / run_id, staging)
 
     def begin_repair(self, run_id: str) -> LocalStaging:
+        """The damaged copy stays in place until the repair is staged whole; publish then
+        moves it aside (``.<run>.damaged-<time>``, kept for whoever wants to look) and puts
+        the repair in its place."""
         final = self.path / run_id
-        if os.path.lexists(final):  # the damaged copy, kept beside for whoever wants to look
-            aside = self.path / f".{run_id}.damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-            os.rename(final, aside)
-            fsync_dir(self.path)
-        return self.begin_run(run_id)
+        aside = self.path / f".{run_id}.damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        ensure_private_dir(self.path)
+        staging = self.path / f".{run_id}.tmp-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        os.mkdir(staging, PRIVATE_DIR)
+        return LocalStaging(final, staging, aside=aside)
 
     def _staging(self, final: Path, staging: Path) -> LocalStaging:
         return LocalStaging(final, staging)

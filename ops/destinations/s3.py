@@ -277,6 +277,23 @@ class S3Destination(Destination):
         return S3Staging(self, run_id, leftovers)
 
     def begin_repair(self, run_id: str) -> "S3Staging":
+        """The objects there are copied aside first (``<prefix>.<run>.damaged-<time>/``, on the
+        store itself), so a bucket without versions keeps the damaged copy too."""
+        if self.lock:
+            self.check_lockable()
+        page = self.call("list_objects_v2", Bucket=self.bucket, Prefix=self.key(run_id))
+        aside = f"{self.prefix}.{run_id}.damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}/"
+        for obj in page.get("Contents", []):  # through this host: a server-side copy of a locked
+            name = obj["Key"][len(self.key(run_id)) :]  # object is refused by some stores
+            out = _Upload(self, aside + name)
+            try:
+                with self.open_read(run_id, name) as f:
+                    while chunk := f.read(CHUNK):
+                        out.write(chunk)
+                out.finish()
+            except BaseException:
+                out.abort()
+                raise
         return S3Staging(self, run_id, [], replace=True)
 
     def _on_file(self, operation: str, run_id: str, name: str) -> dict:

@@ -72,6 +72,10 @@ def collect(config: Config, limit: int = 10) -> dict:
     destinations = {}
     known = known_runs(config)
     scrub = scrubbed.load(config.state_dir)
+    for name, by_run in sorted(scrub.get("checked", {}).items()):
+        for run_id, got in sorted(by_run.items()):
+            if got.get("state") not in ("ok", "repaired") and run_id not in scrub.get("lost", {}):
+                problems.append(f"run {run_id} on {name}: scrub found it {got.get('state')}: {got.get('error')}.")
     for run_id, lost in sorted(scrub.get("lost", {}).items()):
         problems.append(
             f"run {run_id}: scrub found no intact copy on any destination "

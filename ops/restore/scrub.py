@@ -31,8 +31,8 @@ from ops.archive import ArchiveError, ArchiveReader
 from ops.config import Config
 from ops.console import Console
 from ops.destinations import DestinationError, open_destination
-from ops.destinations.hosts import run_host, this_host
-from ops.errors import OutsideWindow, StepFailed
+from ops.destinations.hosts import known_runs
+from ops.errors import OutsideWindow, Refused, StepFailed
 from ops.logs import metrics
 from ops.logs.steplog import StepLog
 from ops.maintenance.backup.step import copy_run
@@ -47,16 +47,24 @@ DAY = 86400
 _COPY_ERRORS = (Untrusted, ArchiveError, DestinationError, OSError, ValueError, KeyError, TypeError)
 
 
-def check_copy(config: Config, dest, run_id: str, me: str | None = None) -> dict:
+def check_copy(config: Config, dest, run_id: str) -> dict:
     """The run's copy on ``dest`` checked as verify checks it; its MANIFEST.json. Raises
-    one of _COPY_ERRORS for a copy that is damaged, incomplete or not there. A run whose
-    MANIFEST.json names another host than ``me`` is not checked further (not ours)."""
+    one of _COPY_ERRORS for a copy that is damaged, incomplete or not there. Every file the
+    host's records hold of the run (its local state, else the catalogue: the files clean
+    deleted) must be in it with its SHA-256, so a copy of another run renamed to this one's
+    id fails, and so does one whose objects lack the lock or encryption asked for."""
     records = Records(config, run_id)
     manifest, listed = load_index(dest, run_id, records)
-    if me is not None and run_host(manifest) != me:
-        return manifest
+    names = ["MANIFEST.json", "SHA256SUMS"]
+    for info in manifest["policies"].values():
+        names += [info["archive"], info["sums"]]
+    dest.check_objects(run_id, names)
+    for name, known in records.files.items():
+        if name not in manifest["policies"] and known:
+            raise Untrusted(f"MANIFEST.json has no archive for policy {name!r}, which {records.source} records")
     for name, info in sorted(manifest["policies"].items()):
         known = records.files.get(name) or {}
+        seen = set()
         with dest.open_read(run_id, info["archive"]) as raw, ArchiveReader(raw, info["compression"]) as reader:
             sums = checked_sums(dest, run_id, info["sums"], listed[info["sums"]])
             for member, line in zip_longest(reader.members(), sums):
@@ -68,15 +76,23 @@ def check_copy(config: Config, dest, run_id: str, me: str | None = None) -> dict
                     WINDOW.check()
                 if member.sha256 != line[0] or known.get(member.name, line[0]) != line[0]:
                     raise Untrusted(f"{info['archive']}: {os.fsdecode(member.name)!r} does not match its SHA-256")
+                seen.add(member.name)
+            missing = set(known) - seen
+            if missing:
+                raise Untrusted(
+                    f"{info['archive']} lacks {len(missing)} file(s) {records.source} records, "
+                    f"e.g. {os.fsdecode(min(missing))!r}"
+                )
             if reader.finish()[0] != info["archive_sha256"]:
                 raise Untrusted(f"{info['archive']} does not match SHA256SUMS")
     return manifest
 
 
-def _expected(config: Config, names: list[str], checked: dict) -> dict[str, set[str]]:
+def _expected(config: Config, names: list[str], checked: dict, ours: set[str]) -> dict[str, set[str]]:
     """The runs each destination should hold: published there by backup (the local state,
-    else the catalogue's record of where the copies were), or found there by a scrub before."""
-    expected = {n: set(checked.get(n, {})) for n in names}
+    else the catalogue's record of where the copies were), or found there by a scrub before
+    (of this host's runs only: ``ours``)."""
+    expected = {n: set(checked.get(n, {})) & ours for n in names}
     for run_id in list_runs(config.state_dir):
         body = Run(config.state_dir, run_id).peek("backup") or {}
         for n in body.get("destinations", []):
@@ -145,24 +161,32 @@ def _scrub(config: Config, ui: Console, log: StepLog, dest_name: str | None, all
         except (DestinationError, OSError) as exc:
             log.event("destination_unreachable", f"{n}: {exc}", level="error", destination=n)
             (ui.warn if quiet else ui.problem)(f"scrub: destination {n} cannot list its runs: {exc}")
-    expected = _expected(config, names, checked)
+    # This host's runs, as its own state knows them (hosts.known_runs): a destination's word,
+    # or the host's name, never makes a run ours; another host's runs there are left alone.
+    ours = known_runs(config)
+    for n in list(checked):
+        checked[n] = {r: v for r, v in checked[n].items() if r in ours}
+    for r in [r for r in lost if r not in ours]:
+        del lost[r]
+    expected = _expected(config, names, checked, ours)
     pairs = [
         (n, r)
         for n in names
         if n in held and (dest_name is None or n == dest_name)
-        for r in sorted(held[n] | expected[n])
+        for r in sorted((held[n] & ours) | expected[n])
     ]
     now = time.time()
     due = _slice(pairs, checked, data.get("last"), now, config.scrub_cycle.seconds, all_)
     found: dict[str, dict[str, str | None]] = {}  # run -> dest -> None (intact) or what it lacks
     counts = {n: {"checked": 0, "damaged": 0, "repaired": 0, "unrepairable": 0} for n in names}
-    me = this_host()
     try:
         for n, run_id in due:
             WINDOW.check()
-            state, error = _check(config, dests[n], run_id, held[n], me)
-            checked.setdefault(n, {})[run_id] = {"at": now, "state": state, "error": error}  # rotates others' too
-            if state == "other_host":
+            state, error = _check(config, dests[n], run_id, held[n])
+            checked.setdefault(n, {})[run_id] = {"at": now, "state": state, "error": error}
+            if state == "refused":  # the run's own state is damaged: said, and the others go on
+                log.event("scrub_refused", f"run {run_id}: {error}", level="error", run=run_id)
+                ui.problem(f"scrub: run {run_id} not checked: {error}")
                 continue
             counts[n]["checked"] += 1
             found.setdefault(run_id, {})[n] = error
@@ -172,13 +196,13 @@ def _scrub(config: Config, ui: Console, log: StepLog, dest_name: str | None, all
         unrepairable = {}
         for run_id, on in sorted(found.items()):
             for n in sorted(k for k, v in on.items() if v is not None):
-                if _repair(config, dests, held, run_id, n, on, me, log):
+                if _repair(config, dests, held, run_id, n, on, log, ui):
                     counts[n]["repaired"] += 1
                     checked[n][run_id] = {"at": time.time(), "state": "repaired", "error": None}
                     on[n] = None
                 else:
                     counts[n]["unrepairable"] += 1
-            if any(v is None for v in on.values()) or _intact_elsewhere(config, dests, held, run_id, on, me):
+            if any(v is None for v in on.values()) or _intact_elsewhere(config, dests, held, run_id, on):
                 lost.pop(run_id, None)
             else:
                 unrepairable[run_id] = dict(on)
@@ -224,30 +248,31 @@ def _last_check(checked: dict, name: str, run_id: str) -> float:
         return time.time()
 
 
-def _check(config: Config, dest, run_id: str, held: set[str], me: str) -> tuple[str, str | None]:
-    """(state, what the copy lacks or None): ok, damaged, missing; other_host (not ours to check)."""
+def _check(config: Config, dest, run_id: str, held: set[str]) -> tuple[str, str | None]:
+    """(state, what the copy lacks or None): ok, damaged, missing; refused (the run's own
+    local state is damaged: the copy cannot be judged against it)."""
     if run_id not in held:
         return "missing", "does not hold the run any more"
     try:
-        manifest = check_copy(config, dest, run_id, me)
+        check_copy(config, dest, run_id)
+    except Refused as exc:
+        return "refused", exc.message
     except _COPY_ERRORS as exc:
         return "damaged", str(exc) or type(exc).__name__
-    if run_host(manifest) != me:
-        return "other_host", None
     return "ok", None
 
 
-def _intact_elsewhere(config, dests, held, run_id, on, me) -> bool:
+def _intact_elsewhere(config, dests, held, run_id, on) -> bool:
     """Whether a destination not checked in this scrub holds an intact copy of the run."""
     for n, dest in dests.items():
         if n in on or run_id not in held.get(n, set()):
             continue
-        if _check(config, dest, run_id, held[n], me)[1] is None:
+        if _check(config, dest, run_id, held[n]) == ("ok", None):
             return True
     return False
 
 
-def _repair(config, dests, held, run_id: str, target: str, on: dict, me: str, log: StepLog) -> bool:
+def _repair(config, dests, held, run_id: str, target: str, on: dict, log: StepLog, ui: Console) -> bool:
     """Copy the run onto ``target`` from a destination whose copy passes the check, then check
     it there; whether it now passes."""
     for n, source in dests.items():
@@ -255,18 +280,22 @@ def _repair(config, dests, held, run_id: str, target: str, on: dict, me: str, lo
             continue
         known = on.get(n, "unchecked")  # None: found intact in this scrub; a string: what it lacks
         if known == "unchecked":
-            known = on[n] = _check(config, source, run_id, held[n], me)[1]
+            state, known = _check(config, source, run_id, held[n])
+            on[n] = known if state != "refused" else f"not checked: {known}"
+            known = on[n]
         if known is not None:
             continue
         try:
             policies = json.loads(source.read_bytes(run_id, "MANIFEST.json"))["policies"]
             copy_run(run_id, source, dests[target].begin_repair(run_id), policies)
             held[target].add(run_id)
-            error = _check(config, dests[target], run_id, held[target], me)[1]
+            error = _check(config, dests[target], run_id, held[target])[1]
         except _COPY_ERRORS as exc:
             error = f"{type(exc).__name__}: {exc}"
         if error is None:
             log.event("repaired", f"run {run_id} on {target} copied back from {n}", destination=target, source=n)
             return True
         log.event("repair_failed", f"run {run_id} on {target} from {n}: {error}", level="error", destination=target)
+        ui.problem(f"scrub: repair of run {run_id} on {target} from {n} failed: {error}")
+        on[target] = f"repair failed: {error}"
     return False

@@ -18,7 +18,20 @@ def load(state_dir: Path) -> dict:
         data = json.loads(read_plain_file(Path(state_dir) / STATE))
     except (OSError, ValueError):
         return {}
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    # What is not of the shape scrub writes is dropped (scrub then checks those runs again).
+    checked = data.get("checked")
+    data["checked"] = {
+        n: {r: v for r, v in runs.items() if isinstance(v, dict)}
+        for n, runs in (checked.items() if isinstance(checked, dict) else ())
+        if isinstance(runs, dict)
+    }
+    lost = data.get("lost")
+    data["lost"] = {r: v for r, v in lost.items() if isinstance(v, dict)} if isinstance(lost, dict) else {}
+    if not isinstance(data.get("last"), (int, float)):
+        data.pop("last", None)
+    return data
 
 
 def save(state_dir: Path, data: dict) -> None:

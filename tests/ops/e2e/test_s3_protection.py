@@ -105,3 +105,19 @@ def test_scrub_repairs_a_damaged_copy_in_a_locked_bucket_from_the_local_one(sand
     assert head["ObjectLockMode"] == "COMPLIANCE"
     versions = locked_bucket.client.list_object_versions(Bucket=locked_bucket.name, Prefix=key)["Versions"]
     assert len(versions) == 3, "a locked version was touched"  # the first, the damaged one, the repair
+    aside = [k for k in locked_bucket.keys(f"{PREFIX}.{run_id}.damaged-") if k.endswith("/logs.tar.zst")]
+    assert len(aside) == 1 and locked_bucket.get(aside[0]) != good, "the damaged copy was not kept aside"
+
+
+def test_scrub_checks_encryption_too_and_writes_the_copy_again(sandbox, bucket):
+    use_s3(sandbox, bucket, sse="AES256")
+    small_files(sandbox)
+    assert sandbox.run("maintenance", env=bucket.env).returncode == 0
+    run_id = sandbox.runs()[-1]
+    for key in _keys(bucket, run_id):  # the same bytes, written again without encryption
+        bucket.client.put_object(Bucket=bucket.name, Key=key, Body=bucket.get(key))
+    r = sandbox.run("scrub", "--all", "-v", env=bucket.env)
+    assert r.returncode == 0, r.stderr
+    assert "offsite: 1 checked, 1 damaged, 1 repaired" in r.stderr
+    for key in _keys(bucket, run_id):
+        assert bucket.client.head_object(Bucket=bucket.name, Key=key)["ServerSideEncryption"] == "AES256"

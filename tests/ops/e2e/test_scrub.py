@@ -150,3 +150,49 @@ def test_a_run_of_another_host_on_the_destination_is_neither_checked_nor_repaire
     assert r.returncode == 0, r.stderr
     assert "second: 1 checked, 0 damaged" in r.stderr
     assert _tree(second.parent / theirs) == before, "another host's run was written to"
+
+
+def _as_run(src, dst, run_id) -> None:
+    """``src`` copied to ``dst`` as if it were run ``run_id``: its MANIFEST.json and
+    SHA256SUMS made to agree, so only the files it holds give it away."""
+    shutil.copytree(src, dst)
+    doc = json.loads((dst / "MANIFEST.json").read_text())
+    doc["run_id"] = run_id
+    (dst / "MANIFEST.json").write_text(json.dumps(doc))
+    digest = hashlib.sha256((dst / "MANIFEST.json").read_bytes()).hexdigest()
+    lines = (dst / "SHA256SUMS").read_text().splitlines()
+    (dst / "SHA256SUMS").write_text(
+        "".join(f"{digest}  MANIFEST.json\n" if line.endswith("MANIFEST.json") else line + "\n" for line in lines)
+    )
+
+
+def test_a_copy_of_another_run_under_this_ones_name_is_no_copy_even_once_its_state_is_compacted(two_copies):
+    sandbox, first_run, first, second = two_copies
+    sandbox.config["compact_runs_after"] = "0s"
+    sandbox.write_config()
+    sandbox.file("later.log", os.urandom(50_000))
+    assert sandbox.run("maintenance").returncode == 0
+    later = sandbox.runs()[-1]
+    assert not (sandbox.state / "runs" / first_run).exists(), "the first run's state was not compacted"
+    shutil.rmtree(second)
+    _as_run(second.parent / later, second, first_run)  # the later run, renamed to the first one's id
+    _flip(first / "logs.tar.zst")
+    genuine = _tree(first)
+    r = sandbox.run("scrub", "--all")
+    assert r.returncode == 1 and f"no intact copy is left of 1 run(s): run {first_run}:" in r.stderr, r.stderr
+    assert "lacks" in r.stderr
+    assert _tree(first) == genuine, "the genuine copy was replaced by another run's"
+
+
+def test_a_run_whose_state_was_edited_is_said_and_the_others_are_still_scrubbed(two_copies):
+    sandbox, run_id, first, second = two_copies
+    sandbox.file("later.log", os.urandom(50_000))
+    assert sandbox.run("maintenance").returncode == 0
+    later = sandbox.runs()[-1]
+    scan = sandbox.state / "runs" / run_id / "scan.ok.json"
+    scan.write_text(scan.read_text().replace('"finished_at": "', '"finished_at": "1'))
+    _flip(second.parent / later / "logs.tar.zst")
+    r = sandbox.run("scrub", "--all", "-v")
+    assert r.returncode == 0, r.stderr
+    assert f"run {run_id} not checked" in r.stderr and "1 repaired" in r.stderr
+    assert _tree(second.parent / later) == _tree(first.parent / later)
