@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Run scan, backup, verify and clean in order on one run, under one lock; stop at the
-first failure and exit with its code. An unfinished newest run is resumed, not repeated."""
+first failure and exit with its code. An unfinished newest run is resumed, not repeated.
+The run done, the copies whose re-reading is due are scrubbed (make scrub; scrub.cycle)."""
 
 import _bootstrap  # puts the repository root on sys.path, before ops is imported
 
