@@ -7,6 +7,8 @@ A destination never shows a half-written run: files go into a staging area first
 from abc import ABC, abstractmethod
 from typing import BinaryIO
 
+from ops.sys.sizes import CHUNK
+
 RUN_FILES = ("MANIFEST.json", "SHA256SUMS")
 
 
@@ -74,6 +76,12 @@ class Destination(ABC):
     @abstractmethod
     def open_read(self, run_id: str, name: str) -> BinaryIO:
         """A published file of a run, open for streaming binary reads."""
+
+    def copy_into(self, run_id: str, name: str, out) -> None:
+        """A published file of a run streamed into ``out`` (anything with ``write``)."""
+        with self.open_read(run_id, name) as src:
+            while chunk := src.read(CHUNK):
+                out.write(chunk)
 
     def read_bytes(self, run_id: str, name: str) -> bytes:
         with self.open_read(run_id, name) as f:

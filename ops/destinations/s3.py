@@ -287,9 +287,7 @@ class S3Destination(Destination):
             name = obj["Key"][len(self.key(run_id)) :]  # object is refused by some stores
             out = _Upload(self, aside + name)
             try:
-                with self.open_read(run_id, name) as f:
-                    while chunk := f.read(CHUNK):
-                        out.write(chunk)
+                self.copy_into(run_id, name, out)
                 out.finish()
             except BaseException:
                 out.abort()

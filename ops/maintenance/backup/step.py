@@ -152,10 +152,7 @@ def copy_run(run_id: str, source, staging, policies: dict) -> None:
     names = ["MANIFEST.json", "SHA256SUMS"] + [n for p in policies.values() for n in (p["archive"], p["sums"])]
     try:
         for name in names:
-            out = staging.create(name)
-            with source.open_read(run_id, name) as src:
-                while chunk := src.read(CHUNK):
-                    out.write(chunk)
+            source.copy_into(run_id, name, staging.create(name))
         staging.publish()
     except BaseException:
         staging.abort()

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 
 import pytest
+from e2e_support import tmpfs
 
 from ops.state.scrubbed import STATE
 from tools.sandbox import SCRIPTS
@@ -196,3 +197,24 @@ def test_a_run_whose_state_was_edited_is_said_and_the_others_are_still_scrubbed(
     assert r.returncode == 0, r.stderr
     assert f"run {run_id} not checked" in r.stderr and "1 repaired" in r.stderr
     assert _tree(second.parent / later) == _tree(first.parent / later)
+
+
+def test_a_repair_that_fails_is_said_and_leaves_the_damaged_copy_in_place(two_copies):
+    """The second destination on a real tmpfs with room for its copy but not for a second
+    one: the repair's staging meets ENOSPC."""
+    sandbox, run_id, first, second = two_copies
+    held = {p.name: p.read_bytes() for p in second.iterdir()}
+    used = sum(len(b) for b in held.values())
+    with tmpfs(second.parent, f"{used + 64 * 1024}"):
+        second.mkdir()
+        for name, data in held.items():
+            (second / name).write_bytes(data)
+        _flip(second / "logs.tar.zst")
+        damaged = _tree(second)
+        r = sandbox.run("scrub", "--all")
+        assert r.returncode == 0, r.stderr  # an intact copy is left on first
+        assert f"repair of run {run_id} on second from first failed" in r.stderr
+        assert _tree(second) == damaged, "the damaged copy was moved or changed by a repair that failed"
+        assert not [p for p in second.parent.iterdir() if p.name.startswith(".")], "a staging was left"
+        problems = json.loads(sandbox.run("status", "--json").stdout)["problems"]
+        assert any(f"run {run_id} on second: scrub found it damaged" in p for p in problems), problems
