@@ -53,7 +53,7 @@ help:
 .PHONY: venv ## create .venv from the pinned requirements (every target does this first)
 venv: $(STAMP)
 
-.PHONY: maintenance ## scan, backup, verify, clean on one run; stop at the first failure (IGNORE_WINDOW=1, ALLOW_LARGE_DELETE=)
+.PHONY: maintenance ## scan, backup, verify, clean on one run, then the scrub due; stop at the first failure (IGNORE_WINDOW=1, ALLOW_LARGE_DELETE=)
 maintenance: $(STAMP)
 	$(PY) scripts/maintenance.py $(call opt,--config,CONFIG) $(call opt,--pace,PACE) $(window) \
 	    $(call opt,--allow-large-delete,ALLOW_LARGE_DELETE)
