@@ -98,20 +98,14 @@ def _expected(config: Config, names: list[str], checked: dict, ours: set[str]) -
         for n in body.get("destinations", []):
             if n in expected:
                 expected[n].add(run_id)
-    directory = catalogue.catalogue_dir(config.state_dir)
-    try:
-        blocks = [b for b in os.listdir(directory) if b.endswith(".jsonl")]
-    except OSError:
-        blocks = []
-    for block in blocks:
+    for run_id in ours:  # where clean found the copies, as the first line of the run's block says
         try:
-            with open(directory / block, "rb") as f:
-                first = json.loads(f.readline() or b"{}")
-        except (OSError, ValueError):
-            continue
+            first = next(catalogue.run_entries(config.state_dir, run_id), None)
+        except StepFailed:  # a damaged block: find says so; here it only adds no expectation
+            first = None
         for n in first.get("destinations", []) if isinstance(first, dict) else []:
             if n in expected:
-                expected[n].add(block.removesuffix(".jsonl"))
+                expected[n].add(run_id)
     return expected
 
 

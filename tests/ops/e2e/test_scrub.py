@@ -59,6 +59,10 @@ def test_a_rotted_archive_is_repaired_byte_identical_from_the_other_copy(two_cop
     state = json.loads((sandbox.state / STATE).read_text())
     assert state["checked"]["second"][run_id]["state"] == "repaired"
     assert state["checked"]["first"][run_id]["state"] == "ok"
+    both = (_tree(first.parent), _tree(second.parent))
+    again = sandbox.run("scrub", "--all", "-v")  # running twice changes nothing
+    assert again.returncode == 0 and "0 damaged, 0 repaired" in again.stderr, again.stderr
+    assert (_tree(first.parent), _tree(second.parent)) == both
 
 
 def test_a_run_deleted_from_one_destination_is_copied_back(two_copies):
