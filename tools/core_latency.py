@@ -60,7 +60,8 @@ def run(directory: str, seconds: float | None, interval_s: float, record: int) -
             due += interval_s
             now = time.monotonic()
             if due > now:
-                time.sleep(min(due, deadline) - now)
+                # The deadline may already have passed while due has not: never a negative sleep.
+                time.sleep(max(0.0, min(due, deadline) - now))
             else:
                 due = now
     except _Stopped:
