@@ -23,12 +23,15 @@ ALLOW_LARGE_DELETE ?=
 PLAN_FILES ?=
 CHAOS_SEED ?=
 CHAOS_TRIALS ?= 20
+POWERCUT_SEED ?=
+POWERCUT_TRIALS ?= 500
 # What an operator passes (make find FILE=..., CONFIG=...) reaches the scripts through the
 # environment only, never through make's or the shell's parsing: each of USER_VARS is exported
 # as QTS_OPS_<name>, taken with $(value) so make expands nothing in it ($HOME stays $HOME),
 # and a recipe names it only as "$$QTS_OPS_<name>", which bash substitutes as one argument
 # and never reads as code. Quotes, newlines, backticks and spaces arrive byte for byte.
-USER_VARS := CONFIG RUN POLICY TO DEST FILE PACE ALLOW_LARGE_DELETE PLAN_FILES CHAOS_SEED CHAOS_TRIALS
+USER_VARS := CONFIG RUN POLICY TO DEST FILE PACE ALLOW_LARGE_DELETE PLAN_FILES CHAOS_SEED CHAOS_TRIALS \
+	POWERCUT_SEED POWERCUT_TRIALS
 $(foreach v,$(USER_VARS),$(eval export QTS_OPS_$(v) := $$(value $(v))))
 # make would also export a variable set on its command line under its own name, expanding
 # it first (running any $(...) in it): these are passed as QTS_OPS_<name> only.
@@ -48,7 +51,7 @@ $(STAMP): requirements.txt requirements-test.txt
 
 .PHONY: help ## list the targets
 help:
-	@awk 'match($$0, /^\.PHONY: [a-z-]+ ## /) { printf "  make %-16s %s\n", $$2, substr($$0, RLENGTH + 1) }' $(MAKEFILE_LIST)
+	@awk 'match($$0, /^\.PHONY: [a-z0-9-]+ ## /) { printf "  make %-16s %s\n", $$2, substr($$0, RLENGTH + 1) }' $(MAKEFILE_LIST)
 
 .PHONY: venv ## create .venv from the pinned requirements (every target does this first)
 venv: $(STAMP)
@@ -114,6 +117,21 @@ bench: $(STAMP)
 chaos: $(STAMP)
 	$(PY) scripts/chaos.py $(call opt,--seed,CHAOS_SEED) $(call opt,--trials,CHAOS_TRIALS)
 
+.PHONY: powercut ## power cuts on a FUSE layer that forgets what was not fsynced (POWERCUT_SEED=, POWERCUT_TRIALS=500)
+powercut: $(STAMP) fuse3
+	$(PY) scripts/powercut.py $(call opt,--seed,POWERCUT_SEED) $(call opt,--trials,POWERCUT_TRIALS)
+
+# libfuse3 and fusermount3 from Debian's fuse3, for the power-cut layer (make powercut and its
+# slice in make test), installed once when missing, as make bench installs restic. Where it
+# cannot be (no apt-get, not root), that slice is skipped and says why.
+.PHONY: fuse3 ## install Debian's fuse3 when missing (the power-cut layer needs libfuse3 and fusermount3)
+fuse3:
+	@if ! command -v fusermount3 >/dev/null || ! /sbin/ldconfig -p | grep -q 'libfuse3\.so\.3'; then \
+	  echo "fuse3 is missing: apt-get install -y fuse3"; \
+	  { apt-get install -y -q fuse3 || { apt-get update -q && apt-get install -y -q fuse3; }; } >/dev/null 2>&1 \
+	    || echo "fuse3 could not be installed: the power-cut tests will be skipped"; \
+	fi
+
 .PHONY: config-reference ## regenerate docs/config-reference.md and docs/retention.schema.json from the config's field table
 config-reference: $(STAMP)
 	$(PY) scripts/config_reference.py
@@ -124,5 +142,5 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 .PHONY: test ## the lint gate, then the whole test suite (both cores: most tests are real processes waiting on real I/O)
-test: lint
+test: lint fuse3
 	$(PY) -m pytest -q -n 2 tests

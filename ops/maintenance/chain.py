@@ -15,7 +15,7 @@ from ops.maintenance.cleanup.compaction import compact_finished_runs
 from ops.maintenance.cleanup.step import CLEAN, catalogue_left
 from ops.maintenance.retention.brake import braked_in
 from ops.maintenance.retention.scan import SCAN
-from ops.maintenance.step import other_rules, run_step
+from ops.maintenance.step import moved_roots, other_rules, run_step
 from ops.state.lock import LOCK_FD_ENV, hold_lock, record_run
 from ops.state.manifest import STEPS, Run, list_runs, new_run_id
 from ops.state.summary import summarize
@@ -120,7 +120,8 @@ def run_to_continue(config: Config, new_run: bool = False) -> tuple[str, Run | N
     a new run starts: when it is finished; when its backup reached fewer destinations
     than the quorum (it can never let clean delete anything, and its files are still in
     place, so a new run retries every destination); when the config's deciding settings
-    changed since it was scanned (it is never finished under other rules); or when the
+    changed since it was scanned (it is never finished under other rules); when a policy
+    root is no longer the directory it scanned (backup and clean refuse it); or when the
     operator asked for a new run (``--new-run``).
     """
     mine = _newest_of(config)
@@ -133,7 +134,7 @@ def run_to_continue(config: Config, new_run: bool = False) -> tuple[str, Run | N
         return new_run_id(config.state_dir), run, "--new-run was asked for"
     if _copies(run) < config.require_verified_copies:
         return new_run_id(config.state_dir), run, None
-    why = other_rules(scanned, config) if scanned else None
+    why = (other_rules(scanned, config) or moved_roots(scanned)) if scanned else None
     if why:
         return new_run_id(config.state_dir), run, why
     return run.id, None, None

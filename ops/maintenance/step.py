@@ -7,6 +7,7 @@ very last act, or ``<step>.failed.json`` on failure.
 """
 
 import contextlib
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from ops.logs import metrics
 from ops.logs.steplog import StepLog
 from ops.state.lock import hold_lock
 from ops.state.manifest import Run
+from ops.state.records import scanned_policies
 from ops.sys import crashpoints
 from ops.sys.pace import PACE
 from ops.sys.workers import ForkedWorkers, WorkerError
@@ -112,6 +114,28 @@ def other_rules(scanned: dict, config: Config) -> str | None:
             f"{current['config']} has changed since it was scanned (its policies, destinations or "
             "require_verified_copies differ)"
         )
+    return None
+
+
+def moved_roots(scanned: dict) -> str | None:
+    """Why a run can never finish because a policy root is no longer the directory it
+    scanned, or None. Backup and clean refuse such a root (``Beneath``), so resuming the run
+    would fail every night: a root replaced, remounted, or given another device number by a
+    reboot (device-mapper numbers its devices in the order they come up)."""
+    try:
+        policies = scanned_policies(scanned)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None  # a damaged manifest: the step refuses it and says so
+    for name, policy in policies.items():
+        try:
+            st = os.stat(policy.root)
+        except OSError:
+            continue  # missing or unreadable: the step says so
+        if (st.st_dev, st.st_ino) != tuple(policy.root_id):
+            return (
+                f"policy {name}'s root {policy.root} is not the directory it scanned (its device or inode "
+                "changed: replaced, remounted, or renumbered at a reboot)"
+            )
     return None
 
 

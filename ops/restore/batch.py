@@ -6,8 +6,10 @@ beside its place and checked against its SHA-256, and only a batch at a time is 
 durable: at the full pace with one ``syncfs`` of the target's file system (the data of
 every file of the batch, and the directories made for them), then each gets its name by a
 rename that never replaces (``rename_noreplace``), then one more ``syncfs`` makes the names
-durable. No file ever has its final name with content that was not checked and made
-durable first: a crash leaves only temporary names, which the next restore removes. At
+durable. On a file system whose syncfs may not reach the disk (FUSE, network file systems:
+``syncfs_reaches_disk``) each file is fsynced instead, and each directory after the renames.
+No file ever has its final name with content that was not checked and made durable
+first: a crash leaves only temporary names, which the next restore removes. At
 the gentle pace each file is flushed as it is written (ops/sys/pace.py) and fsynced on its
 own, and each directory once per batch: slower, and never a flush of the whole file
 system while the trading core writes to it.
@@ -22,7 +24,7 @@ import threading
 
 from ops.archive import ArchiveReader
 from ops.sys import crashpoints
-from ops.sys.atomic import fsync_dir_fd, rename_noreplace, syncfs
+from ops.sys.atomic import fsync_dir_fd, rename_noreplace, syncfs, syncfs_reaches_disk
 from ops.sys.pace import PACE, Steps
 from ops.sys.paths import NOFOLLOW_DIR
 from ops.sys.sizes import CHUNK, MiB
@@ -266,9 +268,12 @@ class Batch:
                 raise f.error
         crashpoints.reach("restore.before_sync")
         named = []
+        whole = not PACE.gentle and all(syncfs_reaches_disk(fd) for fd in self.devices.values())
         try:
-            if not PACE.gentle:
+            if whole:
                 self._durable("the restored files")  # every file's data and new directory
+            elif not PACE.gentle:
+                self._each_durable()  # the gentle pace fsynced each as it was written
             for f in self.pending:
                 if f.on_written is not None:
                     f.on_written(f.st)
@@ -283,10 +288,10 @@ class Batch:
                     raise TargetError(f"cannot put {what} in place: {exc}") from None
                 named.append(f.tag)
                 crashpoints.reach("restore.after_rename")
-            if PACE.gentle:
-                _dirs_durable(self.dirs.values())
-            else:
+            if whole:
                 self._durable("the restored names")
+            else:
+                _dirs_durable(self.dirs.values())
         finally:
             del self.pending[: len(named)]  # named: not to be removed as temporary files
             self.discard()
@@ -295,6 +300,17 @@ class Batch:
     def _durable(self, what: str) -> None:
         for fd in self.devices.values() or (self.target_fd,):
             _durable(fd, what)
+
+    def _each_durable(self) -> None:
+        for f in self.pending:
+            try:
+                fd = os.open(f.tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=f.fd)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise TargetError(f"making the restored files durable: {exc}") from None
 
     def discard(self) -> None:
         """Remove what is still under a temporary name, and forget the batch."""

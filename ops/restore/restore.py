@@ -44,7 +44,7 @@ from ops.restore.find import indexing
 from ops.state import catalogue
 from ops.state.manifest import Run, records_name
 from ops.state.restored import Marks
-from ops.sys.atomic import fsync_dir
+from ops.sys.atomic import make_dirs
 from ops.sys.hashio import HashingReader, sha256_bytes
 from ops.sys.jsonl import iter_lines
 from ops.sys.pace import PACE
@@ -201,10 +201,7 @@ def _open_target(target: Path, create: bool = False) -> int | None:
     write through one either."""
     try:
         if create:
-            made = [p for p in (target, *target.parents) if not os.path.lexists(p)]
-            target.mkdir(parents=True, exist_ok=True)
-            for p in reversed(made):  # each new directory's entry in its parent, durable
-                fsync_dir(p.parent)
+            make_dirs(target)  # each new directory's entry in its parent, durable
         return open_dir_nofollow(target)
     except FileNotFoundError:
         return None

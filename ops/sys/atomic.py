@@ -51,6 +51,34 @@ def syncfs(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+# File systems whose syncfs(2) writes everything to the device. Elsewhere it may reach no
+# further than the kernel: FUSE passes no syncfs to its server (sshfs, s3fs, mergerfs), and
+# network file systems decide for themselves. Magic numbers from linux/magic.h.
+SYNCFS_REACHES_DISK = {
+    0xEF53: "ext2/3/4",
+    0x58465342: "xfs",
+    0x9123683E: "btrfs",
+    0xF2F52010: "f2fs",
+    0x2FC12FC1: "zfs",
+    0x794C7630: "overlay",  # syncs its upper file system
+    0x01021994: "tmpfs",  # nothing to reach
+}
+_STATFS_BYTES = 120  # struct statfs on 64-bit Linux; f_type is its first field, a long
+
+
+def fs_type(fd: int) -> int:
+    """The file system type (statfs f_type) of the one holding ``fd``."""
+    buf = ctypes.create_string_buffer(_STATFS_BYTES)
+    if _libc.fstatfs(ctypes.c_int(fd), buf) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+
+
+def syncfs_reaches_disk(fd: int) -> bool:
+    return fs_type(fd) in SYNCFS_REACHES_DISK
+
+
 def rename_noreplace(src: bytes, dst: bytes, dir_fd: int) -> None:
     """``src`` renamed to ``dst`` in the directory ``dir_fd``, failing with FileExistsError
     if ``dst`` exists: nothing is ever replaced. One system call (renameat2); where the file
@@ -62,6 +90,27 @@ def rename_noreplace(src: bytes, dst: bytes, dir_fd: int) -> None:
         raise OSError(err, os.strerror(err), os.fsdecode(dst))
     os.link(src, dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
     os.unlink(src, dir_fd=dir_fd)
+
+
+def make_dirs(path: Path, mode: int = 0o777) -> None:
+    """``mkdir -p`` whose new names survive a power cut: each directory created is made
+    durable in its parent (an fsync of the parent), or the files written below it later,
+    however well synced, can vanish with it. The leaf gets ``mode``, parents the default."""
+    path = Path(path)
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for i, d in enumerate(reversed(missing)):
+        try:
+            os.mkdir(d, mode if i == len(missing) - 1 else 0o777)
+        except FileExistsError:
+            if not d.is_dir():
+                raise
+            continue  # made by someone else meanwhile: theirs to make durable
+        fsync_dir(d.parent)
 
 
 def ensure_private_dir(path: Path, own: bool = False) -> Path:
@@ -83,7 +132,7 @@ def ensure_private_dir(path: Path, own: bool = False) -> Path:
             f"{path} is {what}; it must be a directory of the toolkit's own, and nothing is written through it",
             hint="put the directory it points at in its place, or remove it",
         )
-    path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    make_dirs(path, PRIVATE_DIR)
     st = os.stat(path)
     if (st.st_mode & 0o777) != PRIVATE_DIR:
         path.chmod(PRIVATE_DIR)

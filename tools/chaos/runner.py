@@ -12,6 +12,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 
 from ops.state.lock import LOCK_FD_ENV
 from ops.state.manifest import STEPS
@@ -29,14 +30,17 @@ class Ran:
 _counter = [0]
 
 
-def fork_run(sb: Sandbox, script: str, *args: str, env: dict | None = None, timeout: float = 120) -> Ran:
+def fork_run(
+    sb: Sandbox, script: str, *args: str, env: dict | None = None, timeout: float = 120, out_dir: Path | None = None
+) -> Ran:
     """Run scripts/<script>.py as __main__ in a child forked from this warm process.
 
     The child is a real process (its own pid and process group, SIGKILL kills it, its
-    exit status is the script's), with the environment a cron job would give it.
+    exit status is the script's), with the environment a cron job would give it. Its
+    output goes to a file in ``out_dir`` (default: beside the sandbox).
     """
     _counter[0] += 1
-    out_path = sb.base.parent / f".out-{os.getpid()}-{_counter[0]}"
+    out_path = (out_dir or sb.base.parent) / f".out-{os.getpid()}-{_counter[0]}"
     path = SCRIPTS / f"{script}.py"
     sys.stdout.flush()
     sys.stderr.flush()
