@@ -191,3 +191,31 @@ def test_what_a_killed_clean_deleted_is_catalogued_when_its_run_is_left(sandbox)
     assert found.returncode == 0 and json.loads(found.stdout.splitlines()[0])["run"] == left
     status = sandbox.run("status")
     assert "What its clean deleted before it stopped is in the catalogue" in status.stdout + status.stderr
+
+
+def test_a_run_whose_root_changed_device_or_inode_is_left_for_a_new_run(sandbox):
+    """A reboot can give the disk under a root another device number (device-mapper numbers
+    its devices as they come up), and a root can be replaced by a new directory. Backup and
+    clean refuse a root that is not the directory scanned, so a resumed run failed every
+    night until an operator said --new-run. The next maintenance now leaves it and starts a
+    new run, which scans the root as it is (found by the power-cut campaign, whose layer
+    came back under another device number)."""
+    for i in range(3):
+        sandbox.file(f"{i}.log", f"log {i}\n", age_days=OLD)
+    run_ok(sandbox, "scan")
+    left = sandbox.runs()[-1]
+    root = sandbox.data / "logs"
+    os.rename(root, root.with_name("logs.old"))  # the same files in a new directory
+    root.mkdir()
+    for name in os.listdir(root.with_name("logs.old")):
+        os.rename(root.with_name("logs.old") / name, root / name)
+    refused = sandbox.run("backup", "--run", left)
+    assert refused.returncode == 1 and "is not the directory that was scanned" in refused.stderr
+
+    r = sandbox.run("maintenance")
+    assert r.returncode == 0, r.stderr
+    assert sandbox.runs()[-1] != left and (sandbox.run_dir() / "clean.ok.json").exists()
+    assert sorted(os.listdir(root)) == []
+    left_why = [e for e in log_records(sandbox) if e.get("event") == "not_continued"]
+    assert left_why and f"run {left} is left unfinished: policy logs's root" in left_why[-1]["msg"]
+    assert "not the directory it scanned" in left_why[-1]["msg"]
