@@ -5,12 +5,13 @@ O_APPEND so concurrent writers never interleave within a line. Files are named b
 an operator's own rotation (or none) works; the toolkit never deletes them.
 """
 
+import contextlib
 import os
 import time
 from pathlib import Path
 
 from ops.errors import StepFailed
-from ops.sys.atomic import PRIVATE_FILE, ensure_private_dir
+from ops.sys.atomic import PRIVATE_FILE, ensure_private_dir, fsync_dir
 from ops.sys.jsonl import dumps_line
 from ops.sys.paths import NotPlainFile, open_plain_fd
 
@@ -38,6 +39,7 @@ class StepLog:
         self.path = log_file(ensure_private_dir(log_dir))
         self.step = step
         self.run_id = run_id
+        new = not os.path.lexists(self.path)
         try:
             self._fd = open_plain_fd(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE)
         except NotPlainFile as exc:
@@ -45,6 +47,8 @@ class StepLog:
                 f"{self.path} {exc.strerror}; the log must be a regular file of the toolkit's own. Nothing was changed",
                 hint=f"move {self.path} away (the next run starts a new one)",
             ) from None
+        if new:  # the month's file: its name made durable once, or a power cut can take the month with it
+            fsync_dir(self.path.parent)
 
     def line(self, event: str, msg: str = "", level: str = "info", **fields) -> bytes:
         """One log line, stamped now, for ``write``."""
@@ -72,4 +76,9 @@ class StepLog:
         self.write(self.line(event, msg, level, **fields))
 
     def close(self) -> None:
+        # A step's lines reach the disk when it ends, one fdatasync a step (not a line): after
+        # a power cut the log still tells what every finished step did. The log is the
+        # record beside the manifests, so a failing flush here never fails the step.
+        with contextlib.suppress(OSError):
+            os.fdatasync(self._fd)
         os.close(self._fd)

@@ -4,6 +4,7 @@ touch, and a seeded slice of the campaign loses nothing. Each defect the campaig
 has its regression test here, on the layer that found it (and one without FUSE in
 tests/ops/maintenance/test_run_identity.py)."""
 
+import json
 import os
 import random
 import subprocess
@@ -99,7 +100,8 @@ def _sandbox_on(power: Power) -> tuple[Sandbox, Sandbox]:
 def test_a_first_maintenance_leaves_its_state_and_destination_durable(power, tmp_path):
     """var/ (state, log, backups) did not exist: maintenance made it with mkdir -p and
     never synced the new names in their parents. Its archives were all fsynced, its
-    deletions durable, and at the next power cut var/ vanished with every copy."""
+    deletions durable, and at the next power cut var/ vanished with every copy. The
+    month's log file, never synced in its directory, vanished too, with its lines."""
     sb, on = _sandbox_on(power)
     assert not sb.state.exists()
     got = fork_run(on, "maintenance", out_dir=tmp_path)
@@ -110,6 +112,9 @@ def test_a_first_maintenance_leaves_its_state_and_destination_durable(power, tmp
     sums = subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=sb.backups / run_id, capture_output=True)
     assert sums.returncode == 0, sums.stdout
     assert (sb.state / "runs" / run_id / "clean.ok.json").exists()
+    (log,) = sb.logs.iterdir()  # the month's log, created by this run: its name and lines kept
+    events = [json.loads(line) for line in log.read_bytes().splitlines()]
+    assert sum(e["event"] == "deleted" for e in events) == 6
 
 
 @pytest.mark.parametrize("pace", ["full", "gentle"])

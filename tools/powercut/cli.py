@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="scripts/powercut.py", description=DESCRIPTION)
     p.add_argument("--seed", type=int, default=None, help="campaign seed (default: a new one, printed)")
     p.add_argument(
-        "--trials", type=int, default=500, help="trials, each 2 to 5 cuts (default: %(default)s: over 1,000 cuts)"
+        "--trials", type=int, default=700, help="trials, each up to 5 cuts (default: %(default)s: over 1,000 cuts)"
     )
     p.add_argument("--trial", type=int, help="only trial number N (to reproduce one)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2)

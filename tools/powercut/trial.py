@@ -20,7 +20,7 @@ from pathlib import Path
 from ops.state.manifest import STEPS
 from tools.chaos.dataset import Dataset, configure, dataset, random_content
 from tools.chaos.files import read_tree, sha
-from tools.chaos.oracle import _check_archives, archived, destinations, policy_roots
+from tools.chaos.oracle import _check_archives, archived, destinations, policy_roots, read_json
 from tools.chaos.outcome import Outcome
 from tools.chaos.runner import Ran, fork_run
 from tools.powercut.layer import Power
@@ -111,11 +111,16 @@ class Trial:
 
     def restore(self, cut: bool) -> Ran | None:
         """A finished run's policy restored under restored/<run>-<policy>/."""
-        done = [r for r in self.sb.runs() if (self.sb.state / "runs" / r / "verify.ok.json").exists()]
-        if not done:
+        held = {}  # verified runs that copied something: run -> its policies
+        for r in self.sb.runs():
+            backup = read_json(self.sb.state / "runs" / r / "backup.ok.json")
+            if (self.sb.state / "runs" / r / "verify.ok.json").exists() and backup and backup.get("destinations"):
+                held[r] = sorted(backup.get("policies") or {})
+        held = {r: p for r, p in held.items() if p}
+        if not held:
             return None
-        run_id = self.rng.choice(done)
-        policy = self.rng.choice([p["name"] for p in self.sb.config["policies"]])
+        run_id = self.rng.choice(sorted(held))
+        policy = self.rng.choice(held[run_id])
         to = self.sbm.base / RESTORED / f"{run_id}-{policy}"
         args = ("--run", run_id, "--policy", policy, "--to", str(to), "--pace", self.rng.choice(["full", "gentle"]))
         cut_at = self.cut_point("restore", 200) if cut else None
