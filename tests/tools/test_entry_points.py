@@ -1,4 +1,4 @@
-"""scripts/bench.py and scripts/chaos.py are thin entry points into tools/: each must find
+"""scripts/bench.py, scripts/chaos.py and scripts/powercut.py are thin entry points into tools/: each must find
 the package on its own, from any working directory, as make and an operator run them."""
 
 import os
@@ -16,6 +16,7 @@ from tools.sandbox import SCRIPTS
     [
         ("bench", ["usage: scripts/bench.py", "--quick", "BENCH_SCALE=small"]),
         ("chaos", ["usage: scripts/chaos.py", "--seed", *KINDS]),
+        ("powercut", ["usage: scripts/powercut.py", "--seed", "--trials", "fsync of a file"]),
     ],
 )
 def test_the_entry_point_starts_without_the_repository_on_the_path(script, says, tmp_path):

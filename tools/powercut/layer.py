@@ -11,6 +11,7 @@ Mutating operations and syncs are counted (``ops``); reads are not, since a cut 
 two reads changes nothing.
 """
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -290,10 +291,11 @@ def _serve(backing: Path, grave: Path, mnt: Path, seed: int, report: Path, spare
 class Power:
     """The layer over ``base``/backing, mounted at ``base``/mnt, and its power switch.
 
-    ``cut`` is one power cut: unmount, rebuild from the durable state, mount again. It runs
-    under ``lock`` (shared by every campaign worker), so that the new mount gets back the
-    device number the old one freed, as a disk keeps its number across a power cut: a
-    policy root's device and inode are part of what scan recorded and clean compares.
+    ``cut`` is one power cut: unmount, rebuild from the durable state, mount again. Every
+    mount and unmount runs under ``lock`` (shared by every campaign worker), so that the new
+    mount gets back the device number the old one freed, as a disk keeps its number across
+    a power cut: a policy root's device and inode are part of what scan recorded and clean
+    compares.
     """
 
     def __init__(self, base: Path, lock: Path, seed: int = 0):
@@ -364,24 +366,33 @@ class Power:
             raise RuntimeError(f"the power-cut layer failed (exit {os.waitstatus_to_exitcode(status)})")
         return json.loads(self.report_path.read_text())
 
-    def cut(self) -> dict:
-        """One power cut: off, rebuilt, on again; the report of the power-on that ended."""
+    @contextlib.contextmanager
+    def _switching(self):
+        """Mounts and unmounts one at a time across the campaign's workers: a mount takes the
+        lowest free device number, so a cut's new mount gets back the one its old mount freed."""
         self.lock_fd = os.open(self.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
-            report = self.off()
-            self.on()
+            yield
         finally:
             os.close(self.lock_fd)
             self.lock_fd = None
+
+    def cut(self) -> dict:
+        """One power cut: off, rebuilt, on again; the report of the power-on that ended."""
+        with self._switching():
+            report = self.off()
+            self.on()
         return report
 
     def __enter__(self) -> "Power":
-        self.on()
+        with self._switching():
+            self.on()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.off()
+        with self._switching():
+            self.off()
 
 
 def fuse_missing() -> str | None:
