@@ -65,8 +65,9 @@ class Trial:
 
     # -- sessions ---------------------------------------------------------------------------
 
-    def session(self, what: str, run, cut_at: int | None) -> Ran:
-        """One power-on: ``run`` the workload on the mount, then cut (at ``cut_at`` or at rest)."""
+    def session(self, what: str, run, cut_at: int | None) -> tuple[Ran, bool]:
+        """One power-on: ``run`` the workload on the mount, then cut (at ``cut_at`` or at
+        rest); what it returned, and whether the cut came while it ran."""
         if cut_at is not None:
             self.power.arm(cut_at)
         got = run()
@@ -86,8 +87,7 @@ class Trial:
             self.out.rest_cuts += 1
             self.estimate[what] = max(self.estimate.get(what, 0), rep["ops"])
         self.check_durable(f"the cut after {what}" + (f" at {rep['cut_op']!r}" if rep["cut"] else " at rest"))
-        got.cut = rep["cut"]
-        return got
+        return got, rep["cut"]
 
     def fork(self, script: str, *args: str) -> Ran:
         return fork_run(self.sbm, script, *args, out_dir=self.layer)
@@ -95,11 +95,11 @@ class Trial:
     def cut_point(self, what: str, fallback: int) -> int:
         return self.rng.randint(1, max(2, self.estimate.get(what, fallback)))
 
-    def maintenance(self, cut: bool, *args: str) -> Ran:
+    def maintenance(self, cut: bool, *args: str) -> tuple[Ran, bool]:
         cut_at = self.cut_point("maintenance", 400) if cut else None
         return self.session("maintenance", lambda: self.fork("maintenance", *args), cut_at)
 
-    def step(self) -> Ran:
+    def step(self) -> tuple[Ran, bool]:
         """The next step due on the newest run (scan of a new run if it is finished)."""
         runs = self.sb.runs()
         rdir = self.sb.state / "runs" / runs[-1] if runs else None
@@ -109,8 +109,9 @@ class Trial:
         cut_at = self.cut_point(due, self.estimate.get("maintenance", 400) // 3)
         return self.session(due, lambda: self.fork(due, *args), cut_at)
 
-    def restore(self, cut: bool) -> Ran | None:
-        """A finished run's policy restored under restored/<run>-<policy>/."""
+    def restore(self, cut: bool) -> tuple[tuple, bool] | None:
+        """A finished run's policy restored under restored/<run>-<policy>/: its arguments, and
+        whether the cut came while it ran."""
         held = {}  # verified runs that copied something: run -> its policies
         for r in self.sb.runs():
             backup = read_json(self.sb.state / "runs" / r / "backup.ok.json")
@@ -124,9 +125,8 @@ class Trial:
         to = self.sbm.base / RESTORED / f"{run_id}-{policy}"
         args = ("--run", run_id, "--policy", policy, "--to", str(to), "--pace", self.rng.choice(["full", "gentle"]))
         cut_at = self.cut_point("restore", 200) if cut else None
-        got = self.session("restore", lambda: self.fork("restore", *args), cut_at)
-        got.args = args
-        return got
+        _got, was_cut = self.session("restore", lambda: self.fork("restore", *args), cut_at)
+        return args, was_cut
 
     # -- the oracle after every cut ---------------------------------------------------------
 
@@ -206,28 +206,28 @@ class Trial:
         for _ in range(rng.randint(2, 5)):
             r = rng.random()
             if r < 0.15:
-                got = self.restore(True)
-                if got is not None and got.cut:
-                    cut_restore = got.args
+                restored = self.restore(True)
+                if restored is not None and restored[1]:
+                    cut_restore = restored[0]
                     continue
             if r < 0.35:
                 self.step()
             else:
                 before = self._unfinished()
-                got = self.maintenance(True)
-                if not got.cut and got.code:
+                got, was_cut = self.maintenance(True)
+                if not was_cut and got.code:
                     out.bad(f"maintenance exited {got.code} with no cut: {got.out[-400:]}")
                 self._recovered(before)
             if rng.random() < 0.3:
                 self._more_files()
         before = self._unfinished()
-        rec = self.maintenance(False)
+        rec, _ = self.maintenance(False)
         out.recovered = rec.code == 0
         if rec.code:
             out.bad(f"recovery maintenance exited {rec.code}: {rec.out[-400:]}")
         self._recovered(before)
         if cut_restore is not None:
-            again = self.session("restore", lambda: self.fork("restore", *cut_restore), None)
+            again, _ = self.session("restore", lambda: self.fork("restore", *cut_restore), None)
             if again.code:
                 out.bad(f"restore after its cut exited {again.code}: {again.out[-400:]}")
             else:
@@ -243,13 +243,15 @@ class Trial:
             left = sorted(k for k in self.ds.expected_gone() if k in now.ids)
             if not left or attempt == passes:
                 break
-            again = self.maintenance(False)
+            again, _ = self.maintenance(False)
             if again.code:
                 self.out.bad(f"maintenance after recovery exited {again.code}: {again.out[-400:]}")
                 break
         self.out.kept_forever = left
 
     def _more_files(self) -> None:
+        """New files of the core, straight to the backing (durable, as the dataset's), right
+        after a cut: no directory is changed since then, so no cut can undo them."""
         roots = list(policy_roots(self.sb).values())
         for i in range(self.rng.randint(1, 5)):
             expired = self.rng.random() < 0.7
