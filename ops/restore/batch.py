@@ -181,6 +181,7 @@ class Batch:
         self.bytes = 0
         self._serial = itertools.count(secrets.randbits(32))  # next() is atomic: the threads share it
         self._creators: _Creators | None = None
+        self.before_names = None  # called once a batch is durable, before its files get their names
 
     def _temp(self, leaf: bytes) -> bytes:
         """``.<leaf>.tmp-restore-<8 hex>``: numbered from a random start, not drawn at random
@@ -203,7 +204,7 @@ class Batch:
 
     def write(self, reader: ArchiveReader, member, expected_sha: str, source: str, on_written=None, tag=None) -> None:
         """``member`` to a temporary name beside its place, checked against ``expected_sha``
-        (Untrusted if it differs); ``on_written(stat)`` is told of it just before it is named,
+        (Untrusted if it differs); ``on_written(stat)`` is told of it before its batch is named,
         and ``tag`` comes back from ``commit`` with its name."""
         what = repr(os.fsdecode(member.name))
         parent, _, leaf = member.name.rpartition(b"/")
@@ -277,6 +278,9 @@ class Batch:
             for f in self.pending:
                 if f.on_written is not None:
                     f.on_written(f.st)
+            if self.before_names is not None:
+                self.before_names()  # what records the files (restore's marks) durable before their names
+            for f in self.pending:
                 what = repr(os.fsdecode(f.parent + b"/" + f.leaf if f.parent else f.leaf))
                 try:
                     rename_noreplace(f.tmp, f.leaf, f.fd)

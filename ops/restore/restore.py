@@ -399,6 +399,7 @@ class _Job:
         complete = self.records.backup is not None  # the local state has every member; the catalogue only some
         target_fd = _open_target(target, create=True)
         batch = Batch(target_fd)
+        batch.before_names = self._sync_marks
         try:
             with dest.open_read(self.run_id, info["archive"]) as raw, ArchiveReader(raw, info["compression"]) as reader:
                 sums = checked_sums(dest, self.run_id, info["sums"], listed[info["sums"]])
@@ -471,6 +472,13 @@ class _Job:
                 raise TargetError(f"cannot record the restored file in the state: {exc}") from None
 
         return mark
+
+    def _sync_marks(self) -> None:
+        try:
+            if self.marks is not None:
+                self.marks.sync()
+        except OSError as exc:
+            raise TargetError(f"cannot record the restored files in the state: {exc}") from None
 
     def restored(self) -> int:
         return sum(len(d) for d in self.done.values())

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from ops.errors import Refused, UsageError, refusal_of
-from ops.sys.atomic import atomic_write, ensure_private_dir
+from ops.sys.atomic import atomic_write, ensure_private_dir, fsync_dir
 from ops.sys.jsonl import decode_line, dumps_document, iter_lines
 from ops.sys.paths import NotPlainFile, check_manifest_path, open_plain_file, read_plain_file, unsafe_reason
 from ops.sys.sizes import CHUNK, MiB
@@ -187,6 +187,9 @@ class Run:
         ensure_private_dir(self.dir.parent.parent)
         ensure_private_dir(self.dir.parent, own=True)
         ensure_private_dir(self.dir, own=True)
+        # Also when the directory was there already: a scan killed between its mkdir and the
+        # sync of runs/ left a name that a power cut could still take, with the whole run.
+        fsync_dir(self.dir.parent)
 
     # -- writing -------------------------------------------------------------------------
 

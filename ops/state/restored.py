@@ -3,7 +3,8 @@
 A restored file keeps its old mtime, so the next run would expire it again at once (and
 the catalogue would list it under a second run). Restore appends one line per file to
 ``<state_dir>/restored.jsonl`` (policy, path relative to the root, device, inode, mtime,
-when) before the file gets its name, so no scan ever sees it unmarked. Scan and plan read
+when), made durable before the file gets its name, so no scan ever sees it unmarked, even
+after a power cut. Scan and plan read
 the lines whose grace is not over, and the retention decision keeps a file only while that
 same file is at that path (device, inode and mtime: an inode number is reused soon after
 a delete), so a file written anew there is decided like any other.
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from ops.config import Config
 from ops.errors import StepFailed
-from ops.sys.atomic import PRIVATE_FILE, ensure_private_dir
+from ops.sys.atomic import PRIVATE_FILE, ensure_private_dir, fsync_dir
 from ops.sys.jsonl import decode_line, dumps_line
 from ops.sys.paths import NotPlainFile, open_plain_fd, open_plain_file
 
@@ -39,10 +40,13 @@ class Marks:
     def __init__(self, state_dir: Path):
         self.path = ensure_private_dir(state_dir) / NAME
         self.at_ns = time.time_ns()
+        new = not os.path.lexists(self.path)
         try:
             self._fd = open_plain_fd(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE)
         except NotPlainFile as exc:
             raise _not_plain(self.path, exc) from None
+        if new:
+            fsync_dir(self.path.parent)  # the marks outlive a power cut only if their file's name does
 
     def add(self, policy: str, path: bytes, st: os.stat_result) -> None:
         # One O_APPEND write per line: a concurrent restore's lines never interleave with it.
@@ -61,6 +65,10 @@ class Marks:
                 }
             ),
         )
+
+    def sync(self) -> None:
+        """The marks added so far made durable: called before their files get their names."""
+        os.fsync(self._fd)
 
     def close(self) -> None:
         try:

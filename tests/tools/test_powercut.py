@@ -144,3 +144,40 @@ def test_a_seeded_slice_of_the_campaign_loses_nothing(tmp_path):
     assert cuts >= 16 and sum(o.rest_cuts for o in results) >= 16, text
     assert sum(o.dropped_writes for o in results) > 0 and sum(o.dropped_entries for o in results) > 0, text
     assert not [line for line in open("/proc/self/mounts") if str(tmp_path) in line]
+
+
+def test_a_file_restored_into_its_root_has_its_mark_durable_before_its_name(power, tmp_path):
+    """Restore marks each file it puts back into a root, so that scan keeps it for
+    restore_grace instead of expiring it again. The marks were written but not synced (nor
+    was their file's name) before the files got their names: after a power cut, files back
+    under their names with no mark, deleted again by the next run. (Found by a durability
+    review of the power-cut work.)"""
+    sb, on = _sandbox_on(power)
+    assert fork_run(on, "maintenance", out_dir=tmp_path).code == 0
+    power.cut()
+    env = {"QTS_OPS_RESTORE_BATCH": "1", "QTS_OPS_CRASH_AT": "restore.after_rename:3"}
+    got = fork_run(on, "restore", "--run", sb.runs()[-1], "--pace", "gentle", env=env, out_dir=tmp_path)
+    assert got.code == -9, got.out
+    power.cut()
+    back = {str(p.relative_to(sb.data / "logs")) for p in (sb.data / "logs").rglob("*.log")}
+    assert len(back) >= 2
+    marks = sb.state / "restored.jsonl"
+    marked = {json.loads(line)["path"] for line in marks.read_bytes().splitlines()} if marks.exists() else set()
+    assert back <= marked
+
+
+def test_a_run_directory_a_killed_scan_left_is_made_durable_by_the_run_that_takes_it_up(power, tmp_path):
+    """A scan killed between its mkdir of runs/<id> and the sync of runs/ leaves a name that
+    is not durable; the maintenance that takes the run up found the directory there and
+    synced nothing, so a power cut after the whole run took its directory, manifests and
+    all. (Found by a durability review of the power-cut work.)"""
+    sb, on = _sandbox_on(power)
+    (on.state / "runs").mkdir(parents=True, mode=0o700)
+    for d in (on.state / "runs", on.state, on.state.parent, on.base):
+        _sync_dir(d)
+    run_id = "20991231T235959Z-abcd"  # the newest run: the one maintenance takes up
+    (on.state / "runs" / run_id).mkdir(mode=0o700)  # the killed scan's mkdir, not synced
+    got = fork_run(on, "maintenance", out_dir=tmp_path)
+    assert got.code == 0, got.out
+    power.cut()
+    assert (sb.state / "runs" / run_id / "clean.ok.json").exists()

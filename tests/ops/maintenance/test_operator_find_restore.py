@@ -186,6 +186,36 @@ def test_status_json_reports_age_policies_on_disk_and_destination_usage(two_runs
 # -- compaction -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("left", [["clean.journal.jsonl", "clean.ok.json"], ["scan.ok.json", "scan.logs.jsonl"]])
+def test_a_compaction_cut_short_never_replaces_the_pack_nor_leaves_a_stuck_run(sandbox, left):
+    """rmtree removes a packed run's directory file by file: a kill or a power cut part-way
+    left some of its files. With clean.ok.json among them the next compaction packed the
+    run again, replacing the whole pack with those files; without it the run was never
+    compacted, and restore and scrub refused it every night. The pack now stands, and what
+    is left of the directory goes (found by a durability review of the power-cut work)."""
+    aged(sandbox, "a.log", b"first a\n")
+    run_ok(sandbox, "maintenance")
+    (first,) = sandbox.runs()
+    aged(sandbox, "b.log", b"then b\n")
+    run_ok(sandbox, "maintenance")
+    assert compact_years_later(sandbox) == 1
+    packed = sandbox.state / "compacted" / f"{first}.tar.zst"
+    members = subprocess.run(["tar", "-tf", str(packed)], capture_output=True, text=True, check=True).stdout
+    whole = packed.read_bytes()
+    # What a removal cut short left of the run's directory: these files, back from the pack.
+    (sandbox.state / "runs" / first).mkdir(mode=0o700)
+    subprocess.run(
+        ["tar", "-xf", str(packed), "-C", str(sandbox.state / "runs"), *[f"{first}/{n}" for n in left]], check=True
+    )
+    removing = sandbox.state / "runs" / f".{first}.removing"  # a rename done, its rmtree cut short
+    removing.mkdir(mode=0o700)
+    (removing / "scan.ok.json").write_bytes(b"{}")
+    assert compact_years_later(sandbox) == 0
+    assert packed.read_bytes() == whole and members.count(".json") >= 4
+    assert first not in sandbox.runs() and not (sandbox.state / "runs" / first).exists()
+    assert not [n for n in os.listdir(sandbox.state / "runs") if n.startswith(".")]
+
+
 def test_compaction_packs_old_finished_runs_and_find_and_restore_still_work(sandbox, tmp_path):
     sandbox.config["compact_runs_after"] = "1s"
     sandbox.write_config()
