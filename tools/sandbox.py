@@ -10,6 +10,7 @@ Nothing here imports ops or pytest: ``make chaos`` uses it outside the test suit
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
 DAY = 86400
+RUN_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{4}$")  # as ops.state.manifest.RUN_ID_RE; ops is not imported here
 
 
 class Sandbox:
@@ -82,8 +84,9 @@ class Sandbox:
         return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout, cwd=self.base)
 
     def runs(self) -> list[str]:
+        """The run ids in the state (not what else is there: a compaction's leftovers)."""
         d = self.state / "runs"
-        return sorted(os.listdir(d)) if d.exists() else []
+        return sorted(n for n in os.listdir(d) if RUN_ID.match(n)) if d.exists() else []
 
     def run_dir(self, run_id: str | None = None) -> Path:
         return self.state / "runs" / (run_id or self.runs()[-1])

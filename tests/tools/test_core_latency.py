@@ -20,8 +20,9 @@ def test_percentiles_are_nearest_rank_values_that_were_measured():
 
 def test_a_short_run_appends_on_its_grid_and_removes_its_journal(tmp_path):
     got = run(str(tmp_path), 0.2, 0.005, 512)
-    # On its grid: never more appends than ticks. A loaded machine may manage fewer.
-    assert got["expected"] == 40 and 1 <= got["writes"] <= 41
+    # On its grid: never more appends than ticks (counted over the time it really ran, which
+    # a loaded machine stretches a little). It may manage fewer.
+    assert 40 <= got["expected"] <= 45 and 1 <= got["writes"] <= got["expected"] + 1
     assert 0 < got["p50_ms"] <= got["p99_ms"] <= got["p999_ms"] <= got["max_ms"]
     assert os.listdir(tmp_path) == []
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ops.restore import batch
 from ops.sys.atomic import syncfs_reaches_disk
 from tools.chaos.runner import fork_run
 from tools.powercut import campaign, report
@@ -146,7 +147,7 @@ def test_a_seeded_slice_of_the_campaign_loses_nothing(tmp_path):
     assert not [line for line in open("/proc/self/mounts") if str(tmp_path) in line]
 
 
-def test_a_file_restored_into_its_root_has_its_mark_durable_before_its_name(power, tmp_path):
+def test_a_file_restored_into_its_root_has_its_mark_durable_before_its_name(power, tmp_path, monkeypatch):
     """Restore marks each file it puts back into a root, so that scan keeps it for
     restore_grace instead of expiring it again. The marks were written but not synced (nor
     was their file's name) before the files got their names: after a power cut, files back
@@ -155,7 +156,10 @@ def test_a_file_restored_into_its_root_has_its_mark_durable_before_its_name(powe
     sb, on = _sandbox_on(power)
     assert fork_run(on, "maintenance", out_dir=tmp_path).code == 0
     power.cut()
-    env = {"QTS_OPS_RESTORE_BATCH": "1", "QTS_OPS_CRASH_AT": "restore.after_rename:3"}
+    # A batch a file (set here: the forked restore inherits it, and QTS_OPS_RESTORE_BATCH is
+    # read when the module is first imported, which another test may have done already).
+    monkeypatch.setattr(batch, "BATCH_FILES", 1)
+    env = {"QTS_OPS_CRASH_AT": "restore.after_rename:3"}
     got = fork_run(on, "restore", "--run", sb.runs()[-1], "--pace", "gentle", env=env, out_dir=tmp_path)
     assert got.code == -9, got.out
     power.cut()
