@@ -173,7 +173,7 @@ class Batch:
     of at most one CHUNK is checked first, in memory, and made by a creator thread.
     """
 
-    def __init__(self, target_fd: int):
+    def __init__(self, target_fd: int, before_names=None):
         self.target_fd = target_fd
         self.dirs: dict[bytes, int] = {}  # parent (relative) -> descriptor, for the batch's life
         self.devices: dict[int, int] = {}  # each file system written to -> a descriptor on it
@@ -181,7 +181,7 @@ class Batch:
         self.bytes = 0
         self._serial = itertools.count(secrets.randbits(32))  # next() is atomic: the threads share it
         self._creators: _Creators | None = None
-        self.before_names = None  # called once a batch is durable, before its files get their names
+        self.before_names = before_names  # called once a batch is durable, before its files get their names
 
     def _temp(self, leaf: bytes) -> bytes:
         """``.<leaf>.tmp-restore-<8 hex>``: numbered from a random start, not drawn at random
@@ -274,7 +274,7 @@ class Batch:
             if whole:
                 self._durable("the restored files")  # every file's data and new directory
             elif not PACE.gentle:
-                self._each_durable()  # the gentle pace fsynced each as it was written
+                self._each_durable()  # syncfs may stop short of the disk here (the gentle pace synced each file)
             for f in self.pending:
                 if f.on_written is not None:
                     f.on_written(f.st)

@@ -398,8 +398,7 @@ class _Job:
         known = self.records.files.get(name)
         complete = self.records.backup is not None  # the local state has every member; the catalogue only some
         target_fd = _open_target(target, create=True)
-        batch = Batch(target_fd)
-        batch.before_names = self._sync_marks
+        batch = Batch(target_fd, before_names=self._sync_marks)
         try:
             with dest.open_read(self.run_id, info["archive"]) as raw, ArchiveReader(raw, info["compression"]) as reader:
                 sums = checked_sums(dest, self.run_id, info["sums"], listed[info["sums"]])
