@@ -33,3 +33,22 @@ def test_the_entry_point_starts_without_the_repository_on_the_path(script, says,
     assert got.returncode == 0, got.stderr
     for text in says:
         assert text in got.stdout
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--trials", "0"], "--trials: must be 1 or more, not 0"),
+        (["--trials", "-3"], "--trials: must be 1 or more, not -3"),
+        (["--workers", "0"], "--workers: must be 1 or more, not 0"),
+        (["--trial", "700"], "--trial 700: the trials are numbered 0 to 699 (raise --trials)"),
+        (["--trials", "5", "--trial", "-1"], "--trial -1: the trials are numbered 0 to 4"),
+    ],
+)
+def test_a_power_cut_campaign_that_would_prove_nothing_is_refused(args, says):
+    """No trial run is no proof: an empty campaign, or one trial outside the campaign the
+    reproduce line names, is a usage error (2), not a pass."""
+    got = subprocess.run(
+        [sys.executable, str(SCRIPTS / "powercut.py"), *args], capture_output=True, text=True, timeout=60
+    )
+    assert got.returncode == 2 and says in got.stderr, got.stderr

@@ -4,6 +4,7 @@ work directory), run by a pool of warm forked workers, then counted for the repo
 import hashlib
 import importlib
 import multiprocessing
+import os
 import random
 import signal
 import subprocess
@@ -12,9 +13,8 @@ import traceback
 from pathlib import Path
 
 from tools.chaos.files import remove_tree
+from tools.powercut.layer import LOCK, SERVER_PID
 from tools.powercut.trial import CutOutcome, Trial
-
-LOCK = ".power.lock"  # in the work directory: every worker's cuts take it (layer.Power)
 
 
 def trial_seed(seed: int, i: int) -> int:
@@ -27,7 +27,7 @@ def run_trial(i: int, seed: int, work: Path, keep: bool = False) -> CutOutcome:
     tdir.mkdir(parents=True)
     t0 = time.monotonic()
     try:
-        Trial(random.Random(out.seed), tdir, out, work / LOCK).run()
+        Trial(random.Random(out.seed), tdir, out, LOCK).run()
     except Exception:
         out.bad("the trial itself crashed:\n" + traceback.format_exc()[-1500:])
     finally:
@@ -47,10 +47,31 @@ def unmount_all(top: Path) -> None:
             subprocess.run(["fusermount3", "-u", "-z", "-q", p], capture_output=True)
 
 
+def clean_up(work: Path, keep: bool = False) -> None:
+    """After the campaign, or an interrupt: every layer under ``work`` unmounted, its server
+    gone (an interrupted worker's server outlives it), then the sandboxes removed."""
+    unmount_all(work)
+    for pid_file in work.rglob(SERVER_PID):
+        try:
+            pid = int(pid_file.read_text())
+            with open(f"/proc/{pid}/stat") as f:
+                ours = int(f.read().rsplit(")", 1)[1].split()[2]) == pid  # its own group, as a server makes
+            if ours:
+                os.kill(pid, signal.SIGKILL)
+                deadline = time.monotonic() + 5
+                while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+                    time.sleep(0.01)
+        except (OSError, ValueError, IndexError):
+            continue  # gone already
+    if not keep:
+        remove_tree(work)
+
+
 def _init_worker() -> None:
     importlib.import_module("ops.cli")  # warm what the forked steps import
     importlib.import_module("ops.maintenance.chain")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the campaign's process ends the pool
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the pool's end: quietly, not as an interrupt
 
 
 def _task(args) -> CutOutcome:

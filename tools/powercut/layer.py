@@ -20,10 +20,17 @@ import random
 import signal
 import stat
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
-import mfusepy
+try:
+    import mfusepy
+
+    _Operations, _FUSEBase = mfusepy.Operations, mfusepy.FUSE
+except OSError:  # no libfuse on this host: fuse_missing() says so, and nothing mounts
+    mfusepy = None
+    _Operations = _FUSEBase = object
 
 from tools.powercut.ledger import Ledger
 
@@ -35,7 +42,7 @@ class _Cut(Exception):
     pass
 
 
-class PowerCutFS(mfusepy.Operations):
+class PowerCutFS(_Operations):
     use_ns = True
 
     def __init__(self, ledger: Ledger, cut_at: int | None, spare_pgid: int):
@@ -263,7 +270,7 @@ def _type(entry: os.DirEntry) -> int:
     return stat.S_IFMT(entry.stat(follow_symlinks=False).st_mode)
 
 
-class _FUSE(mfusepy.FUSE):
+class _FUSE(_FUSEBase):
     """mfusepy drops rename's flags; restore relies on RENAME_NOREPLACE, so pass them on."""
 
     def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
@@ -272,6 +279,9 @@ class _FUSE(mfusepy.FUSE):
         )
 
 
+# Every campaign and test on this host takes it to mount or unmount (``Power``).
+LOCK = Path(tempfile.gettempdir()) / "qts-ops-powercut.lock"
+SERVER_PID = "server.pid"  # beside a layer's backing directory: its server, for a clean-up after an interrupt
 ARM = "/.powercut-arm-"  # stat of <mount>/.powercut-arm-<n>: the power goes at the n-th operation from now
 
 
@@ -322,8 +332,9 @@ class Power:
                     os.close(self.lock_fd)  # a child holding the campaign's lock would keep it forever
                 os.setpgid(0, 0)  # never in the group a cut kills
                 null = os.open(os.devnull, os.O_RDWR)
-                for fd in (0, 1):
-                    os.dup2(null, fd)
+                log = os.open(self.base / "server.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                for fd, to in ((0, null), (1, null), (2, log)):
+                    os.dup2(to, fd)
                 _serve(self.backing, self.grave, self.mnt, seed, self.report_path, spare)
                 code = 0
             except BaseException:
@@ -332,6 +343,7 @@ class Power:
                 traceback.print_exc()
             finally:
                 os._exit(code)
+        (self.base / SERVER_PID).write_text(str(self.pid))
         deadline = time.monotonic() + 10
         while not os.path.ismount(self.mnt):
             if time.monotonic() > deadline or os.waitpid(self.pid, os.WNOHANG)[0]:
@@ -363,7 +375,9 @@ class Power:
         _pid, status = os.waitpid(self.pid, 0)
         self.pid = 0
         if os.waitstatus_to_exitcode(status) != 0 or not self.report_path.exists():
-            raise RuntimeError(f"the power-cut layer failed (exit {os.waitstatus_to_exitcode(status)})")
+            log = self.base / "server.log"
+            said = log.read_text(errors="replace")[-800:] if log.exists() else ""
+            raise RuntimeError(f"the power-cut layer failed (exit {os.waitstatus_to_exitcode(status)}): {said}")
         return json.loads(self.report_path.read_text())
 
     @contextlib.contextmanager
@@ -395,12 +409,25 @@ class Power:
             self.off()
 
 
+_CAP_SYS_ADMIN = 21
+
+
 def fuse_missing() -> str | None:
     """Why the layer cannot mount here, or None."""
-    if not os.path.exists("/dev/fuse"):
+    try:
+        st = os.stat("/dev/fuse")
+    except FileNotFoundError:
         return "/dev/fuse is missing (FUSE is not available on this machine)"
+    if not stat.S_ISCHR(st.st_mode) or (os.major(st.st_rdev), os.minor(st.st_rdev)) != (10, 229):
+        return "/dev/fuse is not the FUSE device (character device 10:229)"
     if not any(os.path.exists(p) for p in ("/bin/fusermount3", "/usr/bin/fusermount3")):
         return "fusermount3 is missing (apt-get install fuse3)"
-    if mfusepy.fuse_version_major != 3:
+    if mfusepy is None or mfusepy.fuse_version_major != 3:
         return "libfuse3 is missing (apt-get install fuse3)"
+    if os.geteuid() != 0:
+        return "mounting the layer needs root"
+    with open("/proc/self/status") as f:
+        caps = next((int(line.split()[1], 16) for line in f if line.startswith("CapEff:")), 0)
+    if not caps >> _CAP_SYS_ADMIN & 1:
+        return "mounting the layer needs CAP_SYS_ADMIN, which this process lacks (a container without it?)"
     return None

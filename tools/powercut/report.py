@@ -24,6 +24,7 @@ def table(results: list[CutOutcome]) -> tuple[str, bool]:
         t["resumed"] += o.resumed
         t["restarted"] += o.restarted
         t["restores"] += o.restores
+        t["whole"] += o.restores_whole
         t["recovered"] += o.recovered and not o.failed
         t["lost"] += len(o.lost)
         t["kept"] += len(o.kept_forever)
@@ -37,6 +38,7 @@ def table(results: list[CutOutcome]) -> tuple[str, bool]:
         ("runs a cut left unfinished: resumed", t["resumed"]),
         ("runs a cut left unfinished: left for a new run", t["restarted"]),
         ("restores cut, then completed by a second restore", t["restores"]),
+        ("restores that exited 0, checked whole after a cut", t["whole"]),
         ("trials recovered by one maintenance", t["recovered"]),
         ("files lost", t["lost"]),
         ("files kept forever", t["kept"]),
@@ -52,12 +54,13 @@ def table(results: list[CutOutcome]) -> tuple[str, bool]:
     return "\n".join(lines), passed
 
 
-def failures(results: list[CutOutcome], seed: int) -> str:
+def failures(results: list[CutOutcome], seed: int, trials: int) -> str:
     lines = []
     for o in results:
         if not o.failed:
             continue
-        lines.append(f"\ntrial {o.trial} (reproduce: scripts/powercut.py --seed {seed} --trial {o.trial} --keep)")
+        again = f"scripts/powercut.py --seed {seed} --trials {trials} --trial {o.trial} --keep"
+        lines.append(f"\ntrial {o.trial} (reproduce: {again})")
         lines += [f"  lost: {k!r}" for k in o.lost[:10]]
         lines += [f"  kept forever: {k!r}" for k in o.kept_forever[:10]]
         lines += [f"  violation: {v}" for v in o.violations[:10]]

@@ -45,16 +45,24 @@ def self_check(base: Path, lock: Path) -> list[tuple[str, bool, str]]:
     with Power(base, lock, seed=1) as power:
         m, d = power.mnt, power.mnt / "d"
         os.mkdir(d)
+        os.mkdir(m / "e")
         _sync_dir(m)
         _write(d / "unsynced")  # its name durable, its data not
         _sync_dir(d)
         _write(d / "synced", sync_file=True)
+        _write(d / "rewritten", sync_file=True)
         _write(d / "renamed", sync_file=True)
         _write(d / "unlinked", sync_file=True)
         _sync_dir(d)
         os.rename(d / "renamed", d / "renamed-to")
         os.unlink(d / "unlinked")
         _write(d / "no-dir-sync", sync_file=True)  # its data durable, its name not
+        os.mkdir(m / "e" / "new")  # its name never synced in e: gone, with what it holds
+        _write(m / "e" / "new" / "synced", sync_file=True)
+        _sync_dir(m / "e" / "new")
+        with open(d / "rewritten", "r+b") as f:  # truncated and rewritten, never synced
+            f.truncate(0)
+            f.write(b"rewritten\n")
         _write(m / "after-syncfs")
         fd = os.open(m, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -70,6 +78,8 @@ def self_check(base: Path, lock: Path) -> list[tuple[str, bool, str]]:
         power.cut()
         got = {n: _read(d / n) for n in ("unsynced", "no-dir-sync", "synced", "renamed", "renamed-to", "unlinked")}
         got["after-syncfs"] = _read(m / "after-syncfs")
+        got["new-dir"] = _read(m / "e" / "new" / "synced")
+        got["rewritten"] = _read(d / "rewritten")
         checks = [
             (
                 "a file written without fsync is short after a cut",
@@ -85,6 +95,19 @@ def self_check(base: Path, lock: Path) -> list[tuple[str, bool, str]]:
                 "with fsync on the file and on its directory, it survives whole",
                 got["synced"] == WHOLE,
                 "whole" if got["synced"] == WHOLE else f"{got['synced']!r}",
+            ),
+            (
+                "an unsynced truncate and rewrite never survives whole",
+                got["rewritten"] is not None
+                and got["rewritten"] != b"rewritten\n"
+                and len(got["rewritten"]) < 10
+                or got["rewritten"] == WHOLE,
+                f"{got['rewritten']!r}",
+            ),
+            (
+                "a new directory not synced in its parent is gone, with the files synced in it",
+                got["new-dir"] is None,
+                "gone" if got["new-dir"] is None else "still there",
             ),
             (
                 "a rename without a directory fsync is undone",

@@ -40,6 +40,7 @@ class CutOutcome(Outcome):
     resumed: int = 0  # runs a cut left unfinished that the next maintenance finished
     restarted: int = 0  # ... that were left for a new run (the run could not finish)
     restores: int = 0  # restores cut and completed by a second restore
+    restores_whole: int = 0  # restores that exited 0 and were whole after the cut at rest that followed
 
 
 def rebased(sb: Sandbox, base: Path) -> Sandbox:
@@ -109,24 +110,40 @@ class Trial:
         cut_at = self.cut_point(due, self.estimate.get("maintenance", 400) // 3)
         return self.session(due, lambda: self.fork(due, *args), cut_at)
 
-    def restore(self, cut: bool) -> tuple[tuple, bool] | None:
-        """A finished run's policy restored under restored/<run>-<policy>/: its arguments, and
-        whether the cut came while it ran."""
-        held = {}  # verified runs that copied something: run -> its policies
-        for r in self.sb.runs():
-            backup = read_json(self.sb.state / "runs" / r / "backup.ok.json")
-            if (self.sb.state / "runs" / r / "verify.ok.json").exists() and backup and backup.get("destinations"):
-                held[r] = sorted(backup.get("policies") or {})
-        held = {r: p for r, p in held.items() if p}
-        if not held:
-            return None
-        run_id = self.rng.choice(sorted(held))
-        policy = self.rng.choice(held[run_id])
-        to = self.sbm.base / RESTORED / f"{run_id}-{policy}"
-        args = ("--run", run_id, "--policy", policy, "--to", str(to), "--pace", self.rng.choice(["full", "gentle"]))
+    def restore(self, cut: bool, again: tuple | None = None) -> tuple[tuple, dict, bool] | None:
+        """A verified run's policy restored under restored/<run>-<policy>/ (or ``again``, one
+        cut before): its arguments, what it must restore (path -> SHA-256, read from the run's
+        records when it was chosen, before compaction packs them), and whether the cut came
+        while it ran. A restore that exited 0 is checked whole at once, after its cut at rest."""
+        if again is None:
+            held = {}  # verified runs that copied something, with their records: (run, policy) -> records
+            for r in self.sb.runs():
+                rdir = self.sb.state / "runs" / r
+                backup = read_json(rdir / "backup.ok.json")
+                if not ((rdir / "verify.ok.json").exists() and backup and backup.get("destinations")):
+                    continue
+                for policy in sorted(backup.get("policies") or {}):
+                    if (rdir / f"backup.{policy}.jsonl").exists():
+                        held[(r, policy)] = rdir / f"backup.{policy}.jsonl"
+            if not held:
+                return None
+            run_id, policy = self.rng.choice(sorted(held))
+            lines = [json.loads(line) for line in held[(run_id, policy)].read_bytes().splitlines()]
+            want = {os.fsencode(r["path"]): r["sha256"] for r in lines if r.get("status") == "archived"}
+            to = self.sbm.base / RESTORED / f"{run_id}-{policy}"
+            pace = self.rng.choice(["full", "gentle"])
+            args = ("--run", run_id, "--policy", policy, "--to", str(to), "--pace", pace)
+        else:
+            args, want = again
         cut_at = self.cut_point("restore", 200) if cut else None
-        _got, was_cut = self.session("restore", lambda: self.fork("restore", *args), cut_at)
-        return args, was_cut
+        got, was_cut = self.session("restore", lambda: self.fork("restore", *args), cut_at)
+        if not was_cut:
+            if got.code:
+                self.out.bad(f"restore {' '.join(args[:4])} exited {got.code}: {got.out[-400:]}")
+            else:
+                self._check_restore_complete(args, want)
+                self.out.restores_whole += 1
+        return args, want, was_cut
 
     # -- the oracle after every cut ---------------------------------------------------------
 
@@ -142,7 +159,8 @@ class Trial:
                 out.bad(f"after {what}: {key!r} is still there but its content changed")
             elif sha(spec.content) not in arch.get(key, ()):
                 out.bad(f"after {what}: {key!r} is gone and no published run on any destination holds it")
-                out.lost.append(key)
+                if key not in out.lost:  # a file, not each cut that found it gone
+                    out.lost.append(key)
         self._check_manifests(what)
         self._check_restored(what)
 
@@ -162,7 +180,9 @@ class Trial:
                     continue
                 for name, digest in files.items():
                     p = runs_dir / run_id / name
-                    if p.exists() and sha(p.read_bytes()) != digest:
+                    if not p.exists():
+                        self.out.bad(f"after {what}: {run_id}/{name}, named by {ok.name}, is gone")
+                    elif sha(p.read_bytes()) != digest:
                         self.out.bad(f"after {what}: {run_id}/{name}, named by {ok.name}, lost its contents")
 
     def _check_restored(self, what: str) -> None:
@@ -207,8 +227,9 @@ class Trial:
             r = rng.random()
             if r < 0.15:
                 restored = self.restore(True)
-                if restored is not None and restored[1]:
-                    cut_restore = restored[0]
+                if restored is not None:
+                    if restored[2]:
+                        cut_restore = restored[:2]
                     continue
             if r < 0.35:
                 self.step()
@@ -227,12 +248,9 @@ class Trial:
             out.bad(f"recovery maintenance exited {rec.code}: {rec.out[-400:]}")
         self._recovered(before)
         if cut_restore is not None:
-            again, _ = self.session("restore", lambda: self.fork("restore", *cut_restore), None)
-            if again.code:
-                out.bad(f"restore after its cut exited {again.code}: {again.out[-400:]}")
-            else:
-                out.restores += 1
-                self._check_restore_complete(cut_restore)
+            before = len(out.violations)
+            self.restore(False, again=cut_restore)
+            out.restores += len(out.violations) == before
         self._settle()
         _check_archives(self.sb, out)
 
@@ -273,20 +291,12 @@ class Trial:
         elif self.sb.runs()[-1] != left:
             self.out.restarted += 1
 
-    def _check_restore_complete(self, args: tuple) -> None:
+    def _check_restore_complete(self, args: tuple, want: dict) -> None:
         run_id, policy, to = args[1], args[3], Path(args[5])
-        root = policy_roots(self.sb)[policy]
         got = read_tree(self.sb.base / to.relative_to(self.sbm.base) / policy).files
-        recs = self.sb.state / "runs" / run_id / f"backup.{policy}.jsonl"
-        if not recs.exists():
-            return  # compacted since: its records live in the catalogue
-        for line in recs.read_bytes().splitlines():
-            r = json.loads(line)
-            if r.get("status") != "archived":
-                continue
-            rel = os.fsencode(r["path"])
-            if sha(got.get(rel, b"\0missing")) != r["sha256"]:
-                self.out.bad(f"restore of {run_id}/{policy} after its cut: {root}/{rel!r} not restored whole")
+        for rel, digest in want.items():
+            if sha(got.get(rel, b"\0missing")) != digest:
+                self.out.bad(f"restore of {run_id}/{policy} exited 0, then a cut: {rel!r} not there whole")
 
 
 def phase(what: str, op: str) -> str:
