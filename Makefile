@@ -24,7 +24,7 @@ PLAN_FILES ?=
 CHAOS_SEED ?=
 CHAOS_TRIALS ?= 20
 POWERCUT_SEED ?=
-POWERCUT_TRIALS ?= 700
+POWERCUT_TRIALS ?= 800
 # What an operator passes (make find FILE=..., CONFIG=...) reaches the scripts through the
 # environment only, never through make's or the shell's parsing: each of USER_VARS is exported
 # as QTS_OPS_<name>, taken with $(value) so make expands nothing in it ($HOME stays $HOME),
@@ -117,7 +117,7 @@ bench: $(STAMP)
 chaos: $(STAMP)
 	$(PY) scripts/chaos.py $(call opt,--seed,CHAOS_SEED) $(call opt,--trials,CHAOS_TRIALS)
 
-.PHONY: powercut ## power cuts on a FUSE layer that forgets what was not fsynced (POWERCUT_SEED=, POWERCUT_TRIALS=700)
+.PHONY: powercut ## power cuts on a FUSE layer that forgets what was not fsynced (POWERCUT_SEED=, POWERCUT_TRIALS=800)
 powercut: $(STAMP) fuse3
 	$(PY) scripts/powercut.py $(call opt,--seed,POWERCUT_SEED) $(call opt,--trials,POWERCUT_TRIALS)
 

@@ -41,7 +41,7 @@ def test_the_entry_point_starts_without_the_repository_on_the_path(script, says,
         (["--trials", "0"], "--trials: must be 1 or more, not 0"),
         (["--trials", "-3"], "--trials: must be 1 or more, not -3"),
         (["--workers", "0"], "--workers: must be 1 or more, not 0"),
-        (["--trial", "700"], "--trial 700: the trials are numbered 0 to 699 (raise --trials)"),
+        (["--trial", "800"], "--trial 800: the trials are numbered 0 to 799 (raise --trials)"),
         (["--trials", "5", "--trial", "-1"], "--trial -1: the trials are numbered 0 to 4"),
     ],
 )

@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--trials",
         type=_positive,
-        default=700,
+        default=800,
         help="trials, each up to 5 cuts (default: %(default)s: over 1,000 cuts)",
     )
     p.add_argument("--trial", type=int, help="only trial number N of the --trials (to reproduce one)")
