@@ -190,11 +190,8 @@ class LocalDestination(Destination):
         ensure_private_dir(self.path)
         if os.path.lexists(self.path / run_id):  # a run, or anything else by its name: never replaced
             raise DestinationError(f"{self.path / run_id} already exists; refusing to overwrite a published run")
-        prefix = f".{run_id}.tmp-"
-        for name in os.listdir(self.path):
-            if name.startswith(prefix):  # an interrupted attempt at this very run
-                shutil.rmtree(self.path / name)
-        staging = self.path / f"{prefix}{os.getpid()}"
+        self._clear_attempts(run_id)
+        staging = self.path / f".{run_id}.tmp-{os.getpid()}"
         os.mkdir(staging, PRIVATE_DIR)
         return self._staging(self.path / run_id, staging)
 
@@ -205,10 +202,16 @@ class LocalDestination(Destination):
         final = self.path / run_id
         aside = self.path / f".{run_id}.damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
         ensure_private_dir(self.path)
+        self._clear_attempts(run_id)  # a repair or backup of this run cut short (the lock is ours)
         staging = self.path / f".{run_id}.tmp-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
         os.mkdir(staging, PRIVATE_DIR)
         return LocalStaging(final, staging, aside=aside)
+
+    def _clear_attempts(self, run_id: str) -> None:
+        prefix = f".{run_id}.tmp-"
+        for name in os.listdir(self.path):
+            if name.startswith(prefix):  # an interrupted attempt at this very run
+                shutil.rmtree(self.path / name)
 
     def _staging(self, final: Path, staging: Path) -> LocalStaging:
         return LocalStaging(final, staging)

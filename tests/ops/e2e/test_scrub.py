@@ -68,9 +68,13 @@ def test_a_rotted_archive_is_repaired_byte_identical_from_the_other_copy(two_cop
 def test_a_run_deleted_from_one_destination_is_copied_back(two_copies):
     sandbox, run_id, first, second = two_copies
     shutil.rmtree(second)
+    left = second.parent / f".{run_id}.tmp-999999"  # a repair killed part-way, by another process
+    left.mkdir(mode=0o700)
+    (left / "logs.tar.zst").write_bytes(b"half an archive")
     r = sandbox.run("scrub", "--all", "-v")
     assert r.returncode == 0, r.stderr
     assert _tree(second) == _tree(first)
+    assert not left.exists(), "an interrupted repair's staging is removed by the next repair of that run"
 
 
 def test_with_no_intact_copy_left_scrub_exits_1_naming_the_run_and_find_says_so(two_copies):
