@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 from ops.errors import StepFailed
-from ops.sys.atomic import PRIVATE_FILE, ensure_private_dir, fsync_dir
+from ops.sys.atomic import ensure_private_dir
 from ops.sys.jsonl import dumps_line
-from ops.sys.paths import NotPlainFile, open_plain_fd
+from ops.sys.paths import NotPlainFile, open_plain_append
 
 _second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text
 
@@ -39,16 +39,13 @@ class StepLog:
         self.path = log_file(ensure_private_dir(log_dir))
         self.step = step
         self.run_id = run_id
-        new = not os.path.lexists(self.path)
         try:
-            self._fd = open_plain_fd(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE)
+            self._fd = open_plain_append(self.path)
         except NotPlainFile as exc:
             raise StepFailed(
                 f"{self.path} {exc.strerror}; the log must be a regular file of the toolkit's own. Nothing was changed",
                 hint=f"move {self.path} away (the next run starts a new one)",
             ) from None
-        if new:  # the month's file: its name made durable once, or a power cut can take the month with it
-            fsync_dir(self.path.parent)
 
     def line(self, event: str, msg: str = "", level: str = "info", **fields) -> bytes:
         """One log line, stamped now, for ``write``."""

@@ -87,10 +87,11 @@ def _write_all(fd: int, data, what: str) -> None:
 class _File:
     """One member of a batch: where it is, under what temporary name, and what became of it."""
 
-    __slots__ = ("parent", "fd", "tmp", "leaf", "st", "on_written", "tag", "error", "data", "mode", "mtime")
+    __slots__ = ("parent", "fd", "tmp", "leaf", "st", "on_written", "tag", "error", "data", "mode", "mtime", "sync")
 
-    def __init__(self, parent: bytes, fd: int, leaf: bytes, on_written, tag):
+    def __init__(self, parent: bytes, fd: int, leaf: bytes, on_written, tag, sync: bool):
         self.parent, self.fd, self.leaf, self.on_written, self.tag = parent, fd, leaf, on_written, tag
+        self.sync = sync  # fsynced as it is made: the batch's syncfs would not make it durable
         self.tmp: bytes | None = None  # None: not created (yet)
         self.st: os.stat_result | None = None
         self.error: BaseException | None = None
@@ -155,6 +156,8 @@ def _create(f: _File, name_for) -> None:
             _write_all(out, chunk, what)
         os.fchmod(out, f.mode)
         os.utime(out, (f.mtime, f.mtime))
+        if f.sync:
+            os.fsync(out)
         if f.on_written is not None:
             f.st = os.fstat(out)  # only a mark needs it
     except OSError as exc:
@@ -177,6 +180,7 @@ class Batch:
         self.target_fd = target_fd
         self.dirs: dict[bytes, int] = {}  # parent (relative) -> descriptor, for the batch's life
         self.devices: dict[int, int] = {}  # each file system written to -> a descriptor on it
+        self.whole = not PACE.gentle  # one syncfs makes the batch durable: no file system written to says otherwise
         self.pending: list[_File] = []
         self.bytes = 0
         self._serial = itertools.count(secrets.randbits(32))  # next() is atomic: the threads share it
@@ -197,7 +201,10 @@ class Batch:
         if fd is None:
             try:
                 fd = self.dirs[parent] = dir_fd(self.target_fd, parent, create=True)
-                self.devices.setdefault(os.fstat(fd).st_dev, fd)  # a file system mounted inside: synced too
+                dev = os.fstat(fd).st_dev
+                if dev not in self.devices:  # a file system mounted inside: synced too
+                    self.devices[dev] = fd
+                    self.whole = self.whole and syncfs_reaches_disk(fd)
             except OSError as exc:
                 raise TargetError(f"cannot make the directory of {what} at the restore target: {exc}") from None
         return fd
@@ -208,7 +215,8 @@ class Batch:
         and ``tag`` comes back from ``commit`` with its name."""
         what = repr(os.fsdecode(member.name))
         parent, _, leaf = member.name.rpartition(b"/")
-        f = _File(parent, self._dir(parent, what), leaf, on_written, tag)
+        fd = self._dir(parent, what)
+        f = _File(parent, fd, leaf, on_written, tag, sync=not self.whole)
         f.mode, f.mtime = member.mode & 0o777, member.mtime
         if not PACE.gentle and member.size <= CHUNK:
             f.data = [chunk for chunk in reader.chunks(member)]  # views into immutable blocks: kept valid
@@ -244,7 +252,7 @@ class Batch:
                 steps.wrote(len(chunk))
                 crashpoints.reach("restore.after_chunk")
             os.utime(out, (f.mtime, f.mtime))  # the writes moved it
-            if PACE.gentle:
+            if f.sync:
                 os.fsync(out)
             if f.on_written is not None:
                 f.st = os.fstat(out)
@@ -269,12 +277,13 @@ class Batch:
                 raise f.error
         crashpoints.reach("restore.before_sync")
         named = []
-        whole = not PACE.gentle and all(syncfs_reaches_disk(fd) for fd in self.devices.values())
         try:
-            if whole:
+            if self.whole:
                 self._durable("the restored files")  # every file's data and new directory
-            elif not PACE.gentle:
-                self._each_durable()  # syncfs may stop short of the disk here (the gentle pace synced each file)
+            else:
+                # Each file was synced as it was made, but for any made before the batch met a
+                # file system whose syncfs does not reach the disk.
+                _sync_each(f for f in self.pending if not f.sync)
             for f in self.pending:
                 if f.on_written is not None:
                     f.on_written(f.st)
@@ -292,7 +301,7 @@ class Batch:
                     raise TargetError(f"cannot put {what} in place: {exc}") from None
                 named.append(f.tag)
                 crashpoints.reach("restore.after_rename")
-            if whole:
+            if self.whole:
                 self._durable("the restored names")
             else:
                 _dirs_durable(self.dirs.values())
@@ -304,17 +313,6 @@ class Batch:
     def _durable(self, what: str) -> None:
         for fd in self.devices.values() or (self.target_fd,):
             _durable(fd, what)
-
-    def _each_durable(self) -> None:
-        for f in self.pending:
-            try:
-                fd = os.open(f.tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=f.fd)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            except OSError as exc:
-                raise TargetError(f"making the restored files durable: {exc}") from None
 
     def discard(self) -> None:
         """Remove what is still under a temporary name, and forget the batch."""
@@ -342,6 +340,18 @@ def _durable(fd: int, what: str) -> None:
         syncfs(fd)
     except OSError as exc:
         raise TargetError(f"making {what} durable: {exc}") from None
+
+
+def _sync_each(files) -> None:
+    try:
+        for f in files:
+            fd = os.open(f.tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=f.fd)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        raise TargetError(f"making the restored files durable: {exc}") from None
 
 
 def _dirs_durable(fds) -> None:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from ops.config import Config
 from ops.errors import StepFailed
-from ops.sys.atomic import PRIVATE_FILE, ensure_private_dir, fsync_dir
+from ops.sys.atomic import ensure_private_dir
 from ops.sys.jsonl import decode_line, dumps_line
-from ops.sys.paths import NotPlainFile, open_plain_fd, open_plain_file
+from ops.sys.paths import NotPlainFile, open_plain_append, open_plain_file
 
 NAME = "restored.jsonl"
 
@@ -40,13 +40,10 @@ class Marks:
     def __init__(self, state_dir: Path):
         self.path = ensure_private_dir(state_dir) / NAME
         self.at_ns = time.time_ns()
-        new = not os.path.lexists(self.path)
         try:
-            self._fd = open_plain_fd(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE)
+            self._fd = open_plain_append(self.path)
         except NotPlainFile as exc:
             raise _not_plain(self.path, exc) from None
-        if new:
-            fsync_dir(self.path.parent)  # the marks outlive a power cut only if their file's name does
 
     def add(self, policy: str, path: bytes, st: os.stat_result) -> None:
         # One O_APPEND write per line: a concurrent restore's lines never interleave with it.

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ops.errors import Refused
+from ops.sys.atomic import PRIVATE_FILE, fsync_dir
 
 # A directory opened where a symlink in its place must lead nowhere.
 NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -88,6 +89,21 @@ def open_plain_fd(path, flags: int = os.O_RDONLY, mode: int = 0o600, dir_fd: int
     except NotPlainFile as exc:
         raise NotPlainFile(exc.errno, exc.strerror, str(path)) from None
     os.set_blocking(fd, True)  # O_NONBLOCK was only for the open
+    return fd
+
+
+def open_plain_append(path) -> int:
+    """``open_plain_fd`` for appending lines to one of the toolkit's own files (0600), made if
+    missing. A file it makes has its name synced in its directory at once: otherwise a power
+    cut could take every line written to it since, however each was flushed."""
+    new = not os.path.lexists(path)
+    fd = open_plain_fd(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE)
+    if new:
+        try:
+            fsync_dir(Path(path).parent)
+        except BaseException:
+            os.close(fd)
+            raise
     return fd
 
 

@@ -7,12 +7,11 @@ tests/ops/maintenance/test_run_identity.py)."""
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from ops.restore import batch
-from ops.sys.atomic import syncfs_reaches_disk
+from ops.sys.atomic import fsync_dir, syncfs_reaches_disk
 from tools.chaos.runner import fork_run
 from tools.powercut import campaign, report
 from tools.powercut.layer import LOCK, Power, fuse_missing
@@ -29,14 +28,6 @@ OLD = 100  # days
 def power(tmp_path):
     with Power(tmp_path / "layer", LOCK, seed=3) as p:
         yield p
-
-
-def _sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def test_the_self_check_passes_every_check(tmp_path):
@@ -57,7 +48,7 @@ def test_unsynced_appends_leave_a_prefix_never_the_whole_and_synced_ones_stay(po
             os.fsync(f.fileno())
             for piece in pieces[3:]:
                 f.write(piece)
-        _sync_dir(power.mnt)
+        fsync_dir(power.mnt)
         power.cut()
         got = name.read_bytes()
         assert whole.startswith(got) and len(b"".join(pieces[:3])) <= len(got) < len(whole)
@@ -68,7 +59,7 @@ def test_a_cut_keeps_the_inode_and_ctime_of_what_it_did_not_touch(power):
     keep.write_bytes(b"durable\n")
     with open(keep, "rb") as f:
         os.fsync(f.fileno())
-    _sync_dir(power.mnt)
+    fsync_dir(power.mnt)
     before = os.stat(keep)
     (power.mnt / "lost").write_bytes(b"never synced\n")
     power.cut()
@@ -175,7 +166,7 @@ def test_a_run_directory_a_killed_scan_left_is_made_durable_by_the_run_that_take
     sb, on = _sandbox_on(power)
     (on.state / "runs").mkdir(parents=True, mode=0o700)
     for d in (on.state / "runs", on.state, on.state.parent, on.base):
-        _sync_dir(d)
+        fsync_dir(d)
     run_id = "20991231T235959Z-abcd"  # the newest run: the one maintenance takes up
     (on.state / "runs" / run_id).mkdir(mode=0o700)  # the killed scan's mkdir, not synced
     got = fork_run(on, "maintenance", out_dir=tmp_path)

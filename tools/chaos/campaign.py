@@ -46,7 +46,7 @@ def run_trial(kind: str, i: int, seed: int, work: Path, keep: bool = False, budg
     return out
 
 
-def _init_worker() -> None:
+def init_worker() -> None:
     # Warm the imports the forked step processes need, once per worker.
     importlib.import_module("ops.cli")
     importlib.import_module("ops.maintenance.chain")
@@ -83,7 +83,7 @@ def run_campaign(
     os.chmod(work, 0o711)  # uid nobody (hostile-uid) must be able to reach its sandbox
     results = []
     ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(workers, initializer=_init_worker, maxtasksperchild=20) as pool:
+    with ctx.Pool(workers, initializer=init_worker, maxtasksperchild=20) as pool:
         for o in pool.imap_unordered(_task, tasks):
             results.append(o)
             if progress:

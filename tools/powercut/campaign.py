@@ -1,8 +1,6 @@
 """The campaign: trials planned from the seed (each its own seed and sandbox under the
 work directory), run by a pool of warm forked workers, then counted for the report."""
 
-import hashlib
-import importlib
 import multiprocessing
 import os
 import random
@@ -12,17 +10,14 @@ import time
 import traceback
 from pathlib import Path
 
+from tools.chaos.campaign import init_worker, trial_seed
 from tools.chaos.files import remove_tree
 from tools.powercut.layer import LOCK, SERVER_PID
 from tools.powercut.trial import CutOutcome, Trial
 
 
-def trial_seed(seed: int, i: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}:powercut:{i}".encode()).digest()[:8], "big")
-
-
 def run_trial(i: int, seed: int, work: Path, keep: bool = False) -> CutOutcome:
-    out = CutOutcome("powercut", i, trial_seed(seed, i))
+    out = CutOutcome("powercut", i, trial_seed(seed, "powercut", i))
     tdir = work / f"trial-{i:04d}"
     tdir.mkdir(parents=True)
     t0 = time.monotonic()
@@ -68,10 +63,8 @@ def clean_up(work: Path, keep: bool = False) -> None:
 
 
 def _init_worker() -> None:
-    importlib.import_module("ops.cli")  # warm what the forked steps import
-    importlib.import_module("ops.maintenance.chain")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the campaign's process ends the pool
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the pool's end: quietly, not as an interrupt
+    init_worker()  # chaos's: warm imports, SIGINT left to the campaign's process
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the pool's end: quietly, not as the cli's interrupt
 
 
 def _task(args) -> CutOutcome:

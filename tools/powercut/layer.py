@@ -154,11 +154,16 @@ class PowerCutFS(_Operations):
 
     # -- data -------------------------------------------------------------------------------
 
-    def create(self, path, mode, fi=None):
-        self._tick("create", path)
+    def _entry(self, what: str, path: str) -> str:
+        """Count an operation on ``path``'s entry, its directory's durable entries kept first:
+        the backing path to change."""
+        self._tick(what, path)
         full = self._p(path)
         self.ledger.dir_changing(os.path.dirname(full))
-        return os.open(full, os.O_RDWR | os.O_CREAT, mode)
+        return full
+
+    def create(self, path, mode, fi=None):
+        return os.open(self._entry("create", path), os.O_RDWR | os.O_CREAT, mode)
 
     def write(self, path, data, offset, fh):
         self._tick("write", path)
@@ -190,9 +195,7 @@ class PowerCutFS(_Operations):
     # -- directory entries ------------------------------------------------------------------
 
     def mkdir(self, path, mode):
-        self._tick("mkdir", path)
-        full = self._p(path)
-        self.ledger.dir_changing(os.path.dirname(full))
+        full = self._entry("mkdir", path)
         os.mkdir(full, mode)
         self.ledger.dir_created(full)
         return 0
@@ -207,9 +210,7 @@ class PowerCutFS(_Operations):
         return 0
 
     def unlink(self, path):
-        self._tick("unlink", path)
-        full = self._p(path)
-        self.ledger.dir_changing(os.path.dirname(full))
+        full = self._entry("unlink", path)
         self.ledger.bury(full)
         os.unlink(full)
         return 0
@@ -235,17 +236,11 @@ class PowerCutFS(_Operations):
         return 0
 
     def link(self, target, source):
-        self._tick("link", target)
-        full = self._p(target)
-        self.ledger.dir_changing(os.path.dirname(full))
-        os.link(self._p(source), full, follow_symlinks=False)
+        os.link(self._p(source), self._entry("link", target), follow_symlinks=False)
         return 0
 
     def symlink(self, target, source):
-        self._tick("symlink", target)
-        full = self._p(target)
-        self.ledger.dir_changing(os.path.dirname(full))
-        os.symlink(source, full)
+        os.symlink(source, self._entry("symlink", target))
         return 0
 
     # -- metadata (kept as it is at the cut) ------------------------------------------------

@@ -6,7 +6,7 @@ import errno
 import os
 from pathlib import Path
 
-from ops.sys.atomic import rename_noreplace, syncfs
+from ops.sys.atomic import fsync_dir, rename_noreplace, syncfs
 from tools.powercut.layer import Power
 
 PIECES = [b"first piece\n", b"second piece\n", b"third piece\n"]
@@ -20,14 +20,6 @@ def _write(path: Path, pieces=PIECES, sync_file: bool = False) -> None:
             os.write(fd, piece)
         if sync_file:
             os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -46,20 +38,20 @@ def self_check(base: Path, lock: Path) -> list[tuple[str, bool, str]]:
         m, d = power.mnt, power.mnt / "d"
         os.mkdir(d)
         os.mkdir(m / "e")
-        _sync_dir(m)
+        fsync_dir(m)
         _write(d / "unsynced")  # its name durable, its data not
-        _sync_dir(d)
+        fsync_dir(d)
         _write(d / "synced", sync_file=True)
         _write(d / "rewritten", sync_file=True)
         _write(d / "renamed", sync_file=True)
         _write(d / "unlinked", sync_file=True)
-        _sync_dir(d)
+        fsync_dir(d)
         os.rename(d / "renamed", d / "renamed-to")
         os.unlink(d / "unlinked")
         _write(d / "no-dir-sync", sync_file=True)  # its data durable, its name not
         os.mkdir(m / "e" / "new")  # its name never synced in e: gone, with what it holds
         _write(m / "e" / "new" / "synced", sync_file=True)
-        _sync_dir(m / "e" / "new")
+        fsync_dir(m / "e" / "new")
         with open(d / "rewritten", "r+b") as f:  # truncated and rewritten, never synced
             f.truncate(0)
             f.write(b"rewritten\n")
@@ -74,7 +66,7 @@ def self_check(base: Path, lock: Path) -> list[tuple[str, bool, str]]:
                 noreplace = "" if exc.errno == errno.EEXIST else f"failed with {exc}"
         finally:
             os.close(fd)
-        _sync_dir(m)  # its name is durable: only syncfs could have made its data so
+        fsync_dir(m)  # its name is durable: only syncfs could have made its data so
         power.cut()
         got = {n: _read(d / n) for n in ("unsynced", "no-dir-sync", "synced", "renamed", "renamed-to", "unlinked")}
         got["after-syncfs"] = _read(m / "after-syncfs")

@@ -20,7 +20,7 @@ from pathlib import Path
 from ops.state.manifest import STEPS
 from tools.chaos.dataset import Dataset, configure, dataset, random_content
 from tools.chaos.files import read_tree, sha
-from tools.chaos.oracle import _check_archives, archived, destinations, policy_roots, read_json
+from tools.chaos.oracle import _check_archives, archived, destinations, policy_roots, read_json, settle
 from tools.chaos.outcome import Outcome
 from tools.chaos.runner import Ran, fork_run
 from tools.powercut.layer import Power
@@ -251,21 +251,8 @@ class Trial:
             before = len(out.violations)
             self.restore(False, again=cut_restore)
             out.restores += len(out.violations) == before
-        self._settle()
+        settle(self.sb, self.ds, out, run=lambda: self.maintenance(False)[0])  # each run a session, cut at rest
         _check_archives(self.sb, out)
-
-    def _settle(self, passes: int = 2) -> None:
-        """Expired files still there after recovery get up to ``passes`` more maintenance runs."""
-        for attempt in range(passes + 1):
-            now = read_tree(self.sb.data, content=False)
-            left = sorted(k for k in self.ds.expected_gone() if k in now.ids)
-            if not left or attempt == passes:
-                break
-            again, _ = self.maintenance(False)
-            if again.code:
-                self.out.bad(f"maintenance after recovery exited {again.code}: {again.out[-400:]}")
-                break
-        self.out.kept_forever = left
 
     def _more_files(self) -> None:
         """New files of the core, straight to the backing (durable, as the dataset's), right

@@ -55,6 +55,8 @@ def _packed(target: Path) -> bool:
 def _leftovers(state_dir: Path) -> None:
     """Remove what an earlier ``_remove`` was cut short on."""
     runs = Path(state_dir) / "runs"
+    if os.path.islink(runs):
+        return  # not this state's runs: nothing is removed there (list_runs lists none either)
     with contextlib.suppress(FileNotFoundError):
         for name in os.listdir(runs):
             if name.startswith(".") and name.endswith(".removing") and RUN_ID_RE.match(name[1 : -len(".removing")]):

@@ -157,6 +157,21 @@ def test_runs_dir_swapped_for_a_symlink_to_old_finished_runs_is_neither_compacte
     assert sandbox.snapshot() == data
 
 
+def test_compaction_removes_no_leftover_through_a_runs_dir_swapped_for_a_symlink(sandbox):
+    """Compaction removes what an earlier removal of a packed run left (``.<id>.removing``).
+    Through a runs/ that is a link, such a name is somebody else's: it stays."""
+    aged(sandbox, "a.log", b"a\n")
+    run_ok(sandbox, "maintenance")
+    elsewhere = sandbox.base / "elsewhere"
+    os.rename(sandbox.state / "runs", elsewhere)
+    os.symlink(elsewhere, sandbox.state / "runs")
+    theirs = elsewhere / f".{RUN_B}.removing"
+    theirs.mkdir()
+    (theirs / "keep.me").write_bytes(b"not the toolkit's\n")
+    assert compact_years_later(sandbox) == 0
+    assert (theirs / "keep.me").read_bytes() == b"not the toolkit's\n"
+
+
 @pytest.mark.parametrize("step", ["backup", "verify", "clean"])
 def test_a_run_directory_swapped_for_a_symlink_to_its_copy_is_refused(sandbox, step):
     """The manifests through the link are the run's own, to the byte, so only the link
